@@ -1,0 +1,56 @@
+"""Evaluation metrics: accuracy for the classification losses, R^2 for regression.
+
+Pure and jittable; ``fit`` computes them inside the fused epoch for the validation data.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from jaxmlp.backprop import forward
+from jaxmlp.losses import Loss
+from jaxmlp.mlp import MLP, Params
+
+
+def metric_name(loss: Loss) -> str:
+    """``"accuracy"`` for class or binary targets, ``"r2"`` for regression."""
+    return "r2" if loss.targets == "regression" else "accuracy"
+
+
+def accuracy(logits: jax.Array, y: jax.Array, targets: str = "classes") -> jax.Array:
+    """Fraction of correct predictions.
+
+    Args:
+        logits: ``(batch, k)`` output-layer pre-activations.
+        y: integer labels ``(batch,)`` or probabilities ``(batch, k)`` (``targets="classes"``),
+            or 0/1 targets ``(batch, k)`` (``targets="binary"``, every output counted).
+    """
+    if targets == "binary":
+        return jnp.mean(((logits > 0) == (y > 0.5)).astype(logits.dtype))
+    labels = y if y.ndim == 1 else jnp.argmax(y, axis=-1)
+    return jnp.mean((jnp.argmax(logits, axis=-1) == labels).astype(logits.dtype))
+
+
+def r2_score(pred: jax.Array, y: jax.Array) -> jax.Array:
+    """Coefficient of determination ``1 - SS_res / SS_tot``, averaged over outputs.
+
+    A constant target scores 1 when predicted exactly and 0 otherwise (scikit-learn's rule).
+    """
+    ss_res = jnp.sum((y - pred) ** 2, axis=0)
+    ss_tot = jnp.sum((y - jnp.mean(y, axis=0, keepdims=True)) ** 2, axis=0)
+    safe = jnp.where(ss_tot > 0, ss_tot, 1)
+    r2 = jnp.where(ss_tot > 0, 1 - ss_res / safe, jnp.where(ss_res == 0, 1.0, 0.0))
+    return jnp.mean(r2)
+
+
+def evaluate(
+    model: MLP, loss: Loss, params: Params, x: jax.Array, y: jax.Array
+) -> tuple[jax.Array, jax.Array]:
+    """The data loss (no l2 term) and the metric on prepared ``x`` ``(n, in)`` and ``y``."""
+    trace = forward(model, params, x)
+    out = trace.z[-1] if loss.logits else trace.a[-1]
+    value = loss.value(out, y)
+    if loss.targets == "regression":
+        return value, r2_score(trace.a[-1], y).astype(value.dtype)
+    return value, accuracy(trace.z[-1], y, loss.targets).astype(value.dtype)

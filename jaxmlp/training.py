@@ -1,0 +1,490 @@
+"""Training: the jitted step, the fused multi-epoch program, and ``fit``.
+
+One compiled program runs ``epochs_per_call`` whole epochs: for each epoch it draws the
+permutation from ``fold_in(key, epoch)``, gathers the padded minibatches, runs every step with
+``lax.scan`` and computes the epoch's metrics, early-stopping bookkeeping and divergence flag,
+all on the device. The host only syncs between calls (progress bar, checks, checkpoints).
+
+What triggers a compile: a new model description, loss, optimizer *object*, method, ``l2``,
+batch size, ``drop_last``/``shuffle``/``epochs_per_call``/early stopping on or off, a new
+number of rows or features, or validation data of a new size. Everything else (the data's
+values, the key, ``epochs``, ``patience``, ``min_delta``) is a run-time argument.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import warnings
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from jax import lax
+
+from jaxmlp.backprop import (
+    _check_l2,
+    _check_method,
+    _check_model_loss,
+    check_targets,
+    value_and_grad,
+)
+from jaxmlp.errors import DivergenceError, JaxmlpWarning
+from jaxmlp.losses import Loss
+from jaxmlp.metrics import evaluate, metric_name
+from jaxmlp.mlp import MLP, Params, _check_key, as_batch, check_params
+
+DEFAULT_LEARNING_RATE = 0.01
+# Plain gradient descent, the lecture's eq. 17: w <- w - eta dL/dw. One shared object, so that
+# repeated calls without an optimizer reuse the compiled programs.
+DEFAULT_OPTIMIZER = optax.sgd(DEFAULT_LEARNING_RATE)
+
+# Python-level trace counts per compiled function kind (tests assert nothing retraces).
+TRACE_COUNTS: dict[str, int] = {"step": 0, "epochs": 0}
+
+
+class TrainState(NamedTuple):
+    """The training state pytree: parameters, optimizer state and the step counter."""
+
+    params: Params
+    opt_state: Any
+    step: jax.Array
+
+    @classmethod
+    def create(
+        cls, params: Params, optimizer: optax.GradientTransformation | None = None
+    ) -> TrainState:
+        """A fresh state; copies ``params`` so that donating the state never invalidates them."""
+        optimizer = _check_optimizer(optimizer)
+        params = jax.tree.map(jnp.copy, params)
+        return cls(params, optimizer.init(params), jnp.zeros((), jnp.int32))
+
+
+class EarlyStopping(NamedTuple):
+    """Stop when the monitored loss has not improved by ``min_delta`` for ``patience`` epochs.
+
+    The monitored loss is the validation loss when validation data is given, else the
+    training loss. With ``restore_best`` the result holds the best epoch's parameters.
+    """
+
+    patience: int = 10
+    min_delta: float = 0.0
+    restore_best: bool = True
+
+
+class FitResult(NamedTuple):
+    """What ``fit`` returns.
+
+    Attributes:
+        params, opt_state: the final (or, with early stopping, best) state.
+        history: per-epoch lists: ``loss`` (training objective, l2 included), and with
+            validation data ``val_loss`` (data loss) and ``val_metric`` (accuracy or R^2).
+        step: optimizer steps taken.
+        best_epoch: 1-based epoch of the best monitored loss (early stopping), else None.
+        stopped_epoch: 1-based epoch at which early stopping ended the run, else None.
+        metric: the name of ``val_metric`` (``"accuracy"`` or ``"r2"``).
+    """
+
+    params: Params
+    opt_state: Any
+    history: dict[str, list[float]]
+    step: int
+    best_epoch: int | None
+    stopped_epoch: int | None
+    metric: str
+
+
+def _check_optimizer(optimizer: Any) -> optax.GradientTransformation:
+    if optimizer is None:
+        return DEFAULT_OPTIMIZER
+    if not (
+        callable(getattr(optimizer, "init", None)) and callable(getattr(optimizer, "update", None))
+    ):
+        raise TypeError(
+            f"optimizer: expected an optax.GradientTransformation (init, update), got {type(optimizer).__name__}"
+        )
+    return optimizer
+
+
+def _apply_update(optimizer, state: TrainState, grads: Params) -> TrainState:
+    updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+    return TrainState(optax.apply_updates(state.params, updates), opt_state, state.step + 1)
+
+
+def make_train_step(
+    model: MLP,
+    loss: str | Loss,
+    optimizer: optax.GradientTransformation | None = None,
+    *,
+    method: str = "manual",
+    l2: float = 0.0,
+) -> Callable:
+    """Builds ``step(state, x, y, sample_weight=None) -> (state, loss_value)``, jitted.
+
+    The state argument is donated: pass a ``TrainState`` from ``TrainState.create`` (which
+    copies the parameters) and use only the returned state afterwards.
+    """
+    loss = _check_model_loss(model, loss)
+    _check_method(method)
+    return _train_step(model, loss, _check_optimizer(optimizer), method, _check_l2(l2))
+
+
+@functools.lru_cache(maxsize=64)
+def _train_step(model, loss, optimizer, method, l2):
+    vg = value_and_grad(model, loss, method=method, l2=l2)
+
+    def step(state, x, y, sample_weight=None):
+        TRACE_COUNTS["step"] += 1
+        value, grads = vg(state.params, x, y, sample_weight)
+        return _apply_update(optimizer, state, grads), value
+
+    return jax.jit(step, donate_argnums=0)
+
+
+class _Carry(NamedTuple):
+    state: TrainState
+    best_params: Params | None
+    best_score: jax.Array
+    wait: jax.Array
+    stopped: jax.Array
+    diverged: jax.Array
+    bad_epoch: jax.Array
+    bad_step: jax.Array
+
+
+class _Spec(NamedTuple):
+    model: MLP
+    loss: Loss
+    optimizer: Any
+    method: str
+    l2: float
+    batch_size: int
+    drop_last: bool
+    shuffle: bool
+    epochs_per_call: int
+    track_best: bool
+    has_val: bool
+
+
+def _tree_where(pred, new, old):
+    return jax.tree.map(lambda a, b: jnp.where(pred, a, b), new, old)
+
+
+@functools.lru_cache(maxsize=64)
+def _epochs_program(spec: _Spec):
+    """The jitted multi-epoch program for one static configuration (cached)."""
+    vg = value_and_grad(spec.model, spec.loss, method=spec.method, l2=spec.l2)
+    B = spec.batch_size
+
+    def run(carry, x, y, sw, key, x_val, y_val, offset, total, patience, min_delta):
+        TRACE_COUNTS["epochs"] += 1
+        n = x.shape[0]
+        nb = n // B if spec.drop_last else -(-n // B)
+
+        def one_epoch(carry: _Carry, e):
+            perm = (
+                jax.random.permutation(jax.random.fold_in(key, e), n)
+                if spec.shuffle
+                else jnp.arange(n)
+            )
+            pad = nb * B - n
+            if spec.drop_last:
+                idx, w = perm[: nb * B], jnp.ones((nb * B,), x.dtype)
+            else:
+                # Padded rows point at row 0 and weigh 0: fixed shapes, no data dropped.
+                idx = jnp.concatenate([perm, jnp.zeros((pad,), perm.dtype)])
+                w = jnp.concatenate([jnp.ones((n,), x.dtype), jnp.zeros((pad,), x.dtype)])
+            w = w * sw[idx]
+            batches = (
+                x[idx].reshape(nb, B, x.shape[1]),
+                y[idx].reshape(nb, B, *y.shape[1:]),
+                w.reshape(nb, B),
+            )
+
+            def step(c, batch):
+                state, bad, bad_step, i = c
+                value, grads = vg(state.params, *batch)
+                new = _apply_update(spec.optimizer, state, grads)
+                # One reduction tells whether any new parameter is NaN or Inf.
+                total = sum(jnp.sum(a) for a in jax.tree.leaves(new.params))
+                ok = jnp.isfinite(value) & jnp.isfinite(total) & ~bad
+                bad_step = jnp.where(bad | ok, bad_step, i)
+                return (_tree_where(ok, new, state), bad | ~ok, bad_step, i + 1), value
+
+            init = (carry.state, carry.diverged, carry.bad_step, jnp.ones((), jnp.int32))
+            (state, bad, bad_step, _), values = lax.scan(step, init, batches)
+            wsum = jnp.sum(batches[2], axis=1)
+            if spec.loss.reduction == "mean":
+                train_loss = jnp.sum(values * wsum) / jnp.sum(wsum)
+            else:
+                train_loss = jnp.sum(values)
+            if spec.has_val:
+                val_loss, val_metric = evaluate(spec.model, spec.loss, state.params, x_val, y_val)
+                score = val_loss
+            else:
+                val_loss = val_metric = jnp.asarray(jnp.nan, x.dtype)
+                score = train_loss
+            improved = score < carry.best_score - min_delta
+            best_params = (
+                _tree_where(improved, state.params, carry.best_params) if spec.track_best else None
+            )
+            wait = jnp.where(improved, 0, carry.wait + 1)
+            new_carry = _Carry(
+                state,
+                best_params,
+                jnp.where(improved, score, carry.best_score),
+                wait,
+                wait >= patience,
+                bad,
+                jnp.where(bad & ~carry.diverged, e, carry.bad_epoch),
+                bad_step,
+            )
+            return new_carry, (train_loss, val_loss, val_metric, improved)
+
+        def maybe_epoch(carry, e):
+            active = (e < total) & ~carry.stopped & ~carry.diverged
+
+            def skip(c, _):
+                nan = jnp.asarray(jnp.nan, x.dtype)
+                return c, (nan, nan, nan, jnp.zeros((), bool))
+
+            carry, out = lax.cond(active, one_epoch, skip, carry, e)
+            return carry, (active, *out)
+
+        epochs = offset + jnp.arange(spec.epochs_per_call)
+        return lax.scan(maybe_epoch, carry, epochs)
+
+    return jax.jit(run, donate_argnums=0)
+
+
+def _check_int(value: Any, argname: str, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"{argname}: expected an int, got {type(value).__name__}")
+    if value < minimum:
+        raise ValueError(f"{argname}: must be >= {minimum}, got {value}")
+    return int(value)
+
+
+def _all_finite(a: jax.Array) -> bool:
+    return not jnp.issubdtype(a.dtype, jnp.inexact) or bool(jnp.all(jnp.isfinite(a)))
+
+
+def prepare_data(model: MLP, loss: Loss, params: Params, x: Any, y: Any, names=("x", "y")):
+    """Eager checks of a data set (shape, dtype, NaN/Inf, label range); returns it prepared.
+
+    Returns ``x`` as ``(n, sizes[0])`` in the parameters' dtype and ``y`` in the form the
+    loss reads. Raises ``ValueError``/``TypeError`` naming the argument.
+    """
+    xn, yn = names
+    x_arr = x if hasattr(x, "shape") and hasattr(x, "dtype") else np.asarray(x)
+    if x_arr.ndim != 2:
+        raise ValueError(f"{xn}: expected shape (n, {model.sizes[0]}), got {tuple(x_arr.shape)}")
+    if x_arr.shape[0] == 0:
+        raise ValueError(f"{xn}: empty data (0 rows)")
+    xb, _ = as_batch(model, x_arr, params, xn)
+    n = xb.shape[0]
+    y_arr = y if hasattr(y, "shape") and hasattr(y, "dtype") else np.asarray(y)
+    if y_arr.ndim >= 1 and y_arr.shape[0] != n:
+        raise ValueError(f"{yn}: {y_arr.shape[0]} rows, but {xn} has {n} rows")
+    yb = check_targets(model, loss, y_arr, n, xb.dtype, yn)
+    if not _all_finite(xb):
+        raise ValueError(f"{xn}: contains NaN or Inf")
+    if not _all_finite(yb):
+        raise ValueError(f"{yn}: contains NaN or Inf")
+    k = model.sizes[-1]
+    if loss.targets == "classes" and yb.ndim == 1:
+        lo, hi = int(jnp.min(yb)), int(jnp.max(yb))
+        if lo < 0 or hi >= k:
+            raise ValueError(f"{yn}: class labels must lie in [0, {k}), got labels in [{lo}, {hi}]")
+    elif loss.targets in ("classes", "binary") and (bool(jnp.any(yb < 0)) or bool(jnp.any(yb > 1))):
+        raise ValueError(f"{yn}: {loss.name} targets must lie in [0, 1]")
+    return xb, yb
+
+
+def _auto_epochs_per_call(model: MLP, n_batches: int, batch_size: int) -> int:
+    # ~2 GFLOP of training work between host syncs; powers of two limit compiled variants.
+    flops = 6 * batch_size * n_batches * sum(i * o for i, o in model.layer_shapes())
+    e = max(1, min(16, int(2e9 // max(flops, 1))))
+    return 1 << (e.bit_length() - 1)
+
+
+def fit(
+    model: MLP,
+    params: Params,
+    x: jax.typing.ArrayLike,
+    y: jax.typing.ArrayLike,
+    *,
+    loss: str | Loss,
+    key: jax.Array,
+    optimizer: optax.GradientTransformation | None = None,
+    epochs: int = 10,
+    batch_size: int = 32,
+    method: str = "manual",
+    shuffle: bool = True,
+    validation_data: tuple[Any, Any] | None = None,
+    early_stopping: EarlyStopping | None = None,
+    progress: bool = True,
+    l2: float = 0.0,
+    sample_weight: jax.typing.ArrayLike | None = None,
+    drop_last: bool = False,
+    epochs_per_call: int | None = None,
+) -> FitResult:
+    """Trains ``params`` with minibatch gradient steps, whole epochs fused on the device.
+
+    Args:
+        model, params: the network and its starting parameters (left untouched: donation
+            only ever consumes copies).
+        x: ``(n, sizes[0])``; y: targets as ``loss`` expects (``(n,)`` labels, ``(n, k)``).
+        loss: a loss name or ``jaxmlp.Loss``.
+        key: PRNG key; epoch ``e`` shuffles with ``fold_in(key, e)``.
+        optimizer: any optax ``GradientTransformation``; default ``optax.sgd(0.01)`` (eq. 17).
+        epochs: total epochs; batch_size: rows per step (clipped to ``n`` with a warning).
+        method: ``"manual"`` or ``"autodiff"`` gradients.
+        shuffle: reshuffle every epoch; drop_last: drop the last partial batch instead of
+            padding it (padded rows carry ``sample_weight`` 0, so no data is lost).
+        validation_data: ``(x_val, y_val)``, evaluated after every epoch on the device.
+        early_stopping: an :class:`EarlyStopping`, monitoring ``val_loss`` (else ``loss``).
+        progress: show a tqdm progress bar.
+        l2: weight decay term ``(l2/2) sum ||w||^2`` in the objective.
+        sample_weight: ``(n,)`` non-negative weights per row.
+        epochs_per_call: epochs per compiled call (host syncs between calls); default: about
+            2 GFLOP of work per call, at most 16 epochs.
+
+    Raises:
+        ValueError/TypeError: bad arguments, checked before anything compiles.
+        DivergenceError: the loss became NaN/Inf; it carries the last finite state.
+    """
+    lossf = _check_model_loss(model, loss)
+    _check_method(method)
+    l2 = _check_l2(l2)
+    optimizer = _check_optimizer(optimizer)
+    key = _check_key(key)
+    epochs = _check_int(epochs, "epochs", 1)
+    batch_size = _check_int(batch_size, "batch_size", 1)
+    check_params(model, params)
+    xb, yb = prepare_data(model, lossf, params, x, y)
+    n = xb.shape[0]
+    if batch_size > n:
+        warnings.warn(
+            f"batch_size={batch_size} exceeds the {n} rows; using {n}", JaxmlpWarning, stacklevel=2
+        )
+        batch_size = n
+    if sample_weight is None:
+        sw = jnp.ones((n,), xb.dtype)
+    else:
+        sw = jnp.asarray(sample_weight, xb.dtype)
+        if sw.shape != (n,):
+            raise ValueError(f"sample_weight: expected shape ({n},), got {tuple(sw.shape)}")
+        if not _all_finite(sw) or bool(jnp.any(sw < 0)):
+            raise ValueError("sample_weight: must be finite and non-negative")
+    if validation_data is not None:
+        if not (isinstance(validation_data, (tuple, list)) and len(validation_data) == 2):
+            raise TypeError("validation_data: expected a pair (x_val, y_val)")
+        xv, yv = prepare_data(
+            model,
+            lossf,
+            params,
+            *validation_data,
+            names=("validation_data[0]", "validation_data[1]"),
+        )
+    else:
+        xv, yv = xb[:1], yb[:1]
+    n_batches = n // batch_size if drop_last else math.ceil(n / batch_size)
+    if epochs_per_call is None:
+        epochs_per_call = _auto_epochs_per_call(model, n_batches, batch_size)
+    epochs_per_call = _check_int(epochs_per_call, "epochs_per_call", 1)
+    if early_stopping is not None and not isinstance(early_stopping, EarlyStopping):
+        raise TypeError(
+            f"early_stopping: expected a jaxmlp.EarlyStopping, got {type(early_stopping).__name__}"
+        )
+    track_best = early_stopping is not None and early_stopping.restore_best
+    spec = _Spec(
+        model, lossf, optimizer, method, l2, batch_size, bool(drop_last), bool(shuffle),
+        epochs_per_call, track_best, validation_data is not None,
+    )  # fmt: skip
+    program = _epochs_program(spec)
+
+    state = TrainState.create(params, optimizer)
+    dtype = xb.dtype
+    carry = _Carry(
+        state,
+        jax.tree.map(jnp.copy, params) if track_best else None,
+        jnp.asarray(jnp.inf, dtype),
+        jnp.zeros((), jnp.int32),
+        jnp.zeros((), bool),
+        jnp.zeros((), bool),
+        jnp.asarray(-1, jnp.int32),
+        jnp.asarray(-1, jnp.int32),
+    )
+    patience = early_stopping.patience if early_stopping is not None else np.iinfo(np.int32).max
+    min_delta = early_stopping.min_delta if early_stopping is not None else 0.0
+    patience = jnp.asarray(_check_int(patience, "early_stopping.patience", 1), jnp.int32)
+    min_delta = jnp.asarray(min_delta, dtype)
+    has_val = validation_data is not None
+    history: dict[str, list[float]] = {"loss": []}
+    if has_val:
+        history.update(val_loss=[], val_metric=[])
+    best_epoch = stopped_epoch = None
+    done = 0
+
+    from tqdm.auto import tqdm
+
+    with tqdm(total=epochs, disable=not progress, unit="epoch", desc="fit") as bar:
+        while done < epochs:
+            carry, out = program(carry, xb, yb, sw, key, xv, yv, done, epochs, patience, min_delta)
+            ran, tl, vl, vm, improved = jax.device_get(out)
+            if bool(carry.diverged):
+                bad_epoch, bad_step = int(carry.bad_epoch) + 1, int(carry.bad_step)
+                raise DivergenceError(
+                    f"loss became non-finite in epoch {bad_epoch}, step {bad_step}; "
+                    f".params and .opt_state hold the last finite state",
+                    epoch=bad_epoch,
+                    step=bad_step,
+                    params=carry.state.params,
+                    opt_state=carry.state.opt_state,
+                    history=_history_upto(history, ran, tl, vl, vm, bad_epoch - 1 - done),
+                )
+            for i in np.flatnonzero(ran):
+                history["loss"].append(float(tl[i]))
+                if has_val:
+                    history["val_loss"].append(float(vl[i]))
+                    history["val_metric"].append(float(vm[i]))
+                if improved[i]:
+                    best_epoch = done + int(i) + 1
+            n_ran = int(np.sum(ran))
+            done += n_ran
+            bar.update(n_ran)
+            post = {"loss": f"{history['loss'][-1]:.4g}"}
+            if has_val:
+                post.update(
+                    val_loss=f"{history['val_loss'][-1]:.4g}",
+                    val=f"{history['val_metric'][-1]:.4g}",
+                )
+            bar.set_postfix(post)
+            if bool(carry.stopped):
+                stopped_epoch = done
+                break
+    final = carry.state
+    result_params = carry.best_params if track_best else final.params
+    return FitResult(
+        result_params,
+        final.opt_state,
+        history,
+        int(final.step),
+        best_epoch if early_stopping is not None else None,
+        stopped_epoch,
+        metric_name(lossf),
+    )
+
+
+def _history_upto(history, ran, tl, vl, vm, upto):
+    out = {k: list(v) for k, v in history.items()}
+    for i in np.flatnonzero(ran[: max(upto, 0)]):
+        out["loss"].append(float(tl[i]))
+        if "val_loss" in out:
+            out["val_loss"].append(float(vl[i]))
+            out["val_metric"].append(float(vm[i]))
+    return out

@@ -1,0 +1,34 @@
+"""Strict test configuration shared by every test module.
+
+- implicit rank promotion raises (the library writes every broadcast explicitly);
+- JAX's key-reuse checker is on: a PRNG key consumed twice raises ``KeyReuseError``, so tests
+  must create or split keys, never reuse one;
+- hypothesis runs a bounded number of examples with no deadline (compilation is slow).
+"""
+
+from __future__ import annotations
+
+import os
+
+import jax
+import pytest
+from hypothesis import HealthCheck, settings
+
+jax.config.update("jax_numpy_rank_promotion", "raise")
+jax.config.update("jax_debug_key_reuse", True)
+
+settings.register_profile(
+    "ci",
+    max_examples=int(os.environ.get("JAXMLP_HYPOTHESIS_EXAMPLES", "25")),
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+    derandomize=True,
+)
+settings.load_profile("ci")
+
+
+@pytest.fixture
+def x64():
+    """Runs the test body with float64 enabled (``jax.enable_x64``), never a global flip."""
+    with jax.enable_x64(True):
+        yield
