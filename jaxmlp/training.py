@@ -43,7 +43,7 @@ DEFAULT_LEARNING_RATE = 0.01
 DEFAULT_OPTIMIZER = optax.sgd(DEFAULT_LEARNING_RATE)
 
 # Python-level trace counts per compiled function kind (tests assert nothing retraces).
-TRACE_COUNTS: dict[str, int] = {"step": 0, "epochs": 0}
+TRACE_COUNTS: dict[str, int] = {"step": 0, "epochs": 0, "ensemble": 0}
 
 
 class TrainState(NamedTuple):
@@ -173,54 +173,71 @@ def _tree_where(pred, new, old):
     return jax.tree.map(lambda a, b: jnp.where(pred, a, b), new, old)
 
 
-@functools.lru_cache(maxsize=64)
-def _epochs_program(spec: _Spec):
-    """The jitted multi-epoch program for one static configuration (cached)."""
+def make_epoch(spec: _Spec) -> Callable:
+    """One training epoch for one model, pure: ``(state, bad, bad_step, x, y, sw, key, e)
+    -> (state, bad, bad_step, train_loss)``. ``fit`` scans it; ``fit_ensemble`` vmaps it.
+
+    The epoch draws its permutation from ``fold_in(key, e)``, pads the last batch with
+    weight-0 rows, and stops applying updates at the first non-finite step (``bad``), whose
+    1-based index it records in ``bad_step``.
+    """
     vg = value_and_grad(spec.model, spec.loss, method=spec.method, l2=spec.l2)
     B = spec.batch_size
 
-    def run(carry, x, y, sw, key, x_val, y_val, offset, total, patience, min_delta):
-        TRACE_COUNTS["epochs"] += 1
+    def train_epoch(state, bad, bad_step, x, y, sw, key, e):
         n = x.shape[0]
         nb = n // B if spec.drop_last else -(-n // B)
+        perm = (
+            jax.random.permutation(jax.random.fold_in(key, e), n) if spec.shuffle else jnp.arange(n)
+        )
+        if spec.drop_last:
+            idx, w = perm[: nb * B], jnp.ones((nb * B,), x.dtype)
+        else:
+            # Padded rows point at row 0 and weigh 0: fixed shapes, no data dropped.
+            pad = nb * B - n
+            idx = jnp.concatenate([perm, jnp.zeros((pad,), perm.dtype)])
+            w = jnp.concatenate([jnp.ones((n,), x.dtype), jnp.zeros((pad,), x.dtype)])
+        w = w * sw[idx]
+        batches = (
+            x[idx].reshape(nb, B, x.shape[1]),
+            y[idx].reshape(nb, B, *y.shape[1:]),
+            w.reshape(nb, B),
+        )
+
+        def step(c, batch):
+            state, bad, bad_step, i = c
+            value, grads = vg(state.params, *batch)
+            new = _apply_update(spec.optimizer, state, grads)
+            # One reduction tells whether any new parameter is NaN or Inf.
+            total = sum(jnp.sum(a) for a in jax.tree.leaves(new.params))
+            ok = jnp.isfinite(value) & jnp.isfinite(total) & ~bad
+            bad_step = jnp.where(bad | ok, bad_step, i)
+            return (_tree_where(ok, new, state), bad | ~ok, bad_step, i + 1), value
+
+        init = (state, bad, bad_step, jnp.ones((), jnp.int32))
+        (state, bad, bad_step, _), values = lax.scan(step, init, batches)
+        wsum = jnp.sum(batches[2], axis=1)
+        if spec.loss.reduction == "mean":
+            train_loss = jnp.sum(values * wsum) / jnp.sum(wsum)
+        else:
+            train_loss = jnp.sum(values)
+        return state, bad, bad_step, train_loss
+
+    return train_epoch
+
+
+@functools.lru_cache(maxsize=64)
+def _epochs_program(spec: _Spec):
+    """The jitted multi-epoch program for one static configuration (cached)."""
+    train_epoch = make_epoch(spec)
+
+    def run(carry, x, y, sw, key, x_val, y_val, offset, total, patience, min_delta):
+        TRACE_COUNTS["epochs"] += 1
 
         def one_epoch(carry: _Carry, e):
-            perm = (
-                jax.random.permutation(jax.random.fold_in(key, e), n)
-                if spec.shuffle
-                else jnp.arange(n)
+            state, bad, bad_step, train_loss = train_epoch(
+                carry.state, carry.diverged, carry.bad_step, x, y, sw, key, e
             )
-            pad = nb * B - n
-            if spec.drop_last:
-                idx, w = perm[: nb * B], jnp.ones((nb * B,), x.dtype)
-            else:
-                # Padded rows point at row 0 and weigh 0: fixed shapes, no data dropped.
-                idx = jnp.concatenate([perm, jnp.zeros((pad,), perm.dtype)])
-                w = jnp.concatenate([jnp.ones((n,), x.dtype), jnp.zeros((pad,), x.dtype)])
-            w = w * sw[idx]
-            batches = (
-                x[idx].reshape(nb, B, x.shape[1]),
-                y[idx].reshape(nb, B, *y.shape[1:]),
-                w.reshape(nb, B),
-            )
-
-            def step(c, batch):
-                state, bad, bad_step, i = c
-                value, grads = vg(state.params, *batch)
-                new = _apply_update(spec.optimizer, state, grads)
-                # One reduction tells whether any new parameter is NaN or Inf.
-                total = sum(jnp.sum(a) for a in jax.tree.leaves(new.params))
-                ok = jnp.isfinite(value) & jnp.isfinite(total) & ~bad
-                bad_step = jnp.where(bad | ok, bad_step, i)
-                return (_tree_where(ok, new, state), bad | ~ok, bad_step, i + 1), value
-
-            init = (carry.state, carry.diverged, carry.bad_step, jnp.ones((), jnp.int32))
-            (state, bad, bad_step, _), values = lax.scan(step, init, batches)
-            wsum = jnp.sum(batches[2], axis=1)
-            if spec.loss.reduction == "mean":
-                train_loss = jnp.sum(values * wsum) / jnp.sum(wsum)
-            else:
-                train_loss = jnp.sum(values)
             if spec.has_val:
                 val_loss, val_metric = evaluate(spec.model, spec.loss, state.params, x_val, y_val)
                 score = val_loss

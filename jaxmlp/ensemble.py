@@ -1,0 +1,246 @@
+"""Ensembles and sweeps: K independent models trained in one compiled program with ``jax.vmap``.
+
+Every member has its own initialisation key and, by default, its own data order; optionally
+a bootstrap resample of the rows (as integer sample weights, so shapes stay fixed) and its own
+learning rate (a sweep, through ``optax.inject_hyperparams``). The per-member epoch is the very
+function ``fit`` scans (``training.make_epoch``), vmapped over the member axis.
+"""
+
+from __future__ import annotations
+
+import functools
+import warnings
+from collections.abc import Callable, Sequence
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from jax import lax
+
+from jaxmlp.backprop import _check_l2, _check_method, _check_model_loss
+from jaxmlp.errors import JaxmlpWarning
+from jaxmlp.losses import Loss
+from jaxmlp.metrics import evaluate, metric_name
+from jaxmlp.mlp import MLP, Params, _check_key, as_batch, check_params
+from jaxmlp.training import (
+    TRACE_COUNTS,
+    TrainState,
+    _auto_epochs_per_call,
+    _check_int,
+    _check_optimizer,
+    _Spec,
+    make_epoch,
+    prepare_data,
+)
+
+
+class EnsembleResult(NamedTuple):
+    """What ``fit_ensemble`` returns.
+
+    Attributes:
+        params: the members' parameters stacked on a leading axis of size K.
+        opt_state: the members' optimizer states, stacked likewise.
+        history: ``loss`` (and ``val_loss``, ``val_metric`` with validation data) as
+            ``(epochs, K)`` NumPy arrays.
+        diverged: ``(K,)`` bool; a diverged member keeps its last finite parameters.
+        learning_rates: the sweep's ``(K,)`` learning rates, or None.
+        metric: the name of ``val_metric``.
+    """
+
+    params: Params
+    opt_state: Any
+    history: dict[str, np.ndarray]
+    diverged: np.ndarray
+    learning_rates: np.ndarray | None
+    metric: str
+
+
+@functools.lru_cache(maxsize=32)
+def _ensemble_program(spec: _Spec):
+    train_epoch = jax.vmap(make_epoch(spec), in_axes=(0, 0, 0, None, None, 0, 0, None))
+    member_eval = jax.vmap(
+        functools.partial(evaluate, spec.model, spec.loss), in_axes=(0, None, None)
+    )
+
+    def run(carry, x, y, sw, keys, x_val, y_val, offset, total):
+        TRACE_COUNTS["ensemble"] += 1
+
+        def one_epoch(carry, e):
+            state, bad, bad_step, train_loss = train_epoch(*carry, x, y, sw, keys, e)
+            if spec.has_val:
+                val_loss, val_metric = member_eval(state.params, x_val, y_val)
+            else:
+                val_loss = val_metric = jnp.full_like(train_loss, jnp.nan)
+            return (state, bad, bad_step), (train_loss, val_loss, val_metric)
+
+        def maybe_epoch(carry, e):
+            def skip(c, _):
+                nan = jnp.full(c[1].shape, jnp.nan, x.dtype)
+                return c, (nan, nan, nan)
+
+            carry, out = lax.cond(e < total, one_epoch, skip, carry, e)
+            return carry, out
+
+        return lax.scan(maybe_epoch, carry, offset + jnp.arange(spec.epochs_per_call))
+
+    return jax.jit(run, donate_argnums=0)
+
+
+def fit_ensemble(
+    model: MLP,
+    x: jax.typing.ArrayLike,
+    y: jax.typing.ArrayLike,
+    *,
+    num_models: int,
+    loss: str | Loss,
+    key: jax.Array,
+    optimizer: optax.GradientTransformation | None = None,
+    learning_rates: Sequence[float] | None = None,
+    optimizer_fn: Callable[..., optax.GradientTransformation] = optax.sgd,
+    epochs: int = 10,
+    batch_size: int = 32,
+    method: str = "manual",
+    l2: float = 0.0,
+    shuffle: bool = True,
+    same_order: bool = False,
+    bootstrap: bool = False,
+    validation_data: tuple[Any, Any] | None = None,
+    params: Params | None = None,
+    epochs_per_call: int | None = None,
+    progress: bool = True,
+) -> EnsembleResult:
+    """Trains ``num_models`` independent members at once (one vmapped, fused program).
+
+    Args:
+        model: the shared architecture.
+        x, y: the training data, shared by all members.
+        num_models: K, the number of members.
+        loss, key, epochs, batch_size, method, l2, shuffle, validation_data: as in ``fit``.
+        optimizer: the members' optimizer (default ``optax.sgd(0.01)``); not with a sweep.
+        learning_rates: K learning rates for a sweep; the optimizer is then
+            ``optax.inject_hyperparams(optimizer_fn)(learning_rate=...)``.
+        same_order: every member sees the same data order (default: its own).
+        bootstrap: each member trains on a bootstrap resample (n rows drawn with replacement).
+        params: starting parameters stacked on a leading K axis (default: ``model.init``
+            with K different keys).
+    """
+    lossf = _check_model_loss(model, loss)
+    _check_method(method)
+    l2 = _check_l2(l2)
+    key = _check_key(key)
+    K = _check_int(num_models, "num_models", 1)
+    epochs = _check_int(epochs, "epochs", 1)
+    batch_size = _check_int(batch_size, "batch_size", 1)
+    k_init, k_order, k_boot = jax.random.split(key, 3)
+    if params is None:
+        params = jax.vmap(model.init)(jax.random.split(k_init, K))
+    else:
+        lead = {leaf.shape[0] if leaf.ndim else None for leaf in jax.tree.leaves(params)}
+        if lead != {K}:
+            raise ValueError(f"params: every leaf needs a leading axis of size num_models={K}")
+    member0 = jax.tree.map(lambda a: a[0], params)
+    check_params(model, member0)
+    xb, yb = prepare_data(model, lossf, member0, x, y)
+    n = xb.shape[0]
+    if batch_size > n:
+        warnings.warn(
+            f"batch_size={batch_size} exceeds the {n} rows; using {n}", JaxmlpWarning, stacklevel=2
+        )
+        batch_size = n
+
+    lrs = None
+    if learning_rates is not None:
+        if optimizer is not None:
+            raise ValueError(
+                "optimizer: give either optimizer or learning_rates (with optimizer_fn), not both"
+            )
+        lrs = np.asarray(learning_rates, np.float64)
+        if lrs.shape != (K,) or not np.all(np.isfinite(lrs)) or np.any(lrs <= 0):
+            raise ValueError(
+                f"learning_rates: expected {K} positive finite values, got {learning_rates!r}"
+            )
+        optimizer = _sweep_optimizer(optimizer_fn)
+    optimizer = _check_optimizer(optimizer)
+    states = jax.vmap(TrainState.create, in_axes=(0, None))(params, optimizer)
+    if lrs is not None:
+        hyper = {**states.opt_state.hyperparams, "learning_rate": jnp.asarray(lrs, xb.dtype)}
+        states = states._replace(opt_state=states.opt_state._replace(hyperparams=hyper))
+
+    order_keys = jax.random.split(k_order, K)
+    if same_order:
+        order_keys = order_keys[jnp.zeros((K,), jnp.int32)]
+    if bootstrap:
+        draws = jax.random.randint(k_boot, (K, n), 0, n)
+        sw = jax.vmap(lambda d: jnp.bincount(d, length=n))(draws).astype(xb.dtype)
+    else:
+        sw = jnp.ones((K, n), xb.dtype)
+    has_val = validation_data is not None
+    if has_val:
+        xv, yv = prepare_data(
+            model,
+            lossf,
+            member0,
+            *validation_data,
+            names=("validation_data[0]", "validation_data[1]"),
+        )
+    else:
+        xv, yv = xb[:1], yb[:1]
+    n_batches = -(-n // batch_size)
+    if epochs_per_call is None:
+        epochs_per_call = max(1, _auto_epochs_per_call(model, n_batches, batch_size * K))
+    spec = _Spec(model, lossf, optimizer, method, l2, batch_size, False, bool(shuffle),
+                 _check_int(epochs_per_call, "epochs_per_call", 1), False, has_val)  # fmt: skip
+    program = _ensemble_program(spec)
+
+    carry = (states, jnp.zeros((K,), bool), jnp.full((K,), -1, jnp.int32))
+    chunks = []
+    from tqdm.auto import tqdm
+
+    with tqdm(total=epochs, disable=not progress, unit="epoch", desc=f"fit_ensemble K={K}") as bar:
+        done = 0
+        while done < epochs:
+            carry, out = program(carry, xb, yb, sw, order_keys, xv, yv, done, epochs)
+            ran = min(spec.epochs_per_call, epochs - done)
+            chunks.append([np.asarray(o)[:ran] for o in jax.device_get(out)])
+            done += ran
+            bar.update(ran)
+            bar.set_postfix(loss=f"{np.nanmean(chunks[-1][0][-1]):.4g}")
+    names = ("loss", "val_loss", "val_metric") if has_val else ("loss",)
+    history = {name: np.concatenate([c[i] for c in chunks]) for i, name in enumerate(names)}
+    states, bad, _ = carry
+    diverged = np.asarray(bad)
+    if diverged.any():
+        warnings.warn(
+            f"fit_ensemble: members {np.flatnonzero(diverged).tolist()} diverged (non-finite loss); "
+            "they keep their last finite parameters",
+            JaxmlpWarning,
+            stacklevel=2,
+        )
+    return EnsembleResult(
+        states.params, states.opt_state, history, diverged, lrs, metric_name(lossf)
+    )
+
+
+@functools.lru_cache(maxsize=16)
+def _sweep_optimizer(optimizer_fn):
+    # Cached so that repeated sweeps reuse one optimizer object, hence one compiled program.
+    return optax.inject_hyperparams(optimizer_fn)(learning_rate=1.0)
+
+
+def ensemble_apply(model: MLP, params: Params, x: jax.typing.ArrayLike) -> jax.Array:
+    """Every member's output: ``(K, batch, sizes[-1])`` for stacked ``params``."""
+    member0 = jax.tree.map(lambda a: a[0], params)
+    check_params(model, member0)
+    xb, single = as_batch(model, x, member0)
+    out = jax.vmap(model.apply, in_axes=(0, None))(params, xb)
+    return out[:, 0] if single else out
+
+
+def predict_ensemble(
+    model: MLP, params: Params, x: jax.typing.ArrayLike
+) -> tuple[jax.Array, jax.Array]:
+    """The mean and the variance of the members' outputs, each ``(batch, sizes[-1])``."""
+    out = ensemble_apply(model, params, x)
+    return jnp.mean(out, axis=0), jnp.var(out, axis=0)
