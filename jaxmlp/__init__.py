@@ -19,12 +19,26 @@ from jaxmlp.backprop import (
     value_and_grad,
 )
 from jaxmlp.check import GradCheckReport, gradcheck
+from jaxmlp.ensemble import EnsembleResult, ensemble_apply, fit_ensemble, predict_ensemble
+from jaxmlp.errors import CheckpointError, DivergenceError, JaxmlpWarning
 from jaxmlp.losses import LOSSES, Loss, get_loss
+from jaxmlp.metrics import accuracy, evaluate, r2_score
 from jaxmlp.mlp import MLP, Dense
+from jaxmlp.training import (
+    DEFAULT_LEARNING_RATE,
+    DEFAULT_OPTIMIZER,
+    EarlyStopping,
+    FitResult,
+    TrainState,
+    fit,
+    make_train_step,
+)
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "DEFAULT_LEARNING_RATE",
+    "DEFAULT_OPTIMIZER",
     "HIDDEN_ACTIVATIONS",
     "LOSSES",
     "METHODS",
@@ -32,19 +46,34 @@ __all__ = [
     "OUTPUT_ACTIVATIONS",
     "Activation",
     "Backward",
+    "CheckpointError",
     "Dense",
+    "DivergenceError",
+    "EarlyStopping",
+    "EnsembleResult",
+    "FitResult",
     "GradCheckReport",
+    "JaxmlpWarning",
     "Loss",
     "Trace",
+    "TrainState",
     "__version__",
+    "accuracy",
     "apply_manual",
     "backward",
+    "ensemble_apply",
+    "evaluate",
+    "fit",
+    "fit_ensemble",
     "forward_trace",
     "get_activation",
     "get_loss",
     "gradcheck",
     "loss_fn",
+    "make_train_step",
     "per_example_grad_norms",
     "per_example_grads",
+    "predict_ensemble",
+    "r2_score",
     "value_and_grad",
 ]
