@@ -1,0 +1,131 @@
+"""Tests for jaxmlp.ensemble: vmapped members equal separate fits; sweeps, bootstrap, prediction."""
+
+from __future__ import annotations
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import jaxmlp
+from jaxmlp.training import TRACE_COUNTS
+
+MODEL = jaxmlp.MLP((1, 16, 1), activation="tanh")
+
+
+@pytest.fixture(scope="module")
+def data():
+    x = jnp.linspace(-2, 2, 40)[:, None]
+    return x, jnp.sin(2 * x)
+
+
+def member(tree, m: int):
+    return jax.tree.map(lambda a: a[m], tree)
+
+
+def test_each_member_equals_its_own_fit(data):
+    x, y = data
+    kwargs = dict(
+        loss="mse", optimizer=jaxmlp.DEFAULT_OPTIMIZER, epochs=4, batch_size=16, progress=False
+    )
+    result = jaxmlp.fit_ensemble(MODEL, x, y, num_models=3, key=jax.random.key(0), **kwargs)
+    assert jax.tree.leaves(result.params)[0].shape[0] == 3
+    assert result.history["loss"].shape == (4, 3)
+    # The members' keys, as fit_ensemble derives them.
+    k_init, k_order, _ = jax.random.split(jax.random.key(0), 3)
+    inits = jax.vmap(MODEL.init)(jax.random.split(k_init, 3))
+    orders = jax.random.split(k_order, 3)
+    for m in range(3):
+        single = jaxmlp.fit(MODEL, member(inits, m), x, y, key=orders[m], **kwargs)
+        chex.assert_trees_all_close(member(result.params, m), single.params, rtol=1e-6, atol=1e-7)
+        np.testing.assert_allclose(result.history["loss"][:, m], single.history["loss"], rtol=1e-6)
+
+
+def test_members_differ_and_second_call_does_not_retrace(data):
+    x, y = data
+    kwargs = dict(loss="mse", epochs=3, batch_size=16, progress=False)
+    first = jaxmlp.fit_ensemble(MODEL, x, y, num_models=4, key=jax.random.key(1), **kwargs)
+    traces = dict(TRACE_COUNTS)
+    again = jaxmlp.fit_ensemble(MODEL, x, y, num_models=4, key=jax.random.key(2), **kwargs)
+    assert TRACE_COUNTS == traces
+    w = np.asarray(first.params[0].w)
+    assert not np.allclose(w[0], w[1])
+    assert not np.allclose(np.asarray(again.params[0].w), w)
+
+
+def test_learning_rate_sweep_uses_each_rate(data):
+    x, y = data
+    rates = [1e-4, 1e-2, 1e-1]
+    result = jaxmlp.fit_ensemble(
+        MODEL, x, y, num_models=3, loss="mse", key=jax.random.key(3), learning_rates=rates,
+        epochs=20, batch_size=40, same_order=True, progress=False,
+    )  # fmt: skip
+    np.testing.assert_allclose(result.learning_rates, rates)
+    final = result.history["loss"][-1]
+    # With the same data order the larger rate gets further in the same number of steps.
+    assert final[0] > final[1] > final[2]
+    np.testing.assert_allclose(
+        np.asarray(result.opt_state.hyperparams["learning_rate"]), rates, rtol=1e-6
+    )
+
+
+def test_bootstrap_and_validation_history(data):
+    x, y = data
+    result = jaxmlp.fit_ensemble(
+        MODEL, x, y, num_models=5, loss="mse", key=jax.random.key(4), bootstrap=True,
+        optimizer=optax.adam(0.05), epochs=100, batch_size=20, validation_data=(x, y), progress=False,
+    )  # fmt: skip
+    assert result.metric == "r2"
+    assert result.history["val_metric"].shape == (100, 5)
+    assert np.all(result.history["val_metric"][-1] > 0.5)
+    mean, var = jaxmlp.predict_ensemble(MODEL, result.params, x)
+    assert mean.shape == (40, 1) and var.shape == (40, 1)
+    outs = jaxmlp.ensemble_apply(MODEL, result.params, x)
+    chex.assert_trees_all_close((mean, var), (outs.mean(0), outs.var(0)), rtol=1e-6, atol=1e-7)
+    assert float(var.mean()) > 0
+
+
+@pytest.mark.parametrize("bootstrap", [False, True], ids=["plain", "bootstrap"])
+def test_bootstrap_alone_makes_identical_members_differ(data, bootstrap):
+    x, y = data
+    same = jax.tree.map(lambda a: jnp.stack([a, a]), MODEL.init(jax.random.key(7)))
+    result = jaxmlp.fit_ensemble(
+        MODEL, x, y, num_models=2, loss="mse", key=jax.random.key(8), params=same, same_order=True,
+        bootstrap=bootstrap, epochs=3, batch_size=40, progress=False,
+    )  # fmt: skip
+    w = np.asarray(result.params[0].w)
+    assert np.array_equal(w[0], w[1]) != bootstrap
+
+
+def test_diverged_members_warn_and_keep_finite_params(data):
+    x, y = data
+    with pytest.warns(jaxmlp.JaxmlpWarning, match=r"members \[1\] diverged"):
+        result = jaxmlp.fit_ensemble(
+            MODEL, x, y * 100, num_models=2, loss="mse", key=jax.random.key(5), learning_rates=[1e-3, 1e20],
+            epochs=5, batch_size=40, progress=False,
+        )  # fmt: skip
+    assert result.diverged.tolist() == [False, True]
+    assert all(np.isfinite(np.asarray(a)).all() for a in jax.tree.leaves(result.params))
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "exc", "match"),
+    [
+        (dict(num_models=0), ValueError, "num_models"),
+        (dict(learning_rates=[0.1]), ValueError, "learning_rates"),
+        (dict(learning_rates=[0.1, 0.2], optimizer=optax.sgd(0.1)), ValueError, "optimizer"),
+        (
+            dict(params=(jaxmlp.Dense(jnp.zeros((3, 1, 16)), jnp.zeros((3, 16))),) * 2),
+            ValueError,
+            "params",
+        ),
+    ],
+    ids=["zero_models", "rates_count", "rates_and_optimizer", "params_axis"],
+)
+def test_bad_ensemble_arguments(data, kwargs, exc, match):
+    x, y = data
+    args = dict(num_models=2, loss="mse", key=jax.random.key(6), epochs=1, progress=False) | kwargs
+    with pytest.raises(exc, match=match):
+        jaxmlp.fit_ensemble(MODEL, x, y, **args)
