@@ -1,0 +1,163 @@
+"""The benchmark harness: ``benchmarks/run.py --quick`` end to end, its records and tables.
+
+Benchmarks are never timed tests: these check that the harness runs on the CPU and that what
+it reports is complete and self-consistent, not how fast anything is.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from jaxmlp import _peers, benchmarking
+from jaxmlp.benchmarking import CONFIGS, Config, parse_configs
+
+ROOT = Path(__file__).resolve().parent.parent
+ENV_FIELDS = (
+    "platform",
+    "device_kind",
+    "device_count",
+    "jax",
+    "jaxlib",
+    "matmul_precision",
+    "command",
+    "date",
+    "cpu",
+    "argv",
+)
+
+
+@pytest.fixture(scope="module")
+def quick_run(tmp_path_factory):
+    """One ``--quick`` run of the user-facing script, as a subprocess on the CPU."""
+    out = tmp_path_factory.mktemp("bench") / "quick.json"
+    env = {**os.environ, "JAX_PLATFORMS": "cpu", "PYTHONPATH": str(ROOT)}
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "run.py"), "--quick", "--json", str(out)],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=ROOT,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc.stdout, json.loads(out.read_text())
+
+
+def _records(quick_run, suite):
+    return [r for r in quick_run[1]["records"] if r["suite"] == suite]
+
+
+def test_every_record_carries_the_environment(quick_run):
+    data = quick_run[1]
+    assert data["records"]
+    for rec in data["records"]:
+        for field in (*ENV_FIELDS, "suite", "impl", "dtype"):
+            assert field in rec, (field, rec["suite"], rec["impl"])
+        assert rec["platform"] == "cpu" and rec["device_count"] >= 1
+        assert rec["matmul_precision"] == "default"
+        assert "--quick" in rec["command"] and rec["argv"] == ["--quick", "--json", rec["argv"][2]]
+
+
+def test_step_records(quick_run):
+    steps = _records(quick_run, "step")
+    # --quick runs S and one small custom config, both methods, and skips L.
+    assert {(r["config"], r["method"]) for r in steps} == {
+        (c, m) for c in ("S", "custom:32,128,128,4:64:mse") for m in ("manual", "autodiff")
+    }
+    (roof,) = _records(quick_run, "roofline")
+    assert roof["n"] == 2048 and roof["dtype"] == "float32" and roof["flops_per_s"] > 0
+    for r in steps:
+        cfg = parse_configs(r["config"])[0]
+        assert r["flops_per_step"] == cfg.flops_per_step
+        assert 0 < r["min_s"] <= r["median_s"] <= r["max_s"]
+        assert r["steps_per_s"] == pytest.approx(1 / r["median_s"])
+        assert r["flops_per_s"] == pytest.approx(cfg.flops_per_step / r["median_s"])
+        assert r["pct_roofline"] == pytest.approx(100 * r["flops_per_s"] / roof["flops_per_s"])
+        assert r["compile_s"] > 0 and r["temp_bytes"] > 0 and r["repeats"] >= 3
+        assert r["dtype"] == "float32" and r["param_dtype"] == "float32"
+        assert r["final_loss"] == pytest.approx(r["final_loss"])  # finite, not NaN
+        if r["method"] == "manual":
+            assert r["manual_over_autodiff"] > 0 and r["temp_manual_over_autodiff"] > 0
+            assert r["time_over_jaxmlp"] == 1.0
+
+
+def test_train_and_ensemble_records(quick_run):
+    train = {r["impl"]: r for r in _records(quick_run, "train")}
+    assert set(train) == {
+        "jaxmlp.fit (fused)",
+        "jaxmlp loop (a): jitted step, NumPy batches",
+        "jaxmlp loop (b): device slicing",
+    }
+    for r in train.values():
+        assert r["steps"] == r["epochs"] * r["samples"] // r["batch"] == 8
+        assert r["steps_per_s"] == pytest.approx(r["steps"] / r["median_s"])
+        assert r["compile_s"] > 0
+    assert train["jaxmlp.fit (fused)"]["time_over_fit"] == 1.0
+    ens = _records(quick_run, "ensemble")
+    assert {r["impl"] for r in ens} == {"jaxmlp fit_ensemble", "jaxmlp sequential fit"}
+    for r in ens:
+        assert r["model_steps_per_s"] == pytest.approx(r["members"] * r["steps"] / r["median_s"])
+
+
+def test_markdown_tables(quick_run):
+    stdout = quick_run[0]
+    for heading in (
+        "### Training step",
+        "### Whole training runs",
+        "### Ensembles",
+        "### Roofline",
+    ):
+        assert heading in stdout
+    header = next(line for line in stdout.splitlines() if line.startswith("| config | act |"))
+    assert "manual/autodiff time" in header and "% roofline" in header
+    rows = [line for line in stdout.splitlines() if line.startswith("| S | relu | jaxmlp |")]
+    assert len(rows) == 2
+    assert all(row.count("|") == header.count("|") for row in rows)
+
+
+def test_parse_configs():
+    assert parse_configs("S,M,L") == [CONFIGS["S"], CONFIGS["M"], CONFIGS["L"]]
+    s, c, m = parse_configs("s,custom:32,128,128,4:64:mse,M")
+    assert (s, m) == (CONFIGS["S"], CONFIGS["M"])
+    assert c == Config("custom:32,128,128,4:64:mse", (32, 128, 128, 4), 64, "mse")
+    (c,) = parse_configs("custom:8,3:16")
+    assert c.loss == "softmax_cross_entropy"
+    assert parse_configs("custom:8,1:16")[0].loss == "mse"
+    assert CONFIGS["S"].flops_per_step == 6 * 128 * (20 * 64 + 64 * 64 + 64 * 1)
+
+
+@pytest.mark.parametrize(
+    "spec", ["X", "custom:8:16", "custom:8,4:0", "custom:8,4:16:nope"], ids=str
+)
+def test_parse_configs_rejects(spec):
+    with pytest.raises(ValueError, match=r"config|loss|sizes"):
+        parse_configs(spec)
+
+
+def test_parse_peers():
+    assert _peers.parse_peers("torch,flax") == ["torch", "flax.linen", "flax.nnx"]
+    assert _peers.parse_peers("none") == [] and _peers.parse_peers("") == []
+    assert _peers.parse_peers("all") == list(_peers.PEERS)
+    with pytest.raises(ValueError, match="unknown peer"):
+        _peers.parse_peers("tensorflow")
+
+
+def test_bfloat16_steps_and_unavailable_peer():
+    """The mixed-precision policy runs; a peer without one is reported, not silently dropped."""
+    cfg = parse_configs("custom:8,16,3:32")[0]
+    settings = benchmarking.Settings(
+        dtype="bfloat16", peers=("equinox",), repeats=3, target_s=1e-4, max_s=0.1
+    )
+    recs = benchmarking.bench_steps(cfg, settings)
+    ours = [r for r in recs if r["impl"] == "jaxmlp"]
+    assert [r["method"] for r in ours] == ["manual", "autodiff"]
+    assert all(r["dtype"] == "bfloat16" and r["median_s"] > 0 for r in ours)
+    (skipped,) = [r for r in recs if r["impl"] == "equinox"]
+    assert skipped["status"] == "skipped" and "float32 only" in skipped["reason"]
+    assert "- equinox (step, custom:8,16,3:32, bfloat16): skipped" in benchmarking.markdown(recs)
