@@ -200,7 +200,9 @@ def _objective(model: MLP, loss: Loss, l2: float, params: Params, xb, yb, sw) ->
     """The scalar training objective: the loss of the forward pass plus the L2 term."""
     trace = forward(model, params, xb)
     out = trace.z[-1] if loss.logits else trace.a[-1]
-    return loss.value(out, yb, sw) + _l2_value(params, l2)
+    value = loss.value(out, yb, sw)
+    # l2 == 0 skips the term: XLA keeps 0 * sum ||w||^2 and its gradient 0 * w otherwise.
+    return value + _l2_value(params, l2) if l2 else value
 
 
 def _prepare(model, loss, params, x, y, sample_weight):
