@@ -18,10 +18,21 @@ from jaxmlp.backprop import (
     per_example_grads,
     value_and_grad,
 )
+from jaxmlp import data
 from jaxmlp.check import GradCheckReport, gradcheck
+from jaxmlp.checkpoint import (
+    Checkpoint,
+    checkpoint_path,
+    latest_checkpoint,
+    list_checkpoints,
+    load_checkpoint,
+    prune_checkpoints,
+    save_checkpoint,
+)
 from jaxmlp.ensemble import EnsembleResult, ensemble_apply, fit_ensemble, predict_ensemble
 from jaxmlp.errors import CheckpointError, DivergenceError, JaxmlpWarning
 from jaxmlp.losses import LOSSES, Loss, get_loss
+from jaxmlp.data import Standardizer, train_test_split
 from jaxmlp.metrics import accuracy, evaluate, r2_score
 from jaxmlp.mlp import MLP, Dense
 from jaxmlp.training import (
@@ -46,6 +57,7 @@ __all__ = [
     "OUTPUT_ACTIVATIONS",
     "Activation",
     "Backward",
+    "Checkpoint",
     "CheckpointError",
     "Dense",
     "DivergenceError",
@@ -55,12 +67,15 @@ __all__ = [
     "GradCheckReport",
     "JaxmlpWarning",
     "Loss",
+    "Standardizer",
     "Trace",
     "TrainState",
     "__version__",
     "accuracy",
     "apply_manual",
     "backward",
+    "checkpoint_path",
+    "data",
     "ensemble_apply",
     "evaluate",
     "fit",
@@ -68,12 +83,18 @@ __all__ = [
     "forward_trace",
     "get_activation",
     "get_loss",
+    "latest_checkpoint",
+    "list_checkpoints",
+    "load_checkpoint",
     "gradcheck",
     "loss_fn",
     "make_train_step",
     "per_example_grad_norms",
     "per_example_grads",
     "predict_ensemble",
+    "prune_checkpoints",
     "r2_score",
+    "save_checkpoint",
+    "train_test_split",
     "value_and_grad",
 ]

@@ -15,8 +15,10 @@ from __future__ import annotations
 
 import functools
 import math
+import os
 import warnings
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, NamedTuple
 
 import jax
@@ -32,7 +34,14 @@ from jaxmlp.backprop import (
     check_targets,
     value_and_grad,
 )
-from jaxmlp.errors import DivergenceError, JaxmlpWarning
+from jaxmlp.checkpoint import (
+    checkpoint_path,
+    latest_checkpoint,
+    load_checkpoint,
+    prune_checkpoints,
+    save_checkpoint,
+)
+from jaxmlp.errors import CheckpointError, DivergenceError, JaxmlpWarning
 from jaxmlp.losses import Loss
 from jaxmlp.metrics import evaluate, metric_name
 from jaxmlp.mlp import MLP, Params, _check_key, as_batch, check_params
@@ -348,6 +357,10 @@ def fit(
     sample_weight: jax.typing.ArrayLike | None = None,
     drop_last: bool = False,
     epochs_per_call: int | None = None,
+    checkpoint_dir: str | os.PathLike | None = None,
+    checkpoint_every: int = 1,
+    keep: int = 3,
+    resume: bool = False,
 ) -> FitResult:
     """Trains ``params`` with minibatch gradient steps, whole epochs fused on the device.
 
@@ -368,7 +381,13 @@ def fit(
         l2: weight decay term ``(l2/2) sum ||w||^2`` in the objective.
         sample_weight: ``(n,)`` non-negative weights per row.
         epochs_per_call: epochs per compiled call (host syncs between calls); default: about
-            2 GFLOP of work per call, at most 16 epochs.
+            2 GFLOP of work per call, at most 16 epochs (a divisor of ``checkpoint_every``).
+        checkpoint_dir: write ``ckpt_{epoch:06d}.npz`` there every ``checkpoint_every``
+            epochs and at the end, keeping the newest ``keep``; on divergence the last finite
+            state goes to ``diverged.npz`` there.
+        resume: continue from the newest checkpoint in ``checkpoint_dir`` (if any), with
+            ``epochs`` counting the total. Parameters, optimizer state, history, early-stopping
+            state and the shuffling key (the stored one) resume exactly.
 
     Raises:
         ValueError/TypeError: bad arguments, checked before anything compiles.
@@ -410,8 +429,16 @@ def fit(
     else:
         xv, yv = xb[:1], yb[:1]
     n_batches = n // batch_size if drop_last else math.ceil(n / batch_size)
+    checkpoint_every = _check_int(checkpoint_every, "checkpoint_every", 1)
+    keep = _check_int(keep, "keep", 1)
+    if resume and checkpoint_dir is None:
+        raise ValueError("resume: needs checkpoint_dir")
     if epochs_per_call is None:
         epochs_per_call = _auto_epochs_per_call(model, n_batches, batch_size)
+        if checkpoint_dir is not None:
+            epochs_per_call = max(
+                d for d in range(1, epochs_per_call + 1) if checkpoint_every % d == 0
+            )
     epochs_per_call = _check_int(epochs_per_call, "epochs_per_call", 1)
     if early_stopping is not None and not isinstance(early_stopping, EarlyStopping):
         raise TypeError(
@@ -446,15 +473,28 @@ def fit(
         history.update(val_loss=[], val_metric=[])
     best_epoch = stopped_epoch = None
     done = 0
+    if resume:
+        restored = _resume(checkpoint_dir, model, optimizer, carry, track_best)
+        if restored is not None:
+            carry, key, done, history, best_epoch = restored
 
     from tqdm.auto import tqdm
 
-    with tqdm(total=epochs, disable=not progress, unit="epoch", desc="fit") as bar:
-        while done < epochs:
-            carry, out = program(carry, xb, yb, sw, key, xv, yv, done, epochs, patience, min_delta)
+    with tqdm(
+        total=epochs, initial=min(done, epochs), disable=not progress, unit="epoch", desc="fit"
+    ) as bar:
+        while done < epochs and not bool(carry.stopped):
+            # With checkpoints, a call never runs past the next multiple of checkpoint_every.
+            limit = epochs
+            if checkpoint_dir is not None:
+                limit = min(epochs, (done // checkpoint_every + 1) * checkpoint_every)
+            carry, out = program(carry, xb, yb, sw, key, xv, yv, done, limit, patience, min_delta)
             ran, tl, vl, vm, improved = jax.device_get(out)
             if bool(carry.diverged):
                 bad_epoch, bad_step = int(carry.bad_epoch) + 1, int(carry.bad_step)
+                if checkpoint_dir is not None:
+                    _save(Path(checkpoint_dir) / "diverged.npz", model, carry, key, done, history,
+                          best_epoch, {"diverged_epoch": bad_epoch, "diverged_step": bad_step})  # fmt: skip
                 raise DivergenceError(
                     f"loss became non-finite in epoch {bad_epoch}, step {bad_step}; "
                     f".params and .opt_state hold the last finite state",
@@ -472,7 +512,21 @@ def fit(
                 if improved[i]:
                     best_epoch = done + int(i) + 1
             n_ran = int(np.sum(ran))
+            if n_ran == 0:
+                break
             done += n_ran
+            finished = done >= epochs or bool(carry.stopped)
+            if checkpoint_dir is not None and (finished or done % checkpoint_every == 0):
+                _save(
+                    checkpoint_path(checkpoint_dir, done),
+                    model,
+                    carry,
+                    key,
+                    done,
+                    history,
+                    best_epoch,
+                )
+                prune_checkpoints(checkpoint_dir, keep)
             bar.update(n_ran)
             post = {"loss": f"{history['loss'][-1]:.4g}"}
             if has_val:
@@ -483,7 +537,6 @@ def fit(
             bar.set_postfix(post)
             if bool(carry.stopped):
                 stopped_epoch = done
-                break
     final = carry.state
     result_params = carry.best_params if track_best else final.params
     return FitResult(
@@ -495,6 +548,50 @@ def fit(
         stopped_epoch,
         metric_name(lossf),
     )
+
+
+def _save(path, model, carry: _Carry, key, done, history, best_epoch, info=None) -> None:
+    extra = {
+        "key": key,
+        "best_score": carry.best_score,
+        "wait": carry.wait,
+        "stopped": carry.stopped,
+    }
+    if carry.best_params is not None:
+        extra["best_params"] = carry.best_params
+    meta = {"epoch": done, "history": history, "best_epoch": best_epoch, **(info or {})}
+    save_checkpoint(
+        path,
+        model=model,
+        params=carry.state.params,
+        opt_state=carry.state.opt_state,
+        step=int(carry.state.step),
+        metadata=meta,
+        extra_arrays=extra,
+    )
+
+
+def _resume(directory, model, optimizer, carry: _Carry, track_best: bool):
+    path = latest_checkpoint(directory)
+    if path is None:
+        return None
+    ck = load_checkpoint(path, model=model, opt_state_like=optimizer.init(carry.state.params))
+    meta = ck.metadata
+    if not isinstance(meta, dict) or not {"epoch", "history"} <= set(meta):
+        raise CheckpointError(f"checkpoint {path}: not written by fit (no epoch/history metadata)")
+    extra = ck.extra
+    state = TrainState(ck.params, ck.opt_state, jnp.asarray(ck.step, jnp.int32))
+    best_params = None
+    if track_best:
+        best_params = extra.get("best_params", jax.tree.map(jnp.copy, ck.params))
+    carry = carry._replace(
+        state=state,
+        best_params=best_params,
+        best_score=jnp.asarray(extra["best_score"], carry.best_score.dtype),
+        wait=jnp.asarray(extra["wait"], jnp.int32),
+        stopped=jnp.asarray(extra["stopped"], bool),
+    )
+    return carry, extra["key"], int(meta["epoch"]), meta["history"], meta.get("best_epoch")
 
 
 def _history_upto(history, ran, tl, vl, vm, upto):

@@ -1,0 +1,93 @@
+"""fit with checkpoint_dir / resume: pruning, exact resume, the diverged state on disk."""
+
+from __future__ import annotations
+
+import chex
+import jax
+import optax
+import pytest
+
+import jaxmlp
+from jaxmlp.checkpoint import list_checkpoints, load_checkpoint
+
+MODEL = jaxmlp.MLP((3, 8, 2), activation="tanh")
+OPT = optax.adam(0.01)
+
+
+@pytest.fixture(scope="module")
+def data():
+    x = jax.random.normal(jax.random.key(1), (50, 3))
+    return x, x[:, :2] ** 2, MODEL.init(jax.random.key(2))
+
+
+def kwargs(x, y):
+    return dict(loss="mse", optimizer=OPT, batch_size=16, progress=False, validation_data=(x, y),
+                early_stopping=jaxmlp.EarlyStopping(patience=50))  # fmt: skip
+
+
+def test_interrupted_and_resumed_run_is_bit_identical(data, tmp_path):
+    x, y, params = data
+    full = jaxmlp.fit(MODEL, params, x, y, key=jax.random.key(3), epochs=10, **kwargs(x, y))
+    jaxmlp.fit(MODEL, params, x, y, key=jax.random.key(3), epochs=5, checkpoint_dir=tmp_path,
+               checkpoint_every=2, keep=2, **kwargs(x, y))  # fmt: skip
+    assert [e for e, _ in list_checkpoints(tmp_path)] == [4, 5]
+    # The stored key wins over the one passed on resume, so the data order resumes exactly.
+    resumed = jaxmlp.fit(MODEL, params, x, y, key=jax.random.key(99), epochs=10, checkpoint_dir=tmp_path,
+                         checkpoint_every=2, keep=2, resume=True, **kwargs(x, y))  # fmt: skip
+    chex.assert_trees_all_equal(resumed.params, full.params)
+    chex.assert_trees_all_equal(resumed.opt_state, full.opt_state)
+    assert resumed.history == full.history
+    assert resumed.step == full.step == 40
+    assert [e for e, _ in list_checkpoints(tmp_path)] == [8, 10]
+    final = load_checkpoint(
+        tmp_path / "ckpt_000010.npz", model=MODEL, opt_state_like=OPT.init(params)
+    )
+    chex.assert_trees_all_equal(final.params, resumed.params)
+    assert final.metadata["epoch"] == 10 and final.step == 40
+
+
+def test_resume_without_checkpoints_starts_fresh(data, tmp_path):
+    x, y, params = data
+    fresh = jaxmlp.fit(MODEL, params, x, y, key=jax.random.key(4), epochs=3, **kwargs(x, y))
+    resumed = jaxmlp.fit(MODEL, params, x, y, key=jax.random.key(4), epochs=3, checkpoint_dir=tmp_path,
+                         resume=True, **kwargs(x, y))  # fmt: skip
+    chex.assert_trees_all_equal(fresh.params, resumed.params)
+    assert [e for e, _ in list_checkpoints(tmp_path)] == [1, 2, 3]
+
+
+def test_resume_into_another_architecture_fails(data, tmp_path):
+    x, y, params = data
+    jaxmlp.fit(
+        MODEL,
+        params,
+        x,
+        y,
+        key=jax.random.key(5),
+        epochs=1,
+        checkpoint_dir=tmp_path,
+        **kwargs(x, y),
+    )
+    other = jaxmlp.MLP((3, 8, 2), activation="relu")
+    with pytest.raises(jaxmlp.CheckpointError, match="activation"):
+        jaxmlp.fit(other, other.init(jax.random.key(6)), x, y, key=jax.random.key(7), epochs=2,
+                   checkpoint_dir=tmp_path, resume=True, **kwargs(x, y))  # fmt: skip
+
+
+def test_resume_needs_a_directory(data):
+    x, y, params = data
+    with pytest.raises(ValueError, match="resume"):
+        jaxmlp.fit(
+            MODEL, params, x, y, key=jax.random.key(8), epochs=1, resume=True, **kwargs(x, y)
+        )
+
+
+def test_divergence_writes_the_last_finite_state(data, tmp_path):
+    x, y, params = data
+    opt = optax.sgd(1e20)
+    with pytest.raises(jaxmlp.DivergenceError) as info:
+        jaxmlp.fit(MODEL, params, x, y, loss="mse", key=jax.random.key(9), optimizer=opt, epochs=3,
+                   batch_size=10, checkpoint_dir=tmp_path, progress=False)  # fmt: skip
+    saved = load_checkpoint(tmp_path / "diverged.npz", model=MODEL, opt_state_like=opt.init(params))
+    chex.assert_trees_all_equal(saved.params, info.value.params)
+    assert saved.metadata["diverged_epoch"] == info.value.epoch
+    assert saved.metadata["diverged_step"] == info.value.step
