@@ -5,6 +5,7 @@ Parameters are a plain tuple of :class:`Dense`; :class:`MLP` is a frozen, hashab
 ``jax.value_and_grad`` (``method="autodiff"``), and :func:`gradcheck` compares them.
 """
 
+from jaxmlp import data
 from jaxmlp.activations import HIDDEN_ACTIVATIONS, OUTPUT_ACTIVATIONS, Activation, get_activation
 from jaxmlp.backprop import (
     METHODS,
@@ -18,7 +19,6 @@ from jaxmlp.backprop import (
     per_example_grads,
     value_and_grad,
 )
-from jaxmlp import data
 from jaxmlp.check import GradCheckReport, gradcheck
 from jaxmlp.checkpoint import (
     Checkpoint,
@@ -29,10 +29,10 @@ from jaxmlp.checkpoint import (
     prune_checkpoints,
     save_checkpoint,
 )
+from jaxmlp.data import Standardizer, train_test_split
 from jaxmlp.ensemble import EnsembleResult, ensemble_apply, fit_ensemble, predict_ensemble
 from jaxmlp.errors import CheckpointError, DivergenceError, JaxmlpWarning
 from jaxmlp.losses import LOSSES, Loss, get_loss
-from jaxmlp.data import Standardizer, train_test_split
 from jaxmlp.metrics import accuracy, evaluate, r2_score
 from jaxmlp.mlp import MLP, Dense
 from jaxmlp.training import (
@@ -83,10 +83,10 @@ __all__ = [
     "forward_trace",
     "get_activation",
     "get_loss",
+    "gradcheck",
     "latest_checkpoint",
     "list_checkpoints",
     "load_checkpoint",
-    "gradcheck",
     "loss_fn",
     "make_train_step",
     "per_example_grad_norms",

@@ -225,7 +225,9 @@ def test_divergence_raises_with_last_finite_state(reg):
     step = jaxmlp.make_train_step(REG, "mse", opt)
     state = jaxmlp.TrainState.create(params, opt)
     for s in range(5 * (err.epoch - 1) + err.step - 1):
-        state, _ = step(state, x[10 * (s % 5) : 10 * (s % 5) + 10], y[10 * (s % 5) : 10 * (s % 5) + 10])
+        state, _ = step(
+            state, x[10 * (s % 5) : 10 * (s % 5) + 10], y[10 * (s % 5) : 10 * (s % 5) + 10]
+        )
     assert all(np.isfinite(np.asarray(a)).all() for a in jax.tree.leaves(err.params))
     chex.assert_trees_all_close(err.params, state.params, rtol=1e-5)
     # ... and the step it refused really produces a non-finite loss or parameters.
