@@ -22,7 +22,7 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
-from jax.scipy.special import erf
+from jax.scipy.special import erfc
 
 LEAKY_RELU_SLOPE = 0.01
 ELU_ALPHA = 1.0
@@ -58,7 +58,9 @@ def _heaviside(z):
 
 
 def _relu(z):
-    return jnp.maximum(z, 0)
+    # jax.nn.relu, not jnp.maximum(z, 0): jax.grad of maximum is 0.5 at z = 0, and the autodiff
+    # path must take the same value at the kink as the manual derivative (0).
+    return jax.nn.relu(z)
 
 
 def _leaky_relu(z):
@@ -66,18 +68,20 @@ def _leaky_relu(z):
 
 
 def _elu(z):
-    return jnp.where(z > 0, z, ELU_ALPHA * jnp.expm1(jnp.minimum(z, 0)))
+    # where, not minimum(z, 0): jax.grad of minimum is 0.5 at z = 0, the manual derivative 1.
+    return jnp.where(z > 0, z, ELU_ALPHA * jnp.expm1(jnp.where(z > 0, 0, z)))
 
 
 def _gelu(z):
-    # Exact form: z * Phi(z), Phi the standard normal CDF.
-    return 0.5 * z * (1 + erf(z / math.sqrt(2.0)))
+    # Exact form: z * Phi(z), Phi the standard normal CDF; Phi(z) = erfc(-z / sqrt 2) / 2
+    # keeps its digits in the negative tail, where 1 + erf(z / sqrt 2) cancels.
+    return 0.5 * z * erfc(-z / math.sqrt(2.0))
 
 
 def _gelu_deriv(z, a):
     # d/dz z*Phi(z) = Phi(z) + z * phi(z)
     phi = jnp.exp(-0.5 * z * z) / math.sqrt(2.0 * math.pi)
-    return 0.5 * (1 + erf(z / math.sqrt(2.0))) + z * phi
+    return 0.5 * erfc(-z / math.sqrt(2.0)) + z * phi
 
 
 def _gelu_tanh(z):
