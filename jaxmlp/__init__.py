@@ -30,6 +30,7 @@ from jaxmlp.checkpoint import (
     save_checkpoint,
 )
 from jaxmlp.data import Standardizer, train_test_split
+from jaxmlp.distributed import data_parallel_mesh
 from jaxmlp.ensemble import EnsembleResult, ensemble_apply, fit_ensemble, predict_ensemble
 from jaxmlp.errors import CheckpointError, DivergenceError, JaxmlpWarning
 from jaxmlp.losses import LOSSES, Loss, get_loss
@@ -76,6 +77,7 @@ __all__ = [
     "backward",
     "checkpoint_path",
     "data",
+    "data_parallel_mesh",
     "ensemble_apply",
     "evaluate",
     "fit",

@@ -18,8 +18,10 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 from jax import lax
+from jax.sharding import Mesh
 
 from jaxmlp.backprop import _check_l2, _check_method, _check_model_loss
+from jaxmlp.distributed import check_mesh, put, replicated, sharded
 from jaxmlp.errors import JaxmlpWarning
 from jaxmlp.losses import Loss
 from jaxmlp.metrics import evaluate, metric_name
@@ -85,7 +87,12 @@ def _ensemble_program(spec: _Spec):
 
         return lax.scan(maybe_epoch, carry, offset + jnp.arange(spec.epochs_per_call))
 
-    return jax.jit(run, donate_argnums=0)
+    if spec.mesh is None:
+        return jax.jit(run, donate_argnums=0)
+    # Members split across the "data" axis: carry leaves (K, ...), metrics (epochs, K).
+    return jax.jit(
+        run, donate_argnums=0, out_shardings=(sharded(spec.mesh, 0), sharded(spec.mesh, 1))
+    )
 
 
 def fit_ensemble(
@@ -110,6 +117,7 @@ def fit_ensemble(
     params: Params | None = None,
     epochs_per_call: int | None = None,
     progress: bool = True,
+    mesh: Mesh | None = None,
 ) -> EnsembleResult:
     """Trains ``num_models`` independent members at once (one vmapped, fused program).
 
@@ -125,6 +133,8 @@ def fit_ensemble(
         bootstrap: each member trains on a bootstrap resample (n rows drawn with replacement).
         params: starting parameters stacked on a leading K axis (default: ``model.init``
             with K different keys).
+        mesh: shard the member axis across the mesh's ``"data"`` axis (one group of members
+            per device; ``num_models`` must divide evenly). The data are replicated.
     """
     lossf = _check_model_loss(model, loss)
     _check_method(method)
@@ -190,11 +200,20 @@ def fit_ensemble(
     n_batches = -(-n // batch_size)
     if epochs_per_call is None:
         epochs_per_call = max(1, _auto_epochs_per_call(model, n_batches, batch_size * K))
+    if mesh is not None:
+        size = check_mesh(mesh)
+        if K % size:
+            raise ValueError(
+                f"num_models: {K} members do not divide across the {size} devices of the mesh"
+            )
     spec = _Spec(model, lossf, optimizer, method, l2, batch_size, False, bool(shuffle),
-                 _check_int(epochs_per_call, "epochs_per_call", 1), False, has_val)  # fmt: skip
+                 _check_int(epochs_per_call, "epochs_per_call", 1), False, has_val, mesh)  # fmt: skip
     program = _ensemble_program(spec)
 
     carry = (states, jnp.zeros((K,), bool), jnp.full((K,), -1, jnp.int32))
+    if mesh is not None:
+        carry, sw, order_keys = put((carry, sw, order_keys), sharded(mesh, 0))
+        xb, yb, xv, yv = put((xb, yb, xv, yv), replicated(mesh))
     chunks = []
     from tqdm.auto import tqdm
 

@@ -26,6 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 from jax import lax
+from jax.sharding import Mesh
 
 from jaxmlp.backprop import (
     _check_l2,
@@ -41,6 +42,7 @@ from jaxmlp.checkpoint import (
     prune_checkpoints,
     save_checkpoint,
 )
+from jaxmlp.distributed import check_mesh, local, put, replicated, sharded
 from jaxmlp.errors import CheckpointError, DivergenceError, JaxmlpWarning
 from jaxmlp.losses import Loss
 from jaxmlp.metrics import evaluate, metric_name
@@ -64,12 +66,20 @@ class TrainState(NamedTuple):
 
     @classmethod
     def create(
-        cls, params: Params, optimizer: optax.GradientTransformation | None = None
+        cls,
+        params: Params,
+        optimizer: optax.GradientTransformation | None = None,
+        *,
+        mesh: Mesh | None = None,
     ) -> TrainState:
-        """A fresh state; copies ``params`` so that donating the state never invalidates them."""
+        """A fresh state; copies ``params`` so that donating the state never invalidates them.
+
+        With ``mesh`` the state is replicated on every device of the mesh.
+        """
         optimizer = _check_optimizer(optimizer)
         params = jax.tree.map(jnp.copy, params)
-        return cls(params, optimizer.init(params), jnp.zeros((), jnp.int32))
+        state = cls(params, optimizer.init(params), jnp.zeros((), jnp.int32))
+        return state if mesh is None else put(state, replicated(mesh))
 
 
 class EarlyStopping(NamedTuple):
@@ -130,27 +140,40 @@ def make_train_step(
     *,
     method: str = "manual",
     l2: float = 0.0,
+    mesh: Mesh | None = None,
 ) -> Callable:
     """Builds ``step(state, x, y, sample_weight=None) -> (state, loss_value)``, jitted.
 
     The state argument is donated: pass a ``TrainState`` from ``TrainState.create`` (which
-    copies the parameters) and use only the returned state afterwards.
+    copies the parameters) and use only the returned state afterwards. With ``mesh`` (see
+    ``data_parallel_mesh``) the batch rows are split across its ``"data"`` axis (the batch
+    must divide evenly) and the state is replicated: create it with ``TrainState.create(...,
+    mesh=mesh)``.
     """
     loss = _check_model_loss(model, loss)
     _check_method(method)
-    return _train_step(model, loss, _check_optimizer(optimizer), method, _check_l2(l2))
+    if mesh is not None:
+        check_mesh(mesh)
+    return _train_step(model, loss, _check_optimizer(optimizer), method, _check_l2(l2), mesh)
 
 
 @functools.lru_cache(maxsize=64)
-def _train_step(model, loss, optimizer, method, l2):
+def _train_step(model, loss, optimizer, method, l2, mesh):
     vg = value_and_grad(model, loss, method=method, l2=l2)
 
     def step(state, x, y, sample_weight=None):
         TRACE_COUNTS["step"] += 1
+        if mesh is not None:
+            check_mesh(mesh, jnp.shape(x)[0] if jnp.ndim(x) == 2 else None, "mesh")
+            x, y, sample_weight = lax.with_sharding_constraint(
+                (x, y, sample_weight),
+                (sharded(mesh), sharded(mesh), None if sample_weight is None else sharded(mesh)),
+            )
         value, grads = vg(state.params, x, y, sample_weight)
         return _apply_update(optimizer, state, grads), value
 
-    return jax.jit(step, donate_argnums=0)
+    out = None if mesh is None else replicated(mesh)
+    return jax.jit(step, donate_argnums=0, out_shardings=out)
 
 
 class _Carry(NamedTuple):
@@ -176,6 +199,7 @@ class _Spec(NamedTuple):
     epochs_per_call: int
     track_best: bool
     has_val: bool
+    mesh: Mesh | None = None
 
 
 def _tree_where(pred, new, old):
@@ -212,6 +236,9 @@ def make_epoch(spec: _Spec) -> Callable:
             y[idx].reshape(nb, B, *y.shape[1:]),
             w.reshape(nb, B),
         )
+        if spec.mesh is not None:
+            # Rows of every minibatch split across the "data" axis; XLA adds the all-reduce.
+            batches = lax.with_sharding_constraint(batches, sharded(spec.mesh, axis=1))
 
         def step(c, batch):
             state, bad, bad_step, i = c
@@ -283,7 +310,8 @@ def _epochs_program(spec: _Spec):
         epochs = offset + jnp.arange(spec.epochs_per_call)
         return lax.scan(maybe_epoch, carry, epochs)
 
-    return jax.jit(run, donate_argnums=0)
+    out = None if spec.mesh is None else replicated(spec.mesh)
+    return jax.jit(run, donate_argnums=0, out_shardings=out)
 
 
 def _check_int(value: Any, argname: str, minimum: int) -> int:
@@ -361,6 +389,7 @@ def fit(
     checkpoint_every: int = 1,
     keep: int = 3,
     resume: bool = False,
+    mesh: Mesh | None = None,
 ) -> FitResult:
     """Trains ``params`` with minibatch gradient steps, whole epochs fused on the device.
 
@@ -388,6 +417,11 @@ def fit(
         resume: continue from the newest checkpoint in ``checkpoint_dir`` (if any), with
             ``epochs`` counting the total. Parameters, optimizer state, history, early-stopping
             state and the shuffling key (the stored one) resume exactly.
+        mesh: data parallelism: a ``jax.sharding.Mesh`` with a ``"data"`` axis (see
+            ``data_parallel_mesh``); each minibatch's rows are split across it (``batch_size``
+            must divide evenly), parameters and optimizer state are replicated. In a
+            multi-process run every process passes the same data and key; process 0 writes
+            the checkpoints.
 
     Raises:
         ValueError/TypeError: bad arguments, checked before anything compiles.
@@ -445,9 +479,11 @@ def fit(
             f"early_stopping: expected a jaxmlp.EarlyStopping, got {type(early_stopping).__name__}"
         )
     track_best = early_stopping is not None and early_stopping.restore_best
+    if mesh is not None:
+        check_mesh(mesh, batch_size)
     spec = _Spec(
         model, lossf, optimizer, method, l2, batch_size, bool(drop_last), bool(shuffle),
-        epochs_per_call, track_best, validation_data is not None,
+        epochs_per_call, track_best, validation_data is not None, mesh,
     )  # fmt: skip
     program = _epochs_program(spec)
 
@@ -465,8 +501,8 @@ def fit(
     )
     patience = early_stopping.patience if early_stopping is not None else np.iinfo(np.int32).max
     min_delta = early_stopping.min_delta if early_stopping is not None else 0.0
-    patience = jnp.asarray(_check_int(patience, "early_stopping.patience", 1), jnp.int32)
-    min_delta = jnp.asarray(min_delta, dtype)
+    patience = np.int32(_check_int(patience, "early_stopping.patience", 1))
+    min_delta = np.asarray(min_delta, dtype)
     has_val = validation_data is not None
     history: dict[str, list[float]] = {"loss": []}
     if has_val:
@@ -477,21 +513,24 @@ def fit(
         restored = _resume(checkpoint_dir, model, optimizer, carry, track_best)
         if restored is not None:
             carry, key, done, history, best_epoch = restored
+    if mesh is not None:
+        # Global, replicated inputs: every process holds the same data and key.
+        carry, xb, yb, sw, key, xv, yv = put((carry, xb, yb, sw, key, xv, yv), replicated(mesh))
 
     from tqdm.auto import tqdm
 
     with tqdm(
         total=epochs, initial=min(done, epochs), disable=not progress, unit="epoch", desc="fit"
     ) as bar:
-        while done < epochs and not bool(carry.stopped):
+        while done < epochs and not bool(_host(carry.stopped)):
             # With checkpoints, a call never runs past the next multiple of checkpoint_every.
             limit = epochs
             if checkpoint_dir is not None:
                 limit = min(epochs, (done // checkpoint_every + 1) * checkpoint_every)
             carry, out = program(carry, xb, yb, sw, key, xv, yv, done, limit, patience, min_delta)
-            ran, tl, vl, vm, improved = jax.device_get(out)
-            if bool(carry.diverged):
-                bad_epoch, bad_step = int(carry.bad_epoch) + 1, int(carry.bad_step)
+            ran, tl, vl, vm, improved = _host(out)
+            if bool(_host(carry.diverged)):
+                bad_epoch, bad_step = int(_host(carry.bad_epoch)) + 1, int(_host(carry.bad_step))
                 if checkpoint_dir is not None:
                     _save(Path(checkpoint_dir) / "diverged.npz", model, carry, key, done, history,
                           best_epoch, {"diverged_epoch": bad_epoch, "diverged_step": bad_step})  # fmt: skip
@@ -515,7 +554,7 @@ def fit(
             if n_ran == 0:
                 break
             done += n_ran
-            finished = done >= epochs or bool(carry.stopped)
+            finished = done >= epochs or bool(_host(carry.stopped))
             if checkpoint_dir is not None and (finished or done % checkpoint_every == 0):
                 _save(
                     checkpoint_path(checkpoint_dir, done),
@@ -535,7 +574,7 @@ def fit(
                     val=f"{history['val_metric'][-1]:.4g}",
                 )
             bar.set_postfix(post)
-            if bool(carry.stopped):
+            if bool(_host(carry.stopped)):
                 stopped_epoch = done
     final = carry.state
     result_params = carry.best_params if track_best else final.params
@@ -543,14 +582,23 @@ def fit(
         result_params,
         final.opt_state,
         history,
-        int(final.step),
+        int(_host(final.step)),
         best_epoch if early_stopping is not None else None,
         stopped_epoch,
         metric_name(lossf),
     )
 
 
+def _host(tree):
+    """NumPy copies of (replicated) device arrays, also when they span several processes."""
+    return jax.tree.map(lambda a: np.asarray(local(a)), tree)
+
+
 def _save(path, model, carry: _Carry, key, done, history, best_epoch, info=None) -> None:
+    if jax.process_index() != 0:
+        return
+    carry = jax.tree.map(local, carry)
+    key = local(key)
     extra = {
         "key": key,
         "best_score": carry.best_score,
