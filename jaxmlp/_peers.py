@@ -82,6 +82,7 @@ class Impl:
         name, method, version: how the tables name it.
         compile_s: seconds from nothing to the first finished step (compile and warm-up).
         temp_bytes: compiled temporary memory, where the library exposes it, else None.
+        device: where it computes (``"cpu"``, ``"gpu"``, ``"cuda"``, ...).
     """
 
     name = "?"
@@ -92,6 +93,7 @@ class Impl:
         self.version = "unknown"
         self.compile_s: float | None = None
         self.temp_bytes: int | None = None
+        self.device = str(jax.devices()[0].platform)
 
     def load(self, x: np.ndarray, y: np.ndarray) -> None:
         self.x_np, self.y_np = x, y
@@ -397,9 +399,9 @@ class TorchStep(Impl):
         self.version = torch.__version__
         platform = jax.devices()[0].platform
         if platform == "gpu" and torch.cuda.is_available():
-            self.device = torch.device("cuda")
+            self.tdev = torch.device("cuda")
         elif platform == "cpu":
-            self.device = torch.device("cpu")
+            self.tdev = torch.device("cpu")
         else:
             raise Unavailable(f"no torch device matching JAX's {platform}")
         torch.manual_seed(seed)
@@ -410,7 +412,8 @@ class TorchStep(Impl):
             layers.append(torch.nn.Linear(fan_in, fan_out))
             if i < len(sizes) - 2:
                 layers.append(act[problem.activation]())
-        self.model = torch.nn.Sequential(*layers).to(self.device)
+        self.device = self.tdev.type
+        self.model = torch.nn.Sequential(*layers).to(self.tdev)
         self.forward = self.model
         if compiled:
             self.name, self.method = "torch.compile", "compile"
@@ -425,18 +428,18 @@ class TorchStep(Impl):
     def load(self, x, y):
         super().load(x, y)
         torch = self.torch
-        self.xt = torch.from_numpy(x).to(self.device)
-        self.yt = torch.from_numpy(y if y.dtype != np.int32 else y.astype(np.int64)).to(self.device)
+        self.xt = torch.from_numpy(x).to(self.tdev)
+        self.yt = torch.from_numpy(y if y.dtype != np.int32 else y.astype(np.int64)).to(self.tdev)
 
     def step(self, idx=None):
         torch = self.torch
         if idx is None:
             xb, yb = self.xt, self.yt
         else:
-            i = torch.from_numpy(idx).to(self.device)
+            i = torch.from_numpy(idx).to(self.tdev)
             xb, yb = self.xt[i], self.yt[i]
         self.optimizer.zero_grad(set_to_none=True)
-        with torch.autocast(self.device.type, dtype=self.half, enabled=self.half is not None):
+        with torch.autocast(self.device, dtype=self.half, enabled=self.half is not None):
             out = self.forward(xb)
         loss = self.criterion(out.float(), yb)
         loss.backward()
@@ -444,7 +447,7 @@ class TorchStep(Impl):
         self._loss = loss
 
     def sync(self):
-        if self.device.type == "cuda":
+        if self.device == "cuda":
             self.torch.cuda.synchronize()
 
     def last_loss(self):
@@ -462,7 +465,7 @@ class SklearnStep(Impl):
         if problem.dtype != "float32":
             raise Unavailable("float32/float64 only")
         nn = _import("sklearn.neural_network")
-        self.version = _version("sklearn")
+        self.version, self.device = _version("sklearn"), "cpu"
         act = {"relu": "relu", "tanh": "tanh", "sigmoid": "logistic"}[problem.activation]
         self.classifier = problem.loss != "mse"
         cls = nn.MLPClassifier if self.classifier else nn.MLPRegressor

@@ -217,7 +217,8 @@ def _base(suite: str, cfg: Config, impl: str, dtype: str, **extra) -> dict[str, 
 def _record(suite: str, cfg: Config, impl: _peers.Impl, s: Settings, times, **extra) -> dict:
     st = _stats(times)
     return {**_base(suite, cfg, impl.name, s.dtype), "method": impl.method,
-            "version": impl.version, "param_dtype": "float32", "status": "ok",
+            "version": impl.version, "impl_device": impl.device, "param_dtype": "float32",
+            "status": "ok",
             "compile_s": impl.compile_s, **st, "repeats": len(times),
             "steps_per_s": 1.0 / st["median_s"], "final_loss": impl.last_loss(),
             **extra}  # fmt: skip
@@ -499,7 +500,7 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     add("--samples", type=int, help="training rows (default 1024, quick 256)")
     add("--epochs", type=int, help="training epochs (default 40, quick 4)")
     add("--ensembles", help="ensemble sizes K (default 1,8,64, quick 4)")
-    add("--matmul-precision", choices=["default", "high", "highest"],
+    add("--matmul-precision", choices=["default", "high", "highest", "bfloat16", "tensorfloat32", "float32"],
         help="jax_default_matmul_precision for the whole run")  # fmt: skip
     return p
 
