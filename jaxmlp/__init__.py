@@ -31,20 +31,13 @@ from jaxmlp.checkpoint import (
 )
 from jaxmlp.data import Standardizer, train_test_split
 from jaxmlp.distributed import data_parallel_mesh
+from jaxmlp.engine import DEFAULT_LEARNING_RATE, DEFAULT_OPTIMIZER, TrainState, make_train_step
 from jaxmlp.ensemble import EnsembleResult, ensemble_apply, fit_ensemble, predict_ensemble
 from jaxmlp.errors import CheckpointError, DivergenceError, JaxmlpWarning
 from jaxmlp.losses import LOSSES, Loss, get_loss
 from jaxmlp.metrics import accuracy, evaluate, r2_score
 from jaxmlp.mlp import MLP, Dense
-from jaxmlp.training import (
-    DEFAULT_LEARNING_RATE,
-    DEFAULT_OPTIMIZER,
-    EarlyStopping,
-    FitResult,
-    TrainState,
-    fit,
-    make_train_step,
-)
+from jaxmlp.training import EarlyStopping, FitResult, fit
 
 __version__ = "0.1.0"
 

@@ -22,20 +22,12 @@ from jax.sharding import Mesh
 
 from jaxmlp.backprop import _check_l2, _check_method, _check_model_loss
 from jaxmlp.distributed import check_mesh, put, replicated, sharded
+from jaxmlp.engine import TRACE_COUNTS, TrainState, _check_optimizer, _Spec, make_epoch
 from jaxmlp.errors import JaxmlpWarning
 from jaxmlp.losses import Loss
 from jaxmlp.metrics import evaluate, metric_name
 from jaxmlp.mlp import MLP, Params, _check_key, as_batch, check_params
-from jaxmlp.training import (
-    TRACE_COUNTS,
-    TrainState,
-    _auto_epochs_per_call,
-    _check_int,
-    _check_optimizer,
-    _Spec,
-    make_epoch,
-    prepare_data,
-)
+from jaxmlp.training import _auto_epochs_per_call, _check_int, prepare_data
 
 
 class EnsembleResult(NamedTuple):

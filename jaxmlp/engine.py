@@ -1,0 +1,257 @@
+"""The compiled programs: the jitted training step and the fused multi-epoch program.
+
+One compiled program runs ``epochs_per_call`` whole epochs: for each epoch it draws the
+permutation from ``fold_in(key, epoch)``, gathers the padded minibatches, runs every step with
+``lax.scan`` and computes the epoch's metrics, early-stopping bookkeeping and divergence flag,
+all on the device. ``training.fit`` drives it from the host; ``ensemble.fit_ensemble`` vmaps
+:func:`make_epoch` over members.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+from jax import lax
+from jax.sharding import Mesh
+
+from jaxmlp.backprop import _check_l2, _check_method, _check_model_loss, value_and_grad
+from jaxmlp.distributed import check_mesh, put, replicated, sharded
+from jaxmlp.losses import Loss
+from jaxmlp.metrics import evaluate
+from jaxmlp.mlp import MLP, Params
+
+DEFAULT_LEARNING_RATE = 0.01
+# Plain gradient descent, the lecture's eq. 17: w <- w - eta dL/dw. One shared object, so that
+# repeated calls without an optimizer reuse the compiled programs.
+DEFAULT_OPTIMIZER = optax.sgd(DEFAULT_LEARNING_RATE)
+
+# Python-level trace counts per compiled function kind (tests assert nothing retraces).
+TRACE_COUNTS: dict[str, int] = {"step": 0, "epochs": 0, "ensemble": 0}
+
+
+class TrainState(NamedTuple):
+    """The training state pytree: parameters, optimizer state and the step counter."""
+
+    params: Params
+    opt_state: Any
+    step: jax.Array
+
+    @classmethod
+    def create(
+        cls,
+        params: Params,
+        optimizer: optax.GradientTransformation | None = None,
+        *,
+        mesh: Mesh | None = None,
+    ) -> TrainState:
+        """A fresh state; copies ``params`` so that donating the state never invalidates them.
+
+        With ``mesh`` the state is replicated on every device of the mesh.
+        """
+        optimizer = _check_optimizer(optimizer)
+        params = jax.tree.map(jnp.copy, params)
+        state = cls(params, optimizer.init(params), jnp.zeros((), jnp.int32))
+        return state if mesh is None else put(state, replicated(mesh))
+
+
+def _check_optimizer(optimizer: Any) -> optax.GradientTransformation:
+    if optimizer is None:
+        return DEFAULT_OPTIMIZER
+    if not (
+        callable(getattr(optimizer, "init", None)) and callable(getattr(optimizer, "update", None))
+    ):
+        raise TypeError(
+            f"optimizer: expected an optax.GradientTransformation (init, update), got {type(optimizer).__name__}"
+        )
+    return optimizer
+
+
+def _apply_update(optimizer, state: TrainState, grads: Params) -> TrainState:
+    updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+    return TrainState(optax.apply_updates(state.params, updates), opt_state, state.step + 1)
+
+
+def make_train_step(
+    model: MLP,
+    loss: str | Loss,
+    optimizer: optax.GradientTransformation | None = None,
+    *,
+    method: str = "manual",
+    l2: float = 0.0,
+    mesh: Mesh | None = None,
+) -> Callable:
+    """Builds ``step(state, x, y, sample_weight=None) -> (state, loss_value)``, jitted.
+
+    The state argument is donated: pass a ``TrainState`` from ``TrainState.create`` (which
+    copies the parameters) and use only the returned state afterwards. With ``mesh`` (see
+    ``data_parallel_mesh``) the batch rows are split across its ``"data"`` axis (the batch
+    must divide evenly) and the state is replicated: create it with ``TrainState.create(...,
+    mesh=mesh)``.
+    """
+    loss = _check_model_loss(model, loss)
+    _check_method(method)
+    if mesh is not None:
+        check_mesh(mesh)
+    return _train_step(model, loss, _check_optimizer(optimizer), method, _check_l2(l2), mesh)
+
+
+@functools.lru_cache(maxsize=64)
+def _train_step(model, loss, optimizer, method, l2, mesh):
+    vg = value_and_grad(model, loss, method=method, l2=l2)
+
+    def step(state, x, y, sample_weight=None):
+        TRACE_COUNTS["step"] += 1
+        if mesh is not None:
+            check_mesh(mesh, jnp.shape(x)[0] if jnp.ndim(x) == 2 else None, "mesh")
+            x, y, sample_weight = lax.with_sharding_constraint(
+                (x, y, sample_weight),
+                (sharded(mesh), sharded(mesh), None if sample_weight is None else sharded(mesh)),
+            )
+        value, grads = vg(state.params, x, y, sample_weight)
+        return _apply_update(optimizer, state, grads), value
+
+    out = None if mesh is None else replicated(mesh)
+    return jax.jit(step, donate_argnums=0, out_shardings=out)
+
+
+class _Carry(NamedTuple):
+    state: TrainState
+    best_params: Params | None
+    best_score: jax.Array
+    wait: jax.Array
+    stopped: jax.Array
+    diverged: jax.Array
+    bad_epoch: jax.Array
+    bad_step: jax.Array
+
+
+class _Spec(NamedTuple):
+    model: MLP
+    loss: Loss
+    optimizer: Any
+    method: str
+    l2: float
+    batch_size: int
+    drop_last: bool
+    shuffle: bool
+    epochs_per_call: int
+    track_best: bool
+    has_val: bool
+    mesh: Mesh | None = None
+
+
+def _tree_where(pred, new, old):
+    return jax.tree.map(lambda a, b: jnp.where(pred, a, b), new, old)
+
+
+def make_epoch(spec: _Spec) -> Callable:
+    """One training epoch for one model, pure: ``(state, bad, bad_step, x, y, sw, key, e)
+    -> (state, bad, bad_step, train_loss)``. ``fit`` scans it; ``fit_ensemble`` vmaps it.
+
+    The epoch draws its permutation from ``fold_in(key, e)``, pads the last batch with
+    weight-0 rows, and stops applying updates at the first non-finite step (``bad``), whose
+    1-based index it records in ``bad_step``.
+    """
+    vg = value_and_grad(spec.model, spec.loss, method=spec.method, l2=spec.l2)
+    B = spec.batch_size
+
+    def train_epoch(state, bad, bad_step, x, y, sw, key, e):
+        n = x.shape[0]
+        nb = n // B if spec.drop_last else -(-n // B)
+        perm = (
+            jax.random.permutation(jax.random.fold_in(key, e), n) if spec.shuffle else jnp.arange(n)
+        )
+        if spec.drop_last:
+            idx, w = perm[: nb * B], jnp.ones((nb * B,), x.dtype)
+        else:
+            # Padded rows point at row 0 and weigh 0: fixed shapes, no data dropped.
+            pad = nb * B - n
+            idx = jnp.concatenate([perm, jnp.zeros((pad,), perm.dtype)])
+            w = jnp.concatenate([jnp.ones((n,), x.dtype), jnp.zeros((pad,), x.dtype)])
+        w = w * sw[idx]
+        batches = (
+            x[idx].reshape(nb, B, x.shape[1]),
+            y[idx].reshape(nb, B, *y.shape[1:]),
+            w.reshape(nb, B),
+        )
+        if spec.mesh is not None:
+            # Rows of every minibatch split across the "data" axis; XLA adds the all-reduce.
+            batches = lax.with_sharding_constraint(batches, sharded(spec.mesh, axis=1))
+
+        def step(c, batch):
+            state, bad, bad_step, i = c
+            value, grads = vg(state.params, *batch)
+            new = _apply_update(spec.optimizer, state, grads)
+            # One reduction tells whether any new parameter is NaN or Inf.
+            total = sum(jnp.sum(a) for a in jax.tree.leaves(new.params))
+            ok = jnp.isfinite(value) & jnp.isfinite(total) & ~bad
+            bad_step = jnp.where(bad | ok, bad_step, i)
+            return (_tree_where(ok, new, state), bad | ~ok, bad_step, i + 1), value
+
+        init = (state, bad, bad_step, jnp.ones((), jnp.int32))
+        (state, bad, bad_step, _), values = lax.scan(step, init, batches)
+        wsum = jnp.sum(batches[2], axis=1)
+        if spec.loss.reduction == "mean":
+            train_loss = jnp.sum(values * wsum) / jnp.sum(wsum)
+        else:
+            train_loss = jnp.sum(values)
+        return state, bad, bad_step, train_loss
+
+    return train_epoch
+
+
+@functools.lru_cache(maxsize=64)
+def _epochs_program(spec: _Spec):
+    """The jitted multi-epoch program for one static configuration (cached)."""
+    train_epoch = make_epoch(spec)
+
+    def run(carry, x, y, sw, key, x_val, y_val, offset, total, patience, min_delta):
+        TRACE_COUNTS["epochs"] += 1
+
+        def one_epoch(carry: _Carry, e):
+            state, bad, bad_step, train_loss = train_epoch(
+                carry.state, carry.diverged, carry.bad_step, x, y, sw, key, e
+            )
+            if spec.has_val:
+                val_loss, val_metric = evaluate(spec.model, spec.loss, state.params, x_val, y_val)
+                score = val_loss
+            else:
+                val_loss = val_metric = jnp.asarray(jnp.nan, x.dtype)
+                score = train_loss
+            improved = score < carry.best_score - min_delta
+            best_params = (
+                _tree_where(improved, state.params, carry.best_params) if spec.track_best else None
+            )
+            wait = jnp.where(improved, 0, carry.wait + 1)
+            new_carry = _Carry(
+                state,
+                best_params,
+                jnp.where(improved, score, carry.best_score),
+                wait,
+                wait >= patience,
+                bad,
+                jnp.where(bad & ~carry.diverged, e, carry.bad_epoch),
+                bad_step,
+            )
+            return new_carry, (train_loss, val_loss, val_metric, improved)
+
+        def maybe_epoch(carry, e):
+            active = (e < total) & ~carry.stopped & ~carry.diverged
+
+            def skip(c, _):
+                nan = jnp.asarray(jnp.nan, x.dtype)
+                return c, (nan, nan, nan, jnp.zeros((), bool))
+
+            carry, out = lax.cond(active, one_epoch, skip, carry, e)
+            return carry, (active, *out)
+
+        epochs = offset + jnp.arange(spec.epochs_per_call)
+        return lax.scan(maybe_epoch, carry, epochs)
+
+    out = None if spec.mesh is None else replicated(spec.mesh)
+    return jax.jit(run, donate_argnums=0, out_shardings=out)
