@@ -9,10 +9,11 @@ Suites (each returns JSON-ready records; :func:`main` prints them as Markdown ta
     train     ``fit``'s fused epochs vs per-step Python loops and peers, whole runs of ``epochs``.
     ensemble  ``fit_ensemble`` with K members vs K sequential ``fit`` calls (model-steps/s).
 
-Timing: compile first (timed apart), warm up, then ``repeats`` timed chunks of ``inner`` steps,
-each ended by ``block_until_ready``; jaxmlp's methods are interleaved chunk by chunk (order
-alternating) so that machine noise hits them alike; peers run in blocks after them, with the
-same ``inner`` and ``repeats`` (the same number of steps). Runs unchanged on CPU, GPU and TPU.
+Timing: compile first (timed apart), warm up, then ``repeats`` rounds; in each round every
+implementation runs one timed chunk of ``inner`` steps ended by ``block_until_ready`` (the
+order alternating between rounds), so every implementation does the same number of steps and
+machine noise hits all alike. Ratios are same-round (pairwise) medians. Runs unchanged on CPU,
+GPU and TPU; the device is the one JAX picks.
 """
 
 from __future__ import annotations
@@ -252,36 +253,39 @@ def bench_steps(
     for impl in ours.values():
         impl.load(x, y)
         impl.prepare()
+    impls: dict[str, _peers.Impl] = dict(ours)
+    records: list[dict[str, Any]] = []
+    for name in () if grad else s.peers:
+        impl, missing = _build_peer(suite, cfg, name, problem, s, (x, y), activation=activation)
+        if missing is None:
+            impls[name] = impl
+        else:
+            records.append(missing)
     # Calibrate on the first method: chunks of >= target_s; cap the timed work at max_s.
-    first = next(iter(ours.values()))
+    first = ours[s.methods[0]]
     t1 = min(time_chunks({"c": lambda: first.run(1)}, 3)["c"])
     inner = max(1, math.ceil(s.target_s / t1))
     repeats = max(3, min(s.repeats, int(s.max_s / (inner * t1))))
-    fns = {m: (lambda impl=impl: impl.run(inner)) for m, impl in ours.items()}
-    times = {m: [t / inner for t in v] for m, v in time_chunks(fns, repeats).items()}
+    fns = {k: (lambda impl=impl: impl.run(inner)) for k, impl in impls.items()}
+    times = {k: [t / inner for t in v] for k, v in time_chunks(fns, repeats).items()}
     extra = {"activation": activation, "flops_per_step": cfg.flops_per_step, "inner": inner}
-    records: list[dict[str, Any]] = []
-    timed = [(impl, times[m]) for m, impl in ours.items()]
-    for name in () if grad else s.peers:
-        impl, missing = _build_peer(suite, cfg, name, problem, s, (x, y), activation=activation)
-        if missing is not None:
-            records.append(missing)
-            continue
-        chunks = time_chunks({"p": lambda impl=impl: impl.run(inner)}, repeats)["p"]
-        timed.append((impl, [t / inner for t in chunks]))
-    ref = statistics.median(times[s.methods[0]])
-    for impl, ts in timed:
-        rec = _record(suite, cfg, impl, s, ts, **extra, temp_bytes=impl.temp_bytes,
+    for k, impl in impls.items():
+        rec = _record(suite, cfg, impl, s, times[k], **extra, temp_bytes=impl.temp_bytes,
                       peak_bytes=_peak_bytes())  # fmt: skip
         rec["flops_per_s"] = cfg.flops_per_step / rec["median_s"]
-        rec["time_over_jaxmlp"] = rec["median_s"] / ref  # jaxmlp's first method
-        if impl is ours.get("manual") and "autodiff" in ours:
-            pairs = [a / b for a, b in zip(times["manual"], times["autodiff"], strict=True)]
-            rec["manual_over_autodiff"] = statistics.median(pairs)
+        # Same-round ratios: every implementation ran once per round, so noise hits alike.
+        rec["time_over_jaxmlp"] = _pairwise(times[k], times[s.methods[0]])
+        if k == "manual" and "autodiff" in ours:
+            rec["manual_over_autodiff"] = _pairwise(times["manual"], times["autodiff"])
             ta, tb = impl.temp_bytes, ours["autodiff"].temp_bytes
             rec["temp_manual_over_autodiff"] = ta / tb if ta is not None and tb else None
         records.append(rec)
     return records
+
+
+def _pairwise(a: list[float], b: list[float]) -> float:
+    """The median over rounds of ``a[r] / b[r]`` (both timed in the same rounds)."""
+    return statistics.median(x / y for x, y in zip(a, b, strict=True))
 
 
 def bench_train(cfg: Config, s: Settings) -> list[dict[str, Any]]:
@@ -322,16 +326,13 @@ def bench_train(cfg: Config, s: Settings) -> list[dict[str, Any]]:
         impl.compile_s = time.perf_counter() - t
     seeds = itertools.count(1)
     fns = {k: (lambda i=i: i.train(s.epochs, cfg.batch, next(seeds))) for k, i in impls.items()}
-    # jaxmlp's variants interleaved; peers (other thread pools) each in a block of their own.
-    times = time_chunks({k: fns[k] for k in ours}, s.repeats)
-    for k in [k for k in impls if k not in ours]:
-        times.update(time_chunks({k: fns[k]}, s.repeats))
-    ref = statistics.median(times[f"fit {s.methods[0]}"])
+    times = time_chunks(fns, s.repeats)
+    ref = times[f"fit {s.methods[0]}"]
     extra = {"activation": "relu", "samples": s.samples, "epochs": s.epochs, "steps": steps}
     for k, impl in impls.items():
         rec = _record("train", cfg, impl, s, times[k], **extra)
         rec["steps_per_s"] = steps / rec["median_s"]
-        rec["time_over_fit"] = rec["median_s"] / ref
+        rec["time_over_fit"] = _pairwise(times[k], ref)
         records.append(rec)
     return records
 
@@ -371,14 +372,14 @@ def bench_ensemble(cfg: Config, s: Settings) -> list[dict[str, Any]]:
             warm[label] = time.perf_counter() - t
         timed = {lab: (lambda f=f, k=k: f(k, s.epochs)) for lab, f in fns.items()}
         times = time_chunks(timed, s.repeats)
-        ref = statistics.median(times["sequential fit"])
         for label in fns:
             st = _stats(times[label])
             rec = _base("ensemble", cfg, f"jaxmlp {label}", s.dtype, method=method, members=k)
             records.append({**rec, "status": "ok", "samples": s.samples, "epochs": s.epochs,
                             "steps": steps, "compile_s": warm[label], **st, "repeats": s.repeats,
                             "model_steps_per_s": k * steps / st["median_s"],
-                            "speedup_over_sequential": ref / st["median_s"]})  # fmt: skip
+                            "speedup_over_sequential": _pairwise(times["sequential fit"],
+                                                                 times[label])})  # fmt: skip
     return records
 
 
@@ -432,7 +433,7 @@ _COLUMNS = {
         median ms|median_s|.3f|1e3
         GFLOP/s|flops_per_s|.1f|1e-9""",
 }
-_COLUMNS["grad"] = _COLUMNS["step"]
+_COLUMNS = {"step": _COLUMNS["step"], "grad": _COLUMNS["step"], **_COLUMNS}
 _TITLES = {
     "step": "Training step (forward, backward, SGD update; steady state, per step)",
     "grad": "value_and_grad alone (steady state, per call)",
