@@ -14,8 +14,13 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
+# The lecture's 3-4-2 network trained by manual backprop, then the command line on a Playground
+# dataset: a trained spiral classifier and a gradient check, with their pictures in demo_out/.
 demo: $(STAMP)
 	$(BIN)/python examples/00_demo.py
+	$(BIN)/jaxmlp train --dataset spiral --noise 0.05 --hidden 16,16 --activation tanh --optimizer adam --lr 0.01 --epochs 300 --out demo_out
+	$(BIN)/jaxmlp gradcheck --hidden 8,8 --activation tanh --loss mse --plot demo_out/gradcheck_tanh_mse.png
+	@echo "pictures: $$(ls demo_out/*.png | tr '\n' ' ')"
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
