@@ -11,12 +11,14 @@ for every block, and entry by entry for blocks with at most ``entrywise_max`` en
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax import lax
 
 from jaxmlp.backprop import loss_fn, value_and_grad
 from jaxmlp.losses import Loss
@@ -112,6 +114,59 @@ def _replace(params: Params, l: int, name: str, value) -> Params:
     return tuple(p._replace(**{name: value}) if i == l else p for i, p in enumerate(params))
 
 
+def _directions(p64: Params, key, num_directions: int, entrywise_max: int):
+    """Random unit directions per block (plus the unit vectors of blocks with at most
+    ``entrywise_max`` entries), drawn on the host from ``key``, each padded to the largest
+    block: ``(which block, direction)`` rows for :func:`_differences`."""
+    blocks = _blocks(p64)
+    width = max(p_block.size for _, _, p_block in blocks)
+    rng = np.random.default_rng(np.asarray(jax.random.key_data(key)).ravel())
+    dirs, which = [], []
+    for b, (_, _, p_block) in enumerate(blocks):
+        d = rng.standard_normal((num_directions, p_block.size))
+        d /= np.sqrt(np.sum(d**2, axis=1, keepdims=True))
+        if p_block.size <= entrywise_max:
+            d = np.concatenate([d, np.eye(p_block.size)])
+        dirs.append(np.pad(d, ((0, 0), (0, width - p_block.size))))
+        which.append(np.full(d.shape[0], b))
+    return np.concatenate(which), np.concatenate(dirs)
+
+
+def _shifted(b: int, p64: Params, v: jax.Array, step: float) -> Params:
+    l, name, p_block = _blocks(p64)[b]
+    return _replace(p64, l, name, p_block + step * v[: p_block.size].reshape(p_block.shape))
+
+
+def _differences(objective, p64: Params, data, which: jax.Array, dirs: jax.Array) -> jax.Array:
+    """Central differences of ``objective`` along each row of ``dirs`` (in block ``which``).
+
+    One copy of the objective: a ``lax.switch`` adds the direction to its block and
+    ``lax.map`` runs the directions one after another, so memory stays that of one forward
+    pass and the program compiles once for all blocks.
+    """
+    branches = [functools.partial(_shifted, b) for b in range(2 * len(p64))]
+
+    def along(args):
+        b, v = args
+        # central difference (L(p + eps v) - L(p - eps v)) / (2 eps) along v
+        plus = objective(lax.switch(b, branches, p64, v, FD_EPS), *data)
+        minus = objective(lax.switch(b, branches, p64, v, -FD_EPS), *data)
+        return (plus - minus) / (2 * FD_EPS)
+
+    return lax.map(along, (which, dirs))
+
+
+@functools.lru_cache(maxsize=32)
+def _programs(model: MLP, loss: str | Loss, l2: float):
+    """The compiled manual, autodiff and finite-difference programs, cached on the static
+    description so that repeated checks of one model compile once."""
+    return (
+        jax.jit(value_and_grad(model, loss, method="manual", l2=l2)),
+        jax.jit(value_and_grad(model, loss, method="autodiff", l2=l2)),
+        jax.jit(functools.partial(_differences, loss_fn(model, loss, l2=l2))),
+    )
+
+
 def gradcheck(
     model: MLP,
     params: Params,
@@ -147,12 +202,12 @@ def gradcheck(
     if dtype not in TOLERANCES:
         raise ValueError(f"params: no tolerance for dtype {dtype}")
     rtol, atol = TOLERANCES[dtype]
-    grad_fn = grad_fn or value_and_grad(model, loss, method="manual", l2=l2)
-    _, g_manual = jax.jit(grad_fn)(params, x, y, sample_weight)
-    _, g_auto = jax.jit(value_and_grad(model, loss, method="autodiff", l2=l2))(
-        params, x, y, sample_weight
-    )
-    scale = max(float(jnp.max(jnp.abs(g))) for g in jax.tree.leaves(g_auto))
+    manual, autodiff, differences = _programs(model, loss, l2)
+    grad_fn = manual if grad_fn is None else jax.jit(grad_fn)
+    _, g_manual = grad_fn(params, x, y, sample_weight)
+    _, g_auto = autodiff(params, x, y, sample_weight)
+    # NumPy, not jnp: eager jnp ops compile once per block shape.
+    scale = max(float(np.max(np.abs(np.asarray(g)))) for g in jax.tree.leaves(g_auto))
 
     key = jax.random.key(0) if key is None else key
     with jax.enable_x64(True):
@@ -163,42 +218,30 @@ def gradcheck(
             y_np if np.issubdtype(y_np.dtype, np.integer) else y_np.astype(np.float64)
         )
         sw64 = None if sample_weight is None else jnp.asarray(np.asarray(sample_weight, np.float64))
-        value64, g64 = jax.jit(grad_fn)(p64, x64, y64, sw64)
-        objective = jax.jit(loss_fn(model, loss, l2=l2))
+        value64, g64 = grad_fn(p64, x64, y64, sw64)
         gnorm = float(np.sqrt(sum(np.sum(np.asarray(g) ** 2) for g in jax.tree.leaves(g64))))
         # Rounding in the loss values limits the differences to ~1e-16 |L| / eps.
         fd_scale = gnorm + abs(float(value64))
+        which, dirs = _directions(p64, key, num_directions, entrywise_max)
+        fd_all = np.asarray(differences(p64, (x64, y64, sw64), which, dirs))
 
         rows = []
-        for (l, name, g_m), (_, _, g_a), (_, _, g_m64), (_, _, p_block) in zip(
-            _blocks(g_manual), _blocks(g_auto), _blocks(g64), _blocks(p64), strict=True
+        for b, ((l, name, g_m), (_, _, g_a), (_, _, g_m64)) in enumerate(
+            zip(_blocks(g_manual), _blocks(g_auto), _blocks(g64), strict=True)
         ):
             ad = _compare(g_m, g_a, scale, rtol, atol)
-
-            def along(v, l=l, name=name, p_block=p_block):
-                # central difference (L(p + eps v) - L(p - eps v)) / (2 eps) along v
-                plus = objective(_replace(p64, l, name, p_block + FD_EPS * v), x64, y64, sw64)
-                minus = objective(_replace(p64, l, name, p_block - FD_EPS * v), x64, y64, sw64)
-                return (plus - minus) / (2 * FD_EPS)
-
-            key, sub = jax.random.split(key)
-            dirs = jax.random.normal(sub, (num_directions, *p_block.shape), jnp.float64)
-            dirs = dirs / jnp.sqrt(jnp.sum(dirs**2, axis=tuple(range(1, dirs.ndim)), keepdims=True))
-            kind = "directions"
-            if p_block.size <= entrywise_max:
-                eye = jnp.eye(p_block.size, dtype=jnp.float64).reshape(p_block.size, *p_block.shape)
-                dirs = jnp.concatenate([dirs, eye])
-                kind = "entries"
-            fd = jax.vmap(along)(dirs)
-            analytic = jnp.tensordot(dirs, g_m64, axes=p_block.ndim)
+            size = np.size(g_m64)
+            # the analytic directional derivative <v, g> next to the difference along v
+            analytic = dirs[which == b, :size] @ np.asarray(g_m64).ravel()
+            fd = fd_all[which == b]
             rows.append(
                 GradCheckRow(
                     l + 1,
                     name,
-                    tuple(p_block.shape),
+                    tuple(np.shape(g_m64)),
                     ad,
                     _compare(analytic, fd, fd_scale, FD_RTOL, FD_ATOL),
-                    kind,
+                    "entries" if size <= entrywise_max else "directions",
                 )
             )
     return GradCheckReport(tuple(rows), dtype, rtol, atol)
