@@ -17,6 +17,7 @@ import csv
 import functools
 import json
 import math
+import os
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -31,6 +32,7 @@ from jaxmlp.activations import get_activation
 from jaxmlp.backprop import value_and_grad
 from jaxmlp.check import gradcheck
 from jaxmlp.checkpoint import load_checkpoint, save_checkpoint
+from jaxmlp.distributed import ENV_COORDINATOR, check_mesh, data_parallel_mesh, initialize, local
 from jaxmlp.errors import CheckpointError, DivergenceError
 from jaxmlp.losses import Loss, get_loss
 from jaxmlp.metrics import evaluate
@@ -196,6 +198,12 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--out", type=Path, default=Path("jaxmlp_out"), metavar="DIR")
     t.add_argument("--no-progress", action="store_true", help="no progress bar")
     t.add_argument("--no-plots", action="store_true", help="skip the PNGs and the gradient check")
+    t.add_argument("--distributed", action="store_true",
+                   help="data-parallel over every device (and process: see --coordinator)")  # fmt: skip
+    t.add_argument("--coordinator", metavar="HOST:PORT",
+                   help="process 0's address for a multi-process run (or $JAXMLP_COORDINATOR_ADDRESS)")  # fmt: skip
+    t.add_argument("--num-processes", type=POSITIVE, help="processes in the run (or $JAXMLP_NUM_PROCESSES)")  # fmt: skip
+    t.add_argument("--process-id", type=COUNT, help="this process's rank (or $JAXMLP_PROCESS_ID)")
     t.set_defaults(run=cmd_train)
 
     r = sub.add_parser("predict", help="predict a CSV file with a trained model")
@@ -555,6 +563,7 @@ def _format(scores: dict[str, float]) -> str:
 def cmd_train(args: argparse.Namespace) -> int:
     """``jaxmlp train``: load, split, standardise, fit, evaluate, write the files, plot."""
     start = time.perf_counter()
+    mesh = _distributed_mesh(args)
     k_data, k_split, k_init, k_fit = jax.random.split(jax.random.key(args.seed), 4)
     ds = load_dataset(args, k_data)
     head = choose_head(ds, args.loss, args.output_activation)
@@ -584,6 +593,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             batch_size=min(args.batch_size, len(xt)), method=args.method,
             validation_data=validation, progress=not args.no_progress, l2=args.l2,
             early_stopping=EarlyStopping(args.early_stopping) if args.early_stopping else None,
+            mesh=mesh,
         )  # fmt: skip
     except DivergenceError as err:
         raise ArithmeticError(
@@ -591,6 +601,11 @@ def cmd_train(args: argparse.Namespace) -> int:
             f"{err.step}; try a smaller --lr"
         ) from None
     trained = time.perf_counter()
+    if mesh is not None:
+        # Every process holds the same replicated result; process 0 alone writes the files.
+        result = result._replace(params=jax.tree.map(local, result.params))
+        if jax.process_index() != 0:
+            return 0
     final = {"train": _scores(model, head, result.params, ds, train, xt, yt, y_std)}
     if validation is not None:
         final["val"] = _scores(model, head, result.params, ds, val, *validation, y_std)
@@ -642,6 +657,26 @@ def cmd_train(args: argparse.Namespace) -> int:
         print(f"gradcheck on {min(GRADCHECK_ROWS, len(xt))} training rows: {'OK' if check.ok else 'MISMATCH'}")  # fmt: skip
     print(f"wrote {out}/: {', '.join(files)}")
     return 0
+
+
+def _distributed_mesh(args: argparse.Namespace):
+    """``--distributed``: join the multi-process run if one is described, then a data mesh."""
+    if not args.distributed:
+        if args.coordinator or args.num_processes or args.process_id is not None:
+            raise ValueError("--coordinator, --num-processes and --process-id need --distributed")
+        return None
+    if (
+        args.coordinator
+        or args.num_processes
+        or args.process_id is not None
+        or ENV_COORDINATOR in os.environ
+    ):
+        initialize(args.coordinator, args.num_processes, args.process_id)
+    mesh = data_parallel_mesh()
+    size = check_mesh(mesh)
+    if args.batch_size % size:
+        raise ValueError(f"--batch-size {args.batch_size} must be a multiple of the {size} devices")
+    return mesh
 
 
 # ---------------------------------------------------------------- predict

@@ -8,6 +8,7 @@ different order, so they agree to float32 rounding (atol 1e-6 on O(1) parameters
 from __future__ import annotations
 
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -107,3 +108,45 @@ def test_mesh_argument_is_checked():
     bad = jax.sharding.Mesh(np.array(jax.devices()[:1]), ("model",))
     with pytest.raises(ValueError, match="'data'"):
         jaxmlp.make_train_step(model, "mse", mesh=bad)
+
+
+def test_cli_train_distributed_matches_single_device(tmp_path):
+    from jaxmlp.cli import main
+
+    flags = [
+        "train",
+        "--dataset",
+        "circle",
+        "--epochs",
+        "3",
+        "--batch-size",
+        "32",
+        "--no-plots",
+        "--no-progress",
+    ]
+    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=4"}
+    proc = run(["-m", "jaxmlp", *flags, "--distributed", "--out", str(tmp_path / "dp")], env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert main([*flags, "--out", str(tmp_path / "single")]) == 0
+    dp = jaxmlp.load_checkpoint(tmp_path / "dp" / "model.npz")
+    single = jaxmlp.load_checkpoint(tmp_path / "single" / "model.npz")
+    for a, b in zip(jax.tree.leaves(dp.params), jax.tree.leaves(single.params), strict=True):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-5)
+    bad = run(
+        [
+            "-m",
+            "jaxmlp",
+            *flags,
+            "--batch-size",
+            "30",
+            "--distributed",
+            "--out",
+            str(tmp_path / "x"),
+        ],
+        env=env,
+    )
+    assert (
+        bad.returncode == 1
+        and "multiple of the 4 devices" in bad.stderr
+        and "Traceback" not in bad.stderr
+    )
