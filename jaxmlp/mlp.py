@@ -39,8 +39,11 @@ Params = tuple[Dense, ...]
 
 
 def _dtype_name(value: Any, argname: str, allow_none: bool = False) -> str | None:
-    if value is None and allow_none:
-        return None
+    if value is None:
+        # jnp.dtype(None) is float64, which would silently become float32 without x64.
+        if allow_none:
+            return None
+        raise ValueError(f"{argname}: must be one of {list(_FLOAT_DTYPES)}, got None")
     try:
         name = jnp.dtype(value).name
     except TypeError as err:
@@ -96,6 +99,10 @@ class MLP:
         if isinstance(act, str):
             get_activation(act)
         else:
+            if not isinstance(act, Sequence):
+                raise TypeError(
+                    f"activation: expected a name or a sequence of names, got {type(act).__name__}"
+                )
             act = tuple(act)
             if len(act) != n_hidden:
                 raise ValueError(
@@ -105,6 +112,8 @@ class MLP:
                 get_activation(a, argname=f"activation[{i}]")
             object.__setattr__(self, "activation", act)
         get_activation(self.output_activation, output=True, argname="output_activation")
+        if not isinstance(self.initializer, str):
+            raise TypeError(f"initializer: expected a name, got {type(self.initializer).__name__}")
         for name in self.activations:
             get_initializer(self.initializer, name)
         object.__setattr__(self, "param_dtype", _dtype_name(self.param_dtype, "param_dtype"))
@@ -200,6 +209,8 @@ class MLP:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> MLP:
         """Rebuilds a description written by ``to_dict``."""
+        if not isinstance(d, dict) or "sizes" not in d:
+            raise ValueError(f"MLP description: expected a dict with 'sizes', got {d!r:.80}")
         fields = {f.name for f in dataclasses.fields(cls)}
         unknown = set(d) - fields
         if unknown:
@@ -208,8 +219,8 @@ class MLP:
         return cls(
             **{
                 **d,
-                "sizes": tuple(d["sizes"]),
-                "activation": act if isinstance(act, str) else tuple(act),
+                "sizes": tuple(d["sizes"]) if isinstance(d["sizes"], list) else d["sizes"],
+                "activation": tuple(act) if isinstance(act, list) else act,
             }
         )
 
@@ -242,6 +253,8 @@ def dense(model: MLP, layer: Dense, a: jax.Array) -> jax.Array:
 
 def check_params(model: MLP, params: Any, argname: str = "params") -> None:
     """Raises a clear error when ``params`` does not fit ``model`` (runs at trace time)."""
+    if not isinstance(model, MLP):
+        raise TypeError(f"model: expected a jaxmlp.MLP, got {type(model).__name__}")
     if not isinstance(params, (tuple, list)):
         raise TypeError(f"{argname}: expected a tuple of Dense, got {type(params).__name__}")
     if len(params) != model.num_layers:
@@ -277,11 +290,33 @@ def params_dtype(params: Params) -> jnp.dtype:
     return params[0].w.dtype
 
 
+def check_finite_params(params: Params, argname: str = "params") -> None:
+    """Eager value check: raises ``ValueError`` naming the first block holding NaN or Inf."""
+    for l, layer in enumerate(params):
+        for name in ("w", "b"):
+            if not bool(jnp.all(jnp.isfinite(getattr(layer, name)))):
+                raise ValueError(f"{argname}[{l}].{name}: contains NaN or Inf")
+
+
+def as_array(value: Any, argname: str) -> Any:
+    """``value`` itself when it is an array, else ``jnp.asarray(value)``; a ``TypeError`` naming
+    ``argname`` for what cannot become a numeric array (None, strings, ragged lists)."""
+    if not (hasattr(value, "shape") and hasattr(value, "dtype")):
+        try:
+            value = jnp.asarray(value)
+        except (TypeError, ValueError) as err:
+            raise TypeError(
+                f"{argname}: expected a numeric array, got {type(value).__name__} {value!r:.60}"
+            ) from err
+    if not (jnp.issubdtype(value.dtype, jnp.number) or value.dtype == jnp.bool_):
+        raise TypeError(f"{argname}: expected a numeric array, got dtype {value.dtype}")
+    return value
+
+
 def as_batch(model: MLP, x: Any, params: Params, argname: str = "x") -> tuple[jax.Array, bool]:
     """Checks ``x`` and returns it as ``(batch, in)`` in the parameters' dtype, plus a flag
     telling whether a single example ``(in,)`` was given."""
-    if not hasattr(x, "shape") or not hasattr(x, "dtype"):
-        x = jnp.asarray(x)
+    x = as_array(x, argname)
     if not (jnp.issubdtype(x.dtype, jnp.floating) or jnp.issubdtype(x.dtype, jnp.integer)):
         raise TypeError(f"{argname}: dtype {x.dtype}, expected a real (float or int) array")
     if x.ndim not in (1, 2):
@@ -293,6 +328,9 @@ def as_batch(model: MLP, x: Any, params: Params, argname: str = "x") -> tuple[ja
         raise ValueError(
             f"{argname}: expected {model.sizes[0]} features (sizes[0]), got shape {tuple(x.shape)}"
         )
+    if x.ndim == 2 and x.shape[0] == 0:
+        # A mean over no rows is 0/0: refuse here rather than return NaN or divide by zero.
+        raise ValueError(f"{argname}: empty batch, shape {tuple(x.shape)}")
     single = x.ndim == 1
     x = jnp.asarray(x, params_dtype(params))
     return (x[None, :] if single else x), single
