@@ -15,15 +15,17 @@ materialises a transposed copy of ``a`` or ``w``.
 from __future__ import annotations
 
 import functools
+import math
 from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import lax
 
 from jaxmlp.activations import get_activation
 from jaxmlp.losses import Loss, get_loss
-from jaxmlp.mlp import MLP, Dense, Params, as_batch, check_params, dense
+from jaxmlp.mlp import MLP, Dense, Params, as_array, as_batch, check_params, dense
 
 METHODS = ("manual", "autodiff")
 
@@ -90,8 +92,12 @@ def backward(
 ) -> Backward:
     """The manual backward pass from the output delta ``dz_out = dL/dz[L]``.
 
+    Args:
+        trace: the forward :class:`Trace`; dz_out: ``(batch, sizes[-1])``.
+
     Each line carries the chain-rule factor it computes (eqs. 44-64).
     """
+    _check_backward_args(model, params, trace, dz_out)
     L = model.num_layers
     grads: list[Dense] = [None] * L  # type: ignore[list-item]
     deltas: list[jax.Array] = [None] * L  # type: ignore[list-item]
@@ -119,6 +125,18 @@ def backward(
     return Backward(tuple(grads), tuple(deltas), dx)
 
 
+def _check_backward_args(model: MLP, params: Params, trace: Any, dz_out: Any) -> None:
+    check_params(model, params)
+    L = model.num_layers
+    if not (isinstance(trace, Trace) and len(trace.z) == L and len(trace.a) == L + 1):
+        raise TypeError(f"trace: expected a Trace of {L} layers (from forward_trace)")
+    expected = (trace.a[0].shape[0], model.sizes[-1])
+    if tuple(getattr(dz_out, "shape", ())) != expected:
+        raise ValueError(
+            f"dz_out: expected shape {expected}, got {getattr(dz_out, 'shape', dz_out)}"
+        )
+
+
 def check_loss_pairing(model: MLP, loss: Loss) -> None:
     """Cross entropies read logits: their output activation must be identity or their own."""
     if loss.logits and model.output_activation not in ("identity", loss.fuses_with):
@@ -130,8 +148,7 @@ def check_loss_pairing(model: MLP, loss: Loss) -> None:
 
 def check_targets(model: MLP, loss: Loss, y: Any, batch: int, dtype, argname: str = "y"):
     """Checks ``y`` against the loss and returns it in the form the loss reads."""
-    if not hasattr(y, "shape") or not hasattr(y, "dtype"):
-        y = jnp.asarray(y)
+    y = as_array(y, argname)
     k = model.sizes[-1]
     if jnp.issubdtype(y.dtype, jnp.complexfloating) or (
         y.dtype == jnp.bool_ and loss.targets == "classes"
@@ -165,7 +182,7 @@ def check_targets(model: MLP, loss: Loss, y: Any, batch: int, dtype, argname: st
 def _check_weight(sample_weight: Any, batch: int) -> jax.Array | None:
     if sample_weight is None:
         return None
-    sw = jnp.asarray(sample_weight)
+    sw = as_array(sample_weight, "sample_weight")
     if sw.shape != (batch,):
         raise ValueError(f"sample_weight: expected shape ({batch},), got {tuple(sw.shape)}")
     if not (
@@ -222,8 +239,9 @@ def _check_method(method: str) -> None:
 
 
 def _check_l2(l2: Any) -> float:
-    if isinstance(l2, bool) or not isinstance(l2, (int, float)) or not l2 >= 0:
-        raise ValueError(f"l2: expected a non-negative float, got {l2!r}")
+    real = isinstance(l2, (int, float, np.integer, np.floating)) and not isinstance(l2, bool)
+    if not (real and math.isfinite(l2) and l2 >= 0):
+        raise ValueError(f"l2: expected a finite non-negative float, got {l2!r}")
     return float(l2)
 
 
