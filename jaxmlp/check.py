@@ -22,7 +22,7 @@ from jax import lax
 
 from jaxmlp.backprop import loss_fn, value_and_grad
 from jaxmlp.losses import Loss
-from jaxmlp.mlp import MLP, Params, check_params
+from jaxmlp.mlp import MLP, Params, _check_key, as_array, check_params
 
 # Manual vs autodiff, in the parameters' dtype: |m - a| <= atol * scale + rtol * |a|,
 # scale = max |a| over the whole gradient.
@@ -198,6 +198,18 @@ def gradcheck(
         A :class:`GradCheckReport`; ``.ok`` is the verdict, ``str()`` the table.
     """
     check_params(model, params)
+    for value, argname, low in (
+        (num_directions, "num_directions", 1),
+        (entrywise_max, "entrywise_max", 0),
+    ):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
+            raise ValueError(f"{argname}: expected an int >= {low}, got {value!r}")
+    if grad_fn is not None and not callable(grad_fn):
+        raise TypeError(f"grad_fn: expected a callable, got {type(grad_fn).__name__}")
+    key = jax.random.key(0) if key is None else _check_key(key)
+    # Arrays before jit: jit's own error for a string or None names no argument.
+    x, y = as_array(x, "x"), as_array(y, "y")
+    sample_weight = None if sample_weight is None else as_array(sample_weight, "sample_weight")
     dtype = jnp.dtype(params[0].w.dtype).name
     if dtype not in TOLERANCES:
         raise ValueError(f"params: no tolerance for dtype {dtype}")
@@ -209,7 +221,6 @@ def gradcheck(
     # NumPy, not jnp: eager jnp ops compile once per block shape.
     scale = max(float(np.max(np.abs(np.asarray(g)))) for g in jax.tree.leaves(g_auto))
 
-    key = jax.random.key(0) if key is None else key
     with jax.enable_x64(True):
         f64 = lambda t: jax.tree.map(lambda a: jnp.asarray(np.asarray(a, np.float64)), t)  # noqa: E731
         p64, x64 = f64(params), jnp.asarray(np.asarray(x, np.float64))
