@@ -160,6 +160,7 @@ _LOSSES: dict[str, Loss] = {
 
 LOSSES: tuple[str, ...] = tuple(_LOSSES)
 CLASSIFICATION_LOSSES: tuple[str, ...] = ("softmax_cross_entropy", "sigmoid_binary_cross_entropy")
+_TARGETS = ("regression", "classes", "binary")
 
 
 def get_loss(loss: str | Loss, *, argname: str = "loss") -> Loss:
@@ -174,6 +175,12 @@ def get_loss(loss: str | Loss, *, argname: str = "loss") -> Loss:
             raise ValueError(
                 f"{argname}: reduction must be 'mean' or 'sum', got {loss.reduction!r}"
             )
+        if loss.targets not in _TARGETS:
+            raise ValueError(
+                f"{argname}: targets must be one of {list(_TARGETS)}, got {loss.targets!r}"
+            )
+        if not (callable(loss.per_example) and callable(loss.per_example_grad)):
+            raise TypeError(f"{argname}: per_example and per_example_grad must be callables")
         return loss
     if isinstance(loss, str):
         if loss not in _LOSSES:
