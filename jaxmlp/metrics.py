@@ -8,9 +8,9 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from jaxmlp.backprop import forward
+from jaxmlp.backprop import _check_model_loss, check_targets, forward
 from jaxmlp.losses import Loss
-from jaxmlp.mlp import MLP, Params
+from jaxmlp.mlp import MLP, Params, as_array, as_batch, check_params
 
 
 def metric_name(loss: Loss) -> str:
@@ -26,6 +26,16 @@ def accuracy(logits: jax.Array, y: jax.Array, targets: str = "classes") -> jax.A
         y: integer labels ``(batch,)`` or probabilities ``(batch, k)`` (``targets="classes"``),
             or 0/1 targets ``(batch, k)`` (``targets="binary"``, every output counted).
     """
+    logits, y = as_array(logits, "logits"), as_array(y, "y")
+    if targets not in ("classes", "binary"):
+        raise ValueError(f"targets: expected 'classes' or 'binary', got {targets!r}")
+    if logits.ndim != 2:
+        raise ValueError(f"logits: expected shape (batch, k), got {tuple(logits.shape)}")
+    if y.shape != logits.shape and (targets == "binary" or y.shape != logits.shape[:1]):
+        raise ValueError(
+            f"y: shape {tuple(y.shape)} does not match logits {tuple(logits.shape)} "
+            f"for targets={targets!r}"
+        )
     if targets == "binary":
         return jnp.mean(((logits > 0) == (y > 0.5)).astype(logits.dtype))
     labels = y if y.ndim == 1 else jnp.argmax(y, axis=-1)
@@ -37,6 +47,11 @@ def r2_score(pred: jax.Array, y: jax.Array) -> jax.Array:
 
     A constant target scores 1 when predicted exactly and 0 otherwise (scikit-learn's rule).
     """
+    pred, y = as_array(pred, "pred"), as_array(y, "y")
+    if y.ndim not in (1, 2) or pred.shape != y.shape:
+        raise ValueError(
+            f"y: expected the shape of pred {tuple(pred.shape)}, (n,) or (n, k), got {tuple(y.shape)}"
+        )
     ss_res = jnp.sum((y - pred) ** 2, axis=0)
     ss_tot = jnp.sum((y - jnp.mean(y, axis=0, keepdims=True)) ** 2, axis=0)
     safe = jnp.where(ss_tot > 0, ss_tot, 1)
@@ -45,9 +60,14 @@ def r2_score(pred: jax.Array, y: jax.Array) -> jax.Array:
 
 
 def evaluate(
-    model: MLP, loss: Loss, params: Params, x: jax.Array, y: jax.Array
+    model: MLP, loss: str | Loss, params: Params, x: jax.Array, y: jax.Array
 ) -> tuple[jax.Array, jax.Array]:
-    """The data loss (no l2 term) and the metric on prepared ``x`` ``(n, in)`` and ``y``."""
+    """The data loss (no l2 term) and the metric (accuracy or R^2) on ``x`` ``(n, in)`` and ``y``
+    (as ``loss`` expects). Checks shapes and dtypes at trace time; jittable."""
+    loss = _check_model_loss(model, loss)
+    check_params(model, params)
+    x, _ = as_batch(model, x, params)
+    y = check_targets(model, loss, y, x.shape[0], x.dtype)
     trace = forward(model, params, x)
     out = trace.z[-1] if loss.logits else trace.a[-1]
     value = loss.value(out, y)
