@@ -179,8 +179,8 @@ TASKS: dict[str, str] = {
 
 def load(name: str, key: jax.Array, n: int = 200, *, noise: float = 0.0) -> Dataset:
     """Generates the built-in dataset ``name`` (a key of :data:`DATASETS`); see its generator."""
-    if name not in DATASETS:
-        hint = " (use load_sklearn for that one)" if name in _SKLEARN_LOADERS else ""
+    if not isinstance(name, str) or name not in DATASETS:
+        hint = " (use load_sklearn for that one)" if name in SKLEARN_DATASETS else ""
         raise ValueError(f"name: unknown dataset {name!r}{hint}; valid names are {list(DATASETS)}")
     return DATASETS[name](key, n, noise=noise)
 
@@ -198,7 +198,7 @@ def load_sklearn(name: str) -> tuple[np.ndarray, np.ndarray]:
     Raises:
         ImportError: scikit-learn is not installed (``pip install 'jaxmlp[sklearn]'``).
     """
-    if name not in _SKLEARN_LOADERS:
+    if not isinstance(name, str) or name not in _SKLEARN_LOADERS:
         raise ValueError(
             f"name: unknown dataset {name!r}; valid names are {list(SKLEARN_DATASETS)}"
         )
@@ -244,7 +244,7 @@ class Standardizer(NamedTuple):
         Raises:
             ValueError: ``x`` is empty or (when concrete, i.e. outside ``jit``) has NaN or Inf.
         """
-        x = jnp.asarray(x)
+        x = _real_array(x, "x")
         if not jnp.issubdtype(x.dtype, jnp.floating):
             x = x.astype(jnp.float32)
         if x.ndim < 1 or x.shape[0] < 1:
@@ -257,11 +257,42 @@ class Standardizer(NamedTuple):
 
     def transform(self, x: ArrayLike) -> jax.Array:
         """``(n, *features) -> (n, *features)``: ``(x - mean) / scale``."""
-        return (jnp.asarray(x) - self.mean) / self.scale
+        return (self._check(x) - self.mean) / self.scale
 
     def inverse_transform(self, x: ArrayLike) -> jax.Array:
         """``(n, *features) -> (n, *features)``: ``x * scale + mean``."""
-        return jnp.asarray(x) * self.scale + self.mean
+        return self._check(x) * self.scale + self.mean
+
+    def _check(self, x: ArrayLike) -> jax.Array:
+        x = _real_array(x, "x")
+        if x.shape[1:] != self.mean.shape[1:] or x.ndim != self.mean.ndim:
+            raise ValueError(
+                f"x: expected shape (n, {', '.join(map(str, self.mean.shape[1:]))}) as fitted, "
+                f"got {tuple(x.shape)}"
+            )
+        return x
+
+
+def _real_array(x: Any, argname: str) -> jax.Array:
+    """``x`` as a JAX array of a real (bool, int or float) dtype, else a ``TypeError``."""
+    try:
+        x = jnp.asarray(x)
+    except (TypeError, ValueError) as err:
+        raise TypeError(f"{argname}: expected a numeric array, got {type(x).__name__}") from err
+    if not (jnp.issubdtype(x.dtype, jnp.integer) or jnp.issubdtype(x.dtype, jnp.floating)):
+        if x.dtype != jnp.bool_:
+            raise TypeError(f"{argname}: expected a real array, got dtype {x.dtype}")
+    return x
+
+
+def _host_array(x: Any, argname: str) -> Any:
+    """Arrays pass through (keeping their kind); anything else becomes a numpy array."""
+    if hasattr(x, "shape") and hasattr(x, "dtype"):
+        return x
+    try:
+        return np.asarray(x)
+    except (TypeError, ValueError) as err:  # ragged nested lists
+        raise TypeError(f"{argname}: expected an array, got {type(x).__name__}") from err
 
 
 def _rows(x: Any, y: Any) -> int:
@@ -287,6 +318,7 @@ def train_test_split(
     Returns:
         ``(x_train, y_train, x_test, y_test)``.
     """
+    x, y = _host_array(x, "x"), _host_array(y, "y")
     n = _rows(x, y)
     if not isinstance(test_fraction, (float, np.floating)) or not 0 < test_fraction < 1:
         raise ValueError(f"test_fraction: must be in (0, 1), got {test_fraction!r}")
@@ -318,6 +350,7 @@ def batches(
     Yields:
         x_b: ``(b, ...)``; y_b: ``(b, ...)`` with ``b <= batch_size``.
     """
+    x, y = _host_array(x, "x"), _host_array(y, "y")
     n = _rows(x, y)
     count = num_batches(n, batch_size, drop_last)
     order = None if key is None else _host_rng(key).permutation(n)
@@ -345,9 +378,9 @@ def pad_to_batches(
         mask: ``(num_batches, batch_size)``, 1 on real rows and 0 on padding (x's float dtype,
         float32 for integer x), summing to ``n``.
     """
+    x, y = _real_array(x, "x"), _real_array(y, "y")
     n = _rows(x, y)
     count = num_batches(n, batch_size)
-    x, y = jnp.asarray(x), jnp.asarray(y)
     padding = count * batch_size - n
 
     def stack(v: jax.Array) -> jax.Array:
