@@ -69,17 +69,31 @@ class Checkpoint(NamedTuple):
     extra: dict[str, Any]
 
 
+def _path(value: Any, argname: str) -> Path:
+    if not isinstance(value, (str, os.PathLike)):
+        raise TypeError(f"{argname}: expected a str or os.PathLike, got {type(value).__name__}")
+    return Path(value)
+
+
+def _index(value: Any, argname: str, minimum: int) -> int:
+    try:
+        value = operator.index(value)
+    except TypeError as err:
+        raise TypeError(f"{argname}: expected an int, got {type(value).__name__}") from err
+    if value < minimum:
+        raise ValueError(f"{argname}: must be >= {minimum}, got {value}")
+    return value
+
+
 def checkpoint_path(directory: PathLike, epoch: int) -> Path:
     """The file for ``epoch`` in ``directory``: ``directory/ckpt_{epoch:06d}.npz``."""
-    epoch = operator.index(epoch)
-    if epoch < 0:
-        raise ValueError(f"epoch: must be >= 0, got {epoch}")
-    return Path(directory) / f"ckpt_{epoch:06d}.npz"
+    epoch = _index(epoch, "epoch", 0)
+    return _path(directory, "directory") / f"ckpt_{epoch:06d}.npz"
 
 
 def list_checkpoints(directory: PathLike) -> list[tuple[int, Path]]:
     """``(epoch, path)`` of every ``ckpt_*.npz`` in ``directory``, oldest first ([] if none)."""
-    directory = Path(directory)
+    directory = _path(directory, "directory")
     if not directory.is_dir():
         return []
     matches = ((_CKPT_NAME.fullmatch(e.name), e) for e in os.scandir(directory))
@@ -94,9 +108,7 @@ def latest_checkpoint(directory: PathLike) -> Path | None:
 
 def prune_checkpoints(directory: PathLike, keep: int) -> list[Path]:
     """Deletes all but the newest ``keep`` (>= 1) checkpoints; returns the deleted paths."""
-    keep = operator.index(keep)
-    if keep < 1:
-        raise ValueError(f"keep: must be >= 1, got {keep}")
+    keep = _index(keep, "keep", 1)
     doomed = [p for _, p in list_checkpoints(directory)[:-keep]]
     for p in doomed:
         p.unlink(missing_ok=True)
@@ -131,17 +143,18 @@ def save_checkpoint(
     Raises:
         TypeError, ValueError: naming the argument that cannot be stored.
     """
+    path = _path(path, "path")
     if not isinstance(model, MLP):
         raise TypeError(f"model: expected an MLP, got {type(model).__name__}")
     check_params(model, params)
     if step is not None:
-        step = operator.index(step)
-        if step < 0:
-            raise ValueError(f"step: must be >= 0, got {step}")
+        step = _index(step, "step", 0)
     try:
         json.dumps(metadata)
     except (TypeError, ValueError) as err:
         raise TypeError(f"metadata: must be JSON-serialisable ({err})") from err
+    if extra_arrays is not None and not isinstance(extra_arrays, dict):
+        raise TypeError(f"extra_arrays: expected a dict, got {type(extra_arrays).__name__}")
     extra_arrays = dict(extra_arrays or {})
     if any(not isinstance(k, str) for k in extra_arrays):
         raise TypeError(f"extra_arrays: keys must be str, got {list(extra_arrays)}")
@@ -173,7 +186,6 @@ def save_checkpoint(
         "step": step,
         "metadata": metadata,
     }
-    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     _clean_stale(path)
     _write_atomic(path, arrays, meta)
@@ -203,7 +215,7 @@ def load_checkpoint(
     """
     if model is not None and not isinstance(model, MLP):
         raise TypeError(f"model: expected an MLP or None, got {type(model).__name__}")
-    path = Path(path)
+    path = _path(path, "path")
     _clean_stale(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {path}: no such file")
