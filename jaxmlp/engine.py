@@ -23,7 +23,7 @@ from jaxmlp.backprop import _check_l2, _check_method, _check_model_loss, value_a
 from jaxmlp.distributed import check_mesh, put, replicated, sharded
 from jaxmlp.losses import Loss
 from jaxmlp.metrics import evaluate
-from jaxmlp.mlp import MLP, Params
+from jaxmlp.mlp import MLP, Dense, Params
 
 DEFAULT_LEARNING_RATE = 0.01
 # Plain gradient descent, the lecture's eq. 17: w <- w - eta dL/dw. One shared object, so that
@@ -54,6 +54,7 @@ class TrainState(NamedTuple):
         With ``mesh`` the state is replicated on every device of the mesh.
         """
         optimizer = _check_optimizer(optimizer)
+        _check_state_params(params)
         params = jax.tree.map(jnp.copy, params)
         state = cls(params, optimizer.init(params), jnp.zeros((), jnp.int32))
         return state if mesh is None else put(state, replicated(mesh))
@@ -62,13 +63,26 @@ class TrainState(NamedTuple):
 def _check_optimizer(optimizer: Any) -> optax.GradientTransformation:
     if optimizer is None:
         return DEFAULT_OPTIMIZER
-    if not (
-        callable(getattr(optimizer, "init", None)) and callable(getattr(optimizer, "update", None))
-    ):
+    # optax's own class: a factory (optax.adam) or another library's optimizer fails here,
+    # not with an unpacking error inside the first step.
+    if not isinstance(optimizer, optax.GradientTransformation):
         raise TypeError(
-            f"optimizer: expected an optax.GradientTransformation (init, update), got {type(optimizer).__name__}"
+            "optimizer: expected an optax.GradientTransformation such as optax.adam(1e-3), "
+            f"got {type(optimizer).__name__}"
         )
     return optimizer
+
+
+def _check_state_params(params: Any) -> None:
+    """Model-free structure check: a tuple of ``Dense`` holding float arrays."""
+    if not (isinstance(params, (tuple, list)) and all(isinstance(p, Dense) for p in params)):
+        raise TypeError(f"params: expected a tuple of Dense, got {type(params).__name__}")
+    for l, layer in enumerate(params):
+        for name in ("w", "b"):
+            a = getattr(layer, name)
+            if not (hasattr(a, "dtype") and jnp.issubdtype(a.dtype, jnp.floating)):
+                got = getattr(a, "dtype", type(a).__name__)
+                raise TypeError(f"params[{l}].{name}: expected a float array, got {got}")
 
 
 def _apply_update(optimizer, state: TrainState, grads: Params) -> TrainState:
@@ -106,6 +120,10 @@ def _train_step(model, loss, optimizer, method, l2, mesh):
 
     def step(state, x, y, sample_weight=None):
         TRACE_COUNTS["step"] += 1
+        if not isinstance(state, TrainState):
+            raise TypeError(
+                f"state: expected a jaxmlp.TrainState (TrainState.create), got {type(state).__name__}"
+            )
         if mesh is not None:
             check_mesh(mesh, jnp.shape(x)[0] if jnp.ndim(x) == 2 else None, "mesh")
             x, y, sample_weight = lax.with_sharding_constraint(

@@ -9,6 +9,7 @@ function ``fit`` scans (``training.make_epoch``), vmapped over the member axis.
 from __future__ import annotations
 
 import functools
+import inspect
 import warnings
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
@@ -26,7 +27,7 @@ from jaxmlp.engine import TRACE_COUNTS, TrainState, _check_optimizer, _Spec, mak
 from jaxmlp.errors import JaxmlpWarning
 from jaxmlp.losses import Loss
 from jaxmlp.metrics import evaluate, metric_name
-from jaxmlp.mlp import MLP, Params, _check_key, as_batch, check_params
+from jaxmlp.mlp import MLP, Params, _check_key, as_batch, check_finite_params, check_params
 from jaxmlp.training import _auto_epochs_per_call, _check_int, prepare_data
 
 
@@ -138,12 +139,10 @@ def fit_ensemble(
     k_init, k_order, k_boot = jax.random.split(key, 3)
     if params is None:
         params = jax.vmap(model.init)(jax.random.split(k_init, K))
+        member0 = jax.tree.map(lambda a: a[0], params)
     else:
-        lead = {leaf.shape[0] if leaf.ndim else None for leaf in jax.tree.leaves(params)}
-        if lead != {K}:
-            raise ValueError(f"params: every leaf needs a leading axis of size num_models={K}")
-    member0 = jax.tree.map(lambda a: a[0], params)
-    check_params(model, member0)
+        member0 = _member0(model, params, K)
+        check_finite_params(params)
     xb, yb = prepare_data(model, lossf, member0, x, y)
     n = xb.shape[0]
     if batch_size > n:
@@ -158,11 +157,15 @@ def fit_ensemble(
             raise ValueError(
                 "optimizer: give either optimizer or learning_rates (with optimizer_fn), not both"
             )
-        lrs = np.asarray(learning_rates, np.float64)
-        if lrs.shape != (K,) or not np.all(np.isfinite(lrs)) or np.any(lrs <= 0):
+        try:
+            lrs = np.asarray(learning_rates, np.float64)
+        except (TypeError, ValueError):
+            lrs = None
+        if lrs is None or lrs.shape != (K,) or not np.all(np.isfinite(lrs)) or np.any(lrs <= 0):
             raise ValueError(
                 f"learning_rates: expected {K} positive finite values, got {learning_rates!r}"
             )
+        _check_optimizer_fn(optimizer_fn)
         optimizer = _sweep_optimizer(optimizer_fn)
     optimizer = _check_optimizer(optimizer)
     states = jax.vmap(TrainState.create, in_axes=(0, None))(params, optimizer)
@@ -180,6 +183,8 @@ def fit_ensemble(
         sw = jnp.ones((K, n), xb.dtype)
     has_val = validation_data is not None
     if has_val:
+        if not (isinstance(validation_data, (tuple, list)) and len(validation_data) == 2):
+            raise TypeError("validation_data: expected a pair (x_val, y_val)")
         xv, yv = prepare_data(
             model,
             lossf,
@@ -234,6 +239,39 @@ def fit_ensemble(
     )
 
 
+def _check_optimizer_fn(optimizer_fn: Any) -> None:
+    if not callable(optimizer_fn):
+        raise TypeError(
+            "optimizer_fn: expected an optax factory such as optax.sgd, "
+            f"got {type(optimizer_fn).__name__}"
+        )
+    try:
+        params = inspect.signature(optimizer_fn).parameters
+    except (TypeError, ValueError):  # no introspectable signature: let optax try it
+        return
+    if "learning_rate" not in params and not any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        raise TypeError(f"optimizer_fn: {optimizer_fn!r} takes no learning_rate argument")
+
+
+def _member0(model: MLP, params: Any, num_models: int | None = None) -> Params:
+    """Checks ``params`` stacked on a leading member axis; returns the first member's."""
+    leaves = jax.tree.leaves(params)
+    if not leaves or not all(isinstance(a, (jax.Array, np.ndarray)) and a.ndim for a in leaves):
+        raise TypeError(
+            "params: expected a tuple of Dense whose arrays carry a leading member axis, "
+            f"got {type(params).__name__}"
+        )
+    lead = sorted({a.shape[0] for a in leaves})
+    if len(lead) != 1 or lead[0] == 0 or num_models not in (None, lead[0]):
+        want = "" if num_models is None else f" of size num_models={num_models}"
+        raise ValueError(
+            f"params: every leaf needs the same leading member axis{want}, got sizes {lead}"
+        )
+    member0 = jax.tree.map(lambda a: a[0], params)
+    check_params(model, member0)
+    return member0
+
+
 @functools.lru_cache(maxsize=16)
 def _sweep_optimizer(optimizer_fn):
     # Cached so that repeated sweeps reuse one optimizer object, hence one compiled program.
@@ -242,8 +280,7 @@ def _sweep_optimizer(optimizer_fn):
 
 def ensemble_apply(model: MLP, params: Params, x: jax.typing.ArrayLike) -> jax.Array:
     """Every member's output: ``(K, batch, sizes[-1])`` for stacked ``params``."""
-    member0 = jax.tree.map(lambda a: a[0], params)
-    check_params(model, member0)
+    member0 = _member0(model, params)
     xb, single = as_batch(model, x, member0)
     out = jax.vmap(model.apply, in_axes=(0, None))(params, xb)
     return out[:, 0] if single else out

@@ -48,7 +48,15 @@ from jaxmlp.engine import (  # noqa: F401  (re-exported: older imports keep work
 from jaxmlp.errors import CheckpointError, DivergenceError, JaxmlpWarning
 from jaxmlp.losses import Loss
 from jaxmlp.metrics import metric_name
-from jaxmlp.mlp import MLP, Params, _check_key, as_batch, check_params
+from jaxmlp.mlp import (
+    MLP,
+    Params,
+    _check_key,
+    as_array,
+    as_batch,
+    check_finite_params,
+    check_params,
+)
 
 
 class EarlyStopping(NamedTuple):
@@ -104,14 +112,14 @@ def prepare_data(model: MLP, loss: Loss, params: Params, x: Any, y: Any, names=(
     loss reads. Raises ``ValueError``/``TypeError`` naming the argument.
     """
     xn, yn = names
-    x_arr = x if hasattr(x, "shape") and hasattr(x, "dtype") else np.asarray(x)
+    x_arr = as_array(x, xn)
     if x_arr.ndim != 2:
         raise ValueError(f"{xn}: expected shape (n, {model.sizes[0]}), got {tuple(x_arr.shape)}")
     if x_arr.shape[0] == 0:
         raise ValueError(f"{xn}: empty data (0 rows)")
     xb, _ = as_batch(model, x_arr, params, xn)
     n = xb.shape[0]
-    y_arr = y if hasattr(y, "shape") and hasattr(y, "dtype") else np.asarray(y)
+    y_arr = as_array(y, yn)
     if y_arr.ndim >= 1 and y_arr.shape[0] != n:
         raise ValueError(f"{yn}: {y_arr.shape[0]} rows, but {xn} has {n} rows")
     yb = check_targets(model, loss, y_arr, n, xb.dtype, yn)
@@ -121,7 +129,9 @@ def prepare_data(model: MLP, loss: Loss, params: Params, x: Any, y: Any, names=(
         raise ValueError(f"{yn}: contains NaN or Inf")
     k = model.sizes[-1]
     if loss.targets == "classes" and yb.ndim == 1:
-        lo, hi = int(jnp.min(yb)), int(jnp.max(yb))
+        # On the host: jnp would first narrow int64 labels to int32, wrapping 2**32 to 0.
+        labels = np.asarray(yb)
+        lo, hi = int(labels.min()), int(labels.max())
         if lo < 0 or hi >= k:
             raise ValueError(f"{yn}: class labels must lie in [0, {k}), got labels in [{lo}, {hi}]")
     elif loss.targets in ("classes", "binary") and (bool(jnp.any(yb < 0)) or bool(jnp.any(yb > 1))):
@@ -206,6 +216,11 @@ def fit(
     epochs = _check_int(epochs, "epochs", 1)
     batch_size = _check_int(batch_size, "batch_size", 1)
     check_params(model, params)
+    check_finite_params(params)
+    if checkpoint_dir is not None and not isinstance(checkpoint_dir, (str, os.PathLike)):
+        raise TypeError(
+            f"checkpoint_dir: expected a str or os.PathLike, got {type(checkpoint_dir).__name__}"
+        )
     xb, yb = prepare_data(model, lossf, params, x, y)
     n = xb.shape[0]
     if batch_size > n:
@@ -216,7 +231,10 @@ def fit(
     if sample_weight is None:
         sw = jnp.ones((n,), xb.dtype)
     else:
-        sw = jnp.asarray(sample_weight, xb.dtype)
+        sw = as_array(sample_weight, "sample_weight")
+        if jnp.issubdtype(sw.dtype, jnp.complexfloating):
+            raise TypeError(f"sample_weight: dtype {sw.dtype}, expected a real array")
+        sw = jnp.asarray(sw, xb.dtype)
         if sw.shape != (n,):
             raise ValueError(f"sample_weight: expected shape ({n},), got {tuple(sw.shape)}")
         if not _all_finite(sw) or bool(jnp.any(sw < 0)):
@@ -250,6 +268,14 @@ def fit(
             f"early_stopping: expected a jaxmlp.EarlyStopping, got {type(early_stopping).__name__}"
         )
     track_best = early_stopping is not None and early_stopping.restore_best
+    patience = early_stopping.patience if early_stopping is not None else np.iinfo(np.int32).max
+    min_delta = early_stopping.min_delta if early_stopping is not None else 0.0
+    patience = np.int32(_check_int(patience, "early_stopping.patience", 1))
+    real = isinstance(min_delta, (int, float, np.integer, np.floating))
+    if isinstance(min_delta, bool) or not (real and math.isfinite(min_delta) and min_delta >= 0):
+        raise ValueError(
+            f"early_stopping.min_delta: expected a finite number >= 0, got {min_delta!r}"
+        )
     if mesh is not None:
         check_mesh(mesh, batch_size)
     spec = _Spec(
@@ -270,9 +296,6 @@ def fit(
         jnp.asarray(-1, jnp.int32),
         jnp.asarray(-1, jnp.int32),
     )
-    patience = early_stopping.patience if early_stopping is not None else np.iinfo(np.int32).max
-    min_delta = early_stopping.min_delta if early_stopping is not None else 0.0
-    patience = np.int32(_check_int(patience, "early_stopping.patience", 1))
     min_delta = np.asarray(min_delta, dtype)
     has_val = validation_data is not None
     history: dict[str, list[float]] = {"loss": []}
