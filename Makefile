@@ -26,8 +26,9 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
+# Two workers (one per core); --dist loadfile keeps each module's shared compiled fixtures in one worker.
 test: lint
-	$(BIN)/python -m pytest -q -p no:cacheprovider
+	$(BIN)/python -m pytest -q -p no:cacheprovider -n 2 --dist loadfile
 
 format: $(STAMP)
 	$(BIN)/ruff format .
