@@ -28,7 +28,7 @@ from jaxmlp.errors import JaxmlpWarning
 from jaxmlp.losses import Loss
 from jaxmlp.metrics import evaluate, metric_name
 from jaxmlp.mlp import MLP, Params, _check_key, as_batch, check_finite_params, check_params
-from jaxmlp.training import _auto_epochs_per_call, _check_int, prepare_data
+from jaxmlp.training import _auto_epochs_per_call, _check_int, prepare_data, prepare_validation
 
 
 class EnsembleResult(NamedTuple):
@@ -182,18 +182,7 @@ def fit_ensemble(
     else:
         sw = jnp.ones((K, n), xb.dtype)
     has_val = validation_data is not None
-    if has_val:
-        if not (isinstance(validation_data, (tuple, list)) and len(validation_data) == 2):
-            raise TypeError("validation_data: expected a pair (x_val, y_val)")
-        xv, yv = prepare_data(
-            model,
-            lossf,
-            member0,
-            *validation_data,
-            names=("validation_data[0]", "validation_data[1]"),
-        )
-    else:
-        xv, yv = xb[:1], yb[:1]
+    xv, yv = prepare_validation(model, lossf, member0, validation_data, xb, yb)
     n_batches = -(-n // batch_size)
     if epochs_per_call is None:
         epochs_per_call = max(1, _auto_epochs_per_call(model, n_batches, batch_size * K))

@@ -139,6 +139,18 @@ def prepare_data(model: MLP, loss: Loss, params: Params, x: Any, y: Any, names=(
     return xb, yb
 
 
+def prepare_validation(model: MLP, loss: Loss, params: Params, validation_data: Any, xb, yb):
+    """Checks ``validation_data`` like the training data; without it, one training row stands
+    in (the compiled program's shapes need an array; ``has_val`` keeps it unused)."""
+    if validation_data is None:
+        return xb[:1], yb[:1]
+    if not (isinstance(validation_data, (tuple, list)) and len(validation_data) == 2):
+        raise TypeError("validation_data: expected a pair (x_val, y_val)")
+    return prepare_data(
+        model, loss, params, *validation_data, names=("validation_data[0]", "validation_data[1]")
+    )
+
+
 def _auto_epochs_per_call(model: MLP, n_batches: int, batch_size: int) -> int:
     # ~2 GFLOP of training work between host syncs; powers of two limit compiled variants.
     flops = 6 * batch_size * n_batches * sum(i * o for i, o in model.layer_shapes())
@@ -239,18 +251,7 @@ def fit(
             raise ValueError(f"sample_weight: expected shape ({n},), got {tuple(sw.shape)}")
         if not _all_finite(sw) or bool(jnp.any(sw < 0)):
             raise ValueError("sample_weight: must be finite and non-negative")
-    if validation_data is not None:
-        if not (isinstance(validation_data, (tuple, list)) and len(validation_data) == 2):
-            raise TypeError("validation_data: expected a pair (x_val, y_val)")
-        xv, yv = prepare_data(
-            model,
-            lossf,
-            params,
-            *validation_data,
-            names=("validation_data[0]", "validation_data[1]"),
-        )
-    else:
-        xv, yv = xb[:1], yb[:1]
+    xv, yv = prepare_validation(model, lossf, params, validation_data, xb, yb)
     n_batches = n // batch_size if drop_last else math.ceil(n / batch_size)
     checkpoint_every = _check_int(checkpoint_every, "checkpoint_every", 1)
     keep = _check_int(keep, "keep", 1)
