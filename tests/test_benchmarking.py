@@ -79,6 +79,8 @@ def test_step_records(quick_run):
         assert r["steps_per_s"] == pytest.approx(1 / r["median_s"])
         assert r["flops_per_s"] == pytest.approx(cfg.flops_per_step / r["median_s"])
         assert r["pct_roofline"] == pytest.approx(100 * r["flops_per_s"] / roof["flops_per_s"])
+        best, roof_best = cfg.flops_per_step / r["min_s"], 2 * 2048**3 / roof["min_s"]
+        assert r["pct_roofline_best"] == pytest.approx(100 * best / roof_best)
         assert r["compile_s"] > 0 and r["temp_bytes"] > 0 and r["repeats"] >= 3
         assert r["dtype"] == "float32" and r["param_dtype"] == "float32"
         assert r["final_loss"] == pytest.approx(r["final_loss"])  # finite, not NaN
