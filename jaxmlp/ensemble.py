@@ -28,7 +28,13 @@ from jaxmlp.errors import JaxmlpWarning
 from jaxmlp.losses import Loss
 from jaxmlp.metrics import evaluate, metric_name
 from jaxmlp.mlp import MLP, Params, _check_key, as_batch, check_finite_params, check_params
-from jaxmlp.training import _auto_epochs_per_call, _check_int, prepare_data, prepare_validation
+from jaxmlp.training import (
+    _auto_epochs_per_call,
+    _check_int,
+    clip_batch_size,
+    prepare_data,
+    prepare_validation,
+)
 
 
 class EnsembleResult(NamedTuple):
@@ -145,11 +151,7 @@ def fit_ensemble(
         check_finite_params(params)
     xb, yb = prepare_data(model, lossf, member0, x, y)
     n = xb.shape[0]
-    if batch_size > n:
-        warnings.warn(
-            f"batch_size={batch_size} exceeds the {n} rows; using {n}", JaxmlpWarning, stacklevel=2
-        )
-        batch_size = n
+    batch_size = clip_batch_size(batch_size, n)
 
     lrs = None
     if learning_rates is not None:

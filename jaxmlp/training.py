@@ -151,6 +151,15 @@ def prepare_validation(model: MLP, loss: Loss, params: Params, validation_data: 
     )
 
 
+def clip_batch_size(batch_size: int, n: int) -> int:
+    """``batch_size`` clipped to the ``n`` rows, with a warning (as scikit-learn does)."""
+    if batch_size > n:
+        msg = f"batch_size={batch_size} exceeds the {n} rows; using {n}"
+        warnings.warn(msg, JaxmlpWarning, stacklevel=3)  # points at the caller of fit
+        return n
+    return batch_size
+
+
 def _auto_epochs_per_call(model: MLP, n_batches: int, batch_size: int) -> int:
     # ~2 GFLOP of training work between host syncs; powers of two limit compiled variants.
     flops = 6 * batch_size * n_batches * sum(i * o for i, o in model.layer_shapes())
@@ -235,11 +244,7 @@ def fit(
         )
     xb, yb = prepare_data(model, lossf, params, x, y)
     n = xb.shape[0]
-    if batch_size > n:
-        warnings.warn(
-            f"batch_size={batch_size} exceeds the {n} rows; using {n}", JaxmlpWarning, stacklevel=2
-        )
-        batch_size = n
+    batch_size = clip_batch_size(batch_size, n)
     if sample_weight is None:
         sw = jnp.ones((n,), xb.dtype)
     else:
