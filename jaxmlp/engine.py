@@ -168,22 +168,19 @@ def _tree_where(pred, new, old):
 
 
 def make_epoch(spec: _Spec) -> Callable:
-    """One training epoch for one model, pure: ``(state, bad, bad_step, x, y, sw, key, e)
+    """One training epoch for one model, pure: ``(state, bad, bad_step, x, y, sw, perm)
     -> (state, bad, bad_step, train_loss)``. ``fit`` scans it; ``fit_ensemble`` vmaps it.
 
-    The epoch draws its permutation from ``fold_in(key, e)``, pads the last batch with
-    weight-0 rows, and stops applying updates at the first non-finite step (``bad``), whose
-    1-based index it records in ``bad_step``.
+    The epoch visits the rows in the order ``perm`` (see :func:`epoch_permutations`), pads
+    the last batch with weight-0 rows, and stops applying updates at the first non-finite step
+    (``bad``), whose 1-based index it records in ``bad_step``.
     """
     vg = value_and_grad(spec.model, spec.loss, method=spec.method, l2=spec.l2)
     B = spec.batch_size
 
-    def train_epoch(state, bad, bad_step, x, y, sw, key, e):
+    def train_epoch(state, bad, bad_step, x, y, sw, perm):
         n = x.shape[0]
         nb = n // B if spec.drop_last else -(-n // B)
-        perm = (
-            jax.random.permutation(jax.random.fold_in(key, e), n) if spec.shuffle else jnp.arange(n)
-        )
         if spec.drop_last:
             idx, w = perm[: nb * B], jnp.ones((nb * B,), x.dtype)
         else:
@@ -223,6 +220,17 @@ def make_epoch(spec: _Spec) -> Callable:
     return train_epoch
 
 
+def epoch_permutations(spec: _Spec, key: jax.Array, epochs: jax.Array, n: int) -> jax.Array:
+    """``(len(epochs), n)`` row orders: epoch ``e`` uses ``permutation(fold_in(key, e), n)``.
+
+    Drawn for a whole call at once: one batched sort costs far less than one per epoch, and
+    the result is the same as drawing epoch by epoch (so resuming mid-run changes nothing).
+    """
+    if not spec.shuffle:
+        return jnp.broadcast_to(jnp.arange(n), (epochs.shape[0], n))
+    return jax.vmap(lambda e: jax.random.permutation(jax.random.fold_in(key, e), n))(epochs)
+
+
 @functools.lru_cache(maxsize=64)
 def _epochs_program(spec: _Spec):
     """The jitted multi-epoch program for one static configuration (cached)."""
@@ -231,9 +239,10 @@ def _epochs_program(spec: _Spec):
     def run(carry, x, y, sw, key, x_val, y_val, offset, total, patience, min_delta):
         TRACE_COUNTS["epochs"] += 1
 
-        def one_epoch(carry: _Carry, e):
+        def one_epoch(carry: _Carry, xs):
+            e, perm = xs
             state, bad, bad_step, train_loss = train_epoch(
-                carry.state, carry.diverged, carry.bad_step, x, y, sw, key, e
+                carry.state, carry.diverged, carry.bad_step, x, y, sw, perm
             )
             if spec.has_val:
                 val_loss, val_metric = evaluate(spec.model, spec.loss, state.params, x_val, y_val)
@@ -258,18 +267,19 @@ def _epochs_program(spec: _Spec):
             )
             return new_carry, (train_loss, val_loss, val_metric, improved)
 
-        def maybe_epoch(carry, e):
-            active = (e < total) & ~carry.stopped & ~carry.diverged
+        def maybe_epoch(carry, xs):
+            active = (xs[0] < total) & ~carry.stopped & ~carry.diverged
 
             def skip(c, _):
                 nan = jnp.asarray(jnp.nan, x.dtype)
                 return c, (nan, nan, nan, jnp.zeros((), bool))
 
-            carry, out = lax.cond(active, one_epoch, skip, carry, e)
+            carry, out = lax.cond(active, one_epoch, skip, carry, xs)
             return carry, (active, *out)
 
         epochs = offset + jnp.arange(spec.epochs_per_call)
-        return lax.scan(maybe_epoch, carry, epochs)
+        perms = epoch_permutations(spec, key, epochs, x.shape[0])
+        return lax.scan(maybe_epoch, carry, (epochs, perms))
 
     out = None if spec.mesh is None else replicated(spec.mesh)
     return jax.jit(run, donate_argnums=0, out_shardings=out)

@@ -23,7 +23,14 @@ from jax.sharding import Mesh
 
 from jaxmlp.backprop import _check_l2, _check_method, _check_model_loss
 from jaxmlp.distributed import check_mesh, put, replicated, sharded
-from jaxmlp.engine import TRACE_COUNTS, TrainState, _check_optimizer, _Spec, make_epoch
+from jaxmlp.engine import (
+    TRACE_COUNTS,
+    TrainState,
+    _check_optimizer,
+    _Spec,
+    epoch_permutations,
+    make_epoch,
+)
 from jaxmlp.errors import JaxmlpWarning
 from jaxmlp.losses import Loss
 from jaxmlp.metrics import evaluate, metric_name
@@ -60,7 +67,7 @@ class EnsembleResult(NamedTuple):
 
 @functools.lru_cache(maxsize=32)
 def _ensemble_program(spec: _Spec):
-    train_epoch = jax.vmap(make_epoch(spec), in_axes=(0, 0, 0, None, None, 0, 0, None))
+    train_epoch = jax.vmap(make_epoch(spec), in_axes=(0, 0, 0, None, None, 0, 0))
     member_eval = jax.vmap(
         functools.partial(evaluate, spec.model, spec.loss), in_axes=(0, None, None)
     )
@@ -68,23 +75,27 @@ def _ensemble_program(spec: _Spec):
     def run(carry, x, y, sw, keys, x_val, y_val, offset, total):
         TRACE_COUNTS["ensemble"] += 1
 
-        def one_epoch(carry, e):
-            state, bad, bad_step, train_loss = train_epoch(*carry, x, y, sw, keys, e)
+        def one_epoch(carry, xs):
+            state, bad, bad_step, train_loss = train_epoch(*carry, x, y, sw, xs[1])
             if spec.has_val:
                 val_loss, val_metric = member_eval(state.params, x_val, y_val)
             else:
                 val_loss = val_metric = jnp.full_like(train_loss, jnp.nan)
             return (state, bad, bad_step), (train_loss, val_loss, val_metric)
 
-        def maybe_epoch(carry, e):
+        def maybe_epoch(carry, xs):
             def skip(c, _):
                 nan = jnp.full(c[1].shape, jnp.nan, x.dtype)
                 return c, (nan, nan, nan)
 
-            carry, out = lax.cond(e < total, one_epoch, skip, carry, e)
-            return carry, out
+            return lax.cond(xs[0] < total, one_epoch, skip, carry, xs)
 
-        return lax.scan(maybe_epoch, carry, offset + jnp.arange(spec.epochs_per_call))
+        epochs = offset + jnp.arange(spec.epochs_per_call)
+        # (epochs, K, n): every member's row order for every epoch of this call.
+        perms = jax.vmap(lambda k: epoch_permutations(spec, k, epochs, x.shape[0]), out_axes=1)(
+            keys
+        )
+        return lax.scan(maybe_epoch, carry, (epochs, perms))
 
     if spec.mesh is None:
         return jax.jit(run, donate_argnums=0)
