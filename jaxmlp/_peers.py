@@ -178,8 +178,8 @@ class JaxmlpStep(_JaxImpl):
         super().__init__(problem)
         from jaxmlp import __version__
         from jaxmlp.backprop import value_and_grad
+        from jaxmlp.engine import TrainState, make_train_step
         from jaxmlp.mlp import MLP
-        from jaxmlp.training import TrainState, make_train_step
 
         self.version, self.method, self.grad = __version__, method, grad
         compute = None if problem.dtype == "float32" else problem.dtype

@@ -3,7 +3,7 @@
 Every member has its own initialisation key and, by default, its own data order; optionally
 a bootstrap resample of the rows (as integer sample weights, so shapes stay fixed) and its own
 learning rate (a sweep, through ``optax.inject_hyperparams``). The per-member epoch is the very
-function ``fit`` scans (``training.make_epoch``), vmapped over the member axis.
+function ``fit`` scans (``engine.make_epoch``), vmapped over the member axis.
 """
 
 from __future__ import annotations

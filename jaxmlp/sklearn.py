@@ -35,10 +35,11 @@ from sklearn.utils.validation import check_array, check_is_fitted, column_or_1d,
 
 from jaxmlp.activations import HIDDEN_ACTIVATIONS
 from jaxmlp.backprop import METHODS, forward
+from jaxmlp.engine import TrainState, make_train_step
 from jaxmlp.errors import JaxmlpWarning
 from jaxmlp.losses import Loss, get_loss
 from jaxmlp.mlp import MLP, Dense
-from jaxmlp.training import EarlyStopping, TrainState, fit, make_train_step
+from jaxmlp.training import EarlyStopping, fit
 
 __all__ = ["MULTILABEL_LOSS", "SQUARED_ERROR_LOSS", "MLPClassifier", "MLPRegressor"]
 

@@ -33,17 +33,12 @@ from jaxmlp.checkpoint import (
     save_checkpoint,
 )
 from jaxmlp.distributed import check_mesh, local, put, replicated
-from jaxmlp.engine import (  # noqa: F401  (re-exported: older imports keep working)
-    DEFAULT_LEARNING_RATE,
-    DEFAULT_OPTIMIZER,
-    TRACE_COUNTS,
+from jaxmlp.engine import (
     TrainState,
     _Carry,
     _check_optimizer,
     _epochs_program,
     _Spec,
-    make_epoch,
-    make_train_step,
 )
 from jaxmlp.errors import CheckpointError, DivergenceError, JaxmlpWarning
 from jaxmlp.losses import Loss

@@ -10,7 +10,7 @@ import optax
 import pytest
 
 import jaxmlp
-from jaxmlp.training import TRACE_COUNTS
+from jaxmlp.engine import TRACE_COUNTS
 
 MODEL = jaxmlp.MLP((1, 16, 1), activation="tanh")
 

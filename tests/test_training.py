@@ -10,7 +10,7 @@ import optax
 import pytest
 
 import jaxmlp
-from jaxmlp.training import TRACE_COUNTS
+from jaxmlp.engine import TRACE_COUNTS
 
 REG = jaxmlp.MLP((3, 8, 2), activation="tanh")
 CLS = jaxmlp.MLP((2, 8, 3), activation="relu", output_activation="softmax")
