@@ -1,8 +1,8 @@
 """The compiled programs: the jitted training step and the fused multi-epoch program.
 
-One compiled program runs ``epochs_per_call`` whole epochs: for each epoch it draws the
-permutation from ``fold_in(key, epoch)``, gathers the padded minibatches, runs every step with
-``lax.scan`` and computes the epoch's metrics, early-stopping bookkeeping and divergence flag,
+One compiled program runs ``epochs_per_call`` whole epochs: for each epoch it takes the row
+order drawn on the host (:func:`epoch_permutations`), gathers the padded minibatches, runs every
+step with ``lax.scan`` and computes the epoch's metrics, early-stopping bookkeeping and divergence flag,
 all on the device. ``training.fit`` drives it from the host; ``ensemble.fit_ensemble`` vmaps
 :func:`make_epoch` over members.
 """
@@ -10,11 +10,12 @@ all on the device. ``training.fit`` drives it from the host; ``ensemble.fit_ense
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 from jax import lax
 from jax.sharding import Mesh
@@ -55,9 +56,49 @@ class TrainState(NamedTuple):
         """
         optimizer = _check_optimizer(optimizer)
         _check_state_params(params)
-        params = jax.tree.map(jnp.copy, params)
-        state = cls(params, optimizer.init(params), jnp.zeros((), jnp.int32))
+        state = _compiled_init(_init_state, params, optimizer)
         return state if mesh is None else put(state, replicated(mesh))
+
+
+def _init_state(params: Params, optimizer) -> TrainState:
+    # Inside jit the outputs are new buffers: the copies that donation may consume.
+    params = jax.tree.map(jnp.copy, params)
+    return TrainState(params, optimizer.init(params), jnp.zeros((), jnp.int32))
+
+
+def _init_carry(params: Params, optimizer, dtype, track_best: bool) -> _Carry:
+    """``fit``'s starting carry: a fresh state, no best score yet, nothing stopped or diverged."""
+    return _Carry(
+        _init_state(params, optimizer),
+        jax.tree.map(jnp.copy, params) if track_best else None,
+        jnp.asarray(jnp.inf, dtype),
+        jnp.zeros((), jnp.int32),
+        jnp.zeros((), bool),
+        jnp.zeros((), bool),
+        jnp.asarray(-1, jnp.int32),
+        jnp.asarray(-1, jnp.int32),
+    )
+
+
+_COMPILED_INIT = {
+    _init_state: jax.jit(_init_state, static_argnums=1),
+    _init_carry: jax.jit(_init_carry, static_argnums=(1, 2, 3)),
+}
+
+
+def _compiled_init(init: Callable, params: Params, *static) -> Any:
+    """``init(params, *static)`` as one compiled call (a dispatch per leaf costs more than the
+    work), or eagerly when ``static`` cannot be a static argument (an unhashable optimizer)."""
+    try:
+        hash(static)
+    except TypeError:
+        return init(params, *static)
+    return _COMPILED_INIT[init](params, *static)
+
+
+def fresh_carry(params: Params, optimizer, dtype, track_best: bool) -> _Carry:
+    """The carry ``fit`` starts from (``params`` are copied, never donated)."""
+    return _compiled_init(_init_carry, params, optimizer, jnp.dtype(dtype), bool(track_best))
 
 
 def _check_optimizer(optimizer: Any) -> optax.GradientTransformation:
@@ -171,7 +212,8 @@ def make_epoch(spec: _Spec) -> Callable:
     """One training epoch for one model, pure: ``(state, bad, bad_step, x, y, sw, perm)
     -> (state, bad, bad_step, train_loss)``. ``fit`` scans it; ``fit_ensemble`` vmaps it.
 
-    The epoch visits the rows in the order ``perm`` (see :func:`epoch_permutations`), pads
+    The epoch visits the rows in the order ``perm`` (see :func:`epoch_permutations`; ``None``
+    without shuffling: the stored order), pads
     the last batch with weight-0 rows, and stops applying updates at the first non-finite step
     (``bad``), whose 1-based index it records in ``bad_step``.
     """
@@ -180,20 +222,19 @@ def make_epoch(spec: _Spec) -> Callable:
 
     def train_epoch(state, bad, bad_step, x, y, sw, perm):
         n = x.shape[0]
+        if perm is None:
+            perm = jnp.arange(n, dtype=jnp.int32)
         nb = n // B if spec.drop_last else -(-n // B)
-        if spec.drop_last:
-            idx, w = perm[: nb * B], jnp.ones((nb * B,), x.dtype)
+        pad = 0 if spec.drop_last else nb * B - n
+        # Padded rows point at row 0 and weigh 0: fixed shapes, no data dropped.
+        idx = jnp.concatenate([perm, jnp.zeros((pad,), perm.dtype)])[: nb * B]
+        if pad or sw is not None:
+            w = jnp.concatenate([jnp.ones((n,), x.dtype), jnp.zeros((pad,), x.dtype)])[: nb * B]
+            w = w if sw is None else w * sw[idx]
+            w = w.reshape(nb, B)
         else:
-            # Padded rows point at row 0 and weigh 0: fixed shapes, no data dropped.
-            pad = nb * B - n
-            idx = jnp.concatenate([perm, jnp.zeros((pad,), perm.dtype)])
-            w = jnp.concatenate([jnp.ones((n,), x.dtype), jnp.zeros((pad,), x.dtype)])
-        w = w * sw[idx]
-        batches = (
-            x[idx].reshape(nb, B, x.shape[1]),
-            y[idx].reshape(nb, B, *y.shape[1:]),
-            w.reshape(nb, B),
-        )
+            w = None  # every row weighs 1: the plain mean, no weights to gather or sum
+        batches = (x[idx].reshape(nb, B, x.shape[1]), y[idx].reshape(nb, B, *y.shape[1:]), w)
         if spec.mesh is not None:
             # Rows of every minibatch split across the "data" axis; XLA adds the all-reduce.
             batches = lax.with_sharding_constraint(batches, sharded(spec.mesh, axis=1))
@@ -202,33 +243,70 @@ def make_epoch(spec: _Spec) -> Callable:
             state, bad, bad_step, i = c
             value, grads = vg(state.params, *batch)
             new = _apply_update(spec.optimizer, state, grads)
-            # One reduction tells whether any new parameter is NaN or Inf.
-            total = sum(jnp.sum(a) for a in jax.tree.leaves(new.params))
+            # One reduction tells whether any new parameter is NaN or Inf (one over all of them:
+            # a reduction per leaf costs a kernel launch apiece, as much as the small matmuls).
+            total = jnp.sum(jnp.concatenate([a.ravel() for a in jax.tree.leaves(new.params)]))
             ok = jnp.isfinite(value) & jnp.isfinite(total) & ~bad
             bad_step = jnp.where(bad | ok, bad_step, i)
             return (_tree_where(ok, new, state), bad | ~ok, bad_step, i + 1), value
 
         init = (state, bad, bad_step, jnp.ones((), jnp.int32))
         (state, bad, bad_step, _), values = lax.scan(step, init, batches)
-        wsum = jnp.sum(batches[2], axis=1)
-        if spec.loss.reduction == "mean":
-            train_loss = jnp.sum(values * wsum) / jnp.sum(wsum)
-        else:
+        if spec.loss.reduction != "mean":
             train_loss = jnp.sum(values)
+        elif w is None:
+            train_loss = jnp.mean(values)
+        else:
+            wsum = jnp.sum(w, axis=1)
+            train_loss = jnp.sum(values * wsum) / jnp.sum(wsum)
         return state, bad, bad_step, train_loss
 
     return train_epoch
 
 
-def epoch_permutations(spec: _Spec, key: jax.Array, epochs: jax.Array, n: int) -> jax.Array:
-    """``(len(epochs), n)`` row orders: epoch ``e`` uses ``permutation(fold_in(key, e), n)``.
+def order_seed(key: jax.Array) -> np.ndarray:
+    """The 128-bit NumPy seeds, ``(..., 2)`` uint64, of the row orders of ``key`` (any batch
+    shape): its raw bits, read to the host once."""
+    words = np.asarray(jax.device_get(jax.random.key_data(key)), np.uint32)
+    w = words.shape[-1]
+    if w > 4:  # a key type wider than 128 bits: fold the extra words in
+        words = np.pad(words, [(0, 0)] * (words.ndim - 1) + [(0, -w % 4)])
+        words = np.bitwise_xor.reduce(words.reshape(*words.shape[:-1], -1, 4), axis=-2)
+    words = np.pad(words, [(0, 0)] * (words.ndim - 1) + [(0, 4 - words.shape[-1])])
+    return np.ascontiguousarray(words).view(np.uint64)
 
-    Drawn for a whole call at once: one batched sort costs far less than one per epoch, and
-    the result is the same as drawing epoch by epoch (so resuming mid-run changes nothing).
+
+def epoch_permutations(seed: np.ndarray, epochs: Sequence[int], n: int) -> np.ndarray:
+    """``(len(epochs), n)`` int32 row orders, drawn on the host: epoch ``e``'s order is a NumPy
+    permutation from a Philox stream keyed by ``seed`` (see :func:`order_seed`) with ``e`` in the
+    counter's top word.
+
+    Each epoch's order depends only on ``(key, e)``, so resuming mid-run or drawing a call's
+    epochs in any grouping gives the same orders. Drawn on the host because XLA's sort, which
+    ``jax.random.permutation`` uses, costs as much per 1024 rows as a few small training steps
+    on a CPU; the orders travel to the device with the call's other arguments.
     """
+    bits = np.random.Philox(key=seed)
+    fresh = bits.state  # an empty buffer: each epoch starts its stream from scratch
+    rng = np.random.Generator(bits)
+    out = np.empty((len(epochs), n), np.int32)
+    for i, e in enumerate(epochs):
+        counter = np.array([0, 0, 0, int(e)], np.uint64)
+        bits.state = {**fresh, "state": {"counter": counter, "key": fresh["state"]["key"]}}
+        out[i] = rng.permutation(n)
+    return out
+
+
+def call_permutations(spec: _Spec, seed: np.ndarray, done: int, limit: int, n: int):
+    """The permutations argument of one compiled call covering epochs ``done, done+1, ...``:
+    ``None`` without shuffling; rows for epochs at or past ``limit`` (which the call skips) are
+    left as zeros."""
     if not spec.shuffle:
-        return jnp.broadcast_to(jnp.arange(n), (epochs.shape[0], n))
-    return jax.vmap(lambda e: jax.random.permutation(jax.random.fold_in(key, e), n))(epochs)
+        return None
+    epochs = range(done, min(done + spec.epochs_per_call, limit))
+    out = np.zeros((spec.epochs_per_call, n), np.int32)
+    out[: len(epochs)] = epoch_permutations(seed, epochs, n)
+    return out
 
 
 @functools.lru_cache(maxsize=64)
@@ -236,7 +314,7 @@ def _epochs_program(spec: _Spec):
     """The jitted multi-epoch program for one static configuration (cached)."""
     train_epoch = make_epoch(spec)
 
-    def run(carry, x, y, sw, key, x_val, y_val, offset, total, patience, min_delta):
+    def run(carry, x, y, sw, perms, x_val, y_val, offset, total, patience, min_delta):
         TRACE_COUNTS["epochs"] += 1
 
         def one_epoch(carry: _Carry, xs):
@@ -278,7 +356,6 @@ def _epochs_program(spec: _Spec):
             return carry, (active, *out)
 
         epochs = offset + jnp.arange(spec.epochs_per_call)
-        perms = epoch_permutations(spec, key, epochs, x.shape[0])
         return lax.scan(maybe_epoch, carry, (epochs, perms))
 
     out = None if spec.mesh is None else replicated(spec.mesh)

@@ -28,8 +28,9 @@ from jaxmlp.engine import (
     TrainState,
     _check_optimizer,
     _Spec,
-    epoch_permutations,
+    call_permutations,
     make_epoch,
+    order_seed,
 )
 from jaxmlp.errors import JaxmlpWarning
 from jaxmlp.losses import Loss
@@ -72,7 +73,7 @@ def _ensemble_program(spec: _Spec):
         functools.partial(evaluate, spec.model, spec.loss), in_axes=(0, None, None)
     )
 
-    def run(carry, x, y, sw, keys, x_val, y_val, offset, total):
+    def run(carry, x, y, sw, perms, x_val, y_val, offset, total):
         TRACE_COUNTS["ensemble"] += 1
 
         def one_epoch(carry, xs):
@@ -90,11 +91,8 @@ def _ensemble_program(spec: _Spec):
 
             return lax.cond(xs[0] < total, one_epoch, skip, carry, xs)
 
+        # perms: (epochs, K, n), every member's row order for every epoch of this call.
         epochs = offset + jnp.arange(spec.epochs_per_call)
-        # (epochs, K, n): every member's row order for every epoch of this call.
-        perms = jax.vmap(lambda k: epoch_permutations(spec, k, epochs, x.shape[0]), out_axes=1)(
-            keys
-        )
         return lax.scan(maybe_epoch, carry, (epochs, perms))
 
     if spec.mesh is None:
@@ -103,6 +101,18 @@ def _ensemble_program(spec: _Spec):
     return jax.jit(
         run, donate_argnums=0, out_shardings=(sharded(spec.mesh, 0), sharded(spec.mesh, 1))
     )
+
+
+def _member_permutations(spec: _Spec, seeds, done: int, limit: int, n: int):
+    """``(epochs_per_call, K, n)`` row orders for one call (``None`` without shuffling); members
+    sharing a seed (``same_order``) share one draw."""
+    if not spec.shuffle:
+        return None
+    drawn: dict[bytes, np.ndarray] = {}
+    for seed in seeds:
+        if seed.tobytes() not in drawn:
+            drawn[seed.tobytes()] = call_permutations(spec, seed, done, limit, n)
+    return np.stack([drawn[seed.tobytes()] for seed in seeds], axis=1)
 
 
 def fit_ensemble(
@@ -187,18 +197,17 @@ def fit_ensemble(
         states = states._replace(opt_state=states.opt_state._replace(hyperparams=hyper))
 
     order_keys = jax.random.split(k_order, K)
-    if same_order:
-        order_keys = order_keys[jnp.zeros((K,), jnp.int32)]
+    seeds = order_seed(order_keys[np.zeros(K, np.int32)] if same_order else order_keys)
     if bootstrap:
         draws = jax.random.randint(k_boot, (K, n), 0, n)
         sw = jax.vmap(lambda d: jnp.bincount(d, length=n))(draws).astype(xb.dtype)
     else:
-        sw = jnp.ones((K, n), xb.dtype)
+        sw = None  # every row weighs 1 for every member
     has_val = validation_data is not None
-    xv, yv = prepare_validation(model, lossf, member0, validation_data, xb, yb)
+    xv, yv = prepare_validation(model, lossf, member0, validation_data)
     n_batches = -(-n // batch_size)
     if epochs_per_call is None:
-        epochs_per_call = max(1, _auto_epochs_per_call(model, n_batches, batch_size * K))
+        epochs_per_call = _auto_epochs_per_call(model, n_batches, batch_size, K)
     if mesh is not None:
         size = check_mesh(mesh)
         if K % size:
@@ -211,7 +220,7 @@ def fit_ensemble(
 
     carry = (states, jnp.zeros((K,), bool), jnp.full((K,), -1, jnp.int32))
     if mesh is not None:
-        carry, sw, order_keys = put((carry, sw, order_keys), sharded(mesh, 0))
+        carry, sw = put((carry, sw), sharded(mesh, 0))
         xb, yb, xv, yv = put((xb, yb, xv, yv), replicated(mesh))
     chunks = []
     from tqdm.auto import tqdm
@@ -219,7 +228,10 @@ def fit_ensemble(
     with tqdm(total=epochs, disable=not progress, unit="epoch", desc=f"fit_ensemble K={K}") as bar:
         done = 0
         while done < epochs:
-            carry, out = program(carry, xb, yb, sw, order_keys, xv, yv, done, epochs)
+            perms = _member_permutations(spec, seeds, done, epochs, n)
+            if mesh is not None and perms is not None:
+                perms = put(perms, sharded(mesh, 1))
+            carry, out = program(carry, xb, yb, sw, perms, xv, yv, done, epochs)
             ran = min(spec.epochs_per_call, epochs - done)
             chunks.append([np.asarray(o)[:ran] for o in jax.device_get(out)])
             done += ran

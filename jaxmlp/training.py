@@ -39,6 +39,9 @@ from jaxmlp.engine import (
     _check_optimizer,
     _epochs_program,
     _Spec,
+    call_permutations,
+    fresh_carry,
+    order_seed,
 )
 from jaxmlp.errors import CheckpointError, DivergenceError, JaxmlpWarning
 from jaxmlp.losses import Loss
@@ -51,6 +54,7 @@ from jaxmlp.mlp import (
     as_batch,
     check_finite_params,
     check_params,
+    nonfinite,
 )
 
 
@@ -96,15 +100,14 @@ def _check_int(value: Any, argname: str, minimum: int) -> int:
     return int(value)
 
 
-def _all_finite(a: jax.Array) -> bool:
-    return not jnp.issubdtype(a.dtype, jnp.inexact) or bool(jnp.all(jnp.isfinite(a)))
-
-
-def prepare_data(model: MLP, loss: Loss, params: Params, x: Any, y: Any, names=("x", "y")):
+def prepare_data(
+    model: MLP, loss: Loss, params: Params, x: Any, y: Any, names=("x", "y"), finite_params=False
+):
     """Eager checks of a data set (shape, dtype, NaN/Inf, label range); returns it prepared.
 
     Returns ``x`` as ``(n, sizes[0])`` in the parameters' dtype and ``y`` in the form the
-    loss reads. Raises ``ValueError``/``TypeError`` naming the argument.
+    loss reads. Raises ``ValueError``/``TypeError`` naming the argument. With
+    ``finite_params`` the parameters' NaN/Inf check runs in the same compiled call.
     """
     xn, yn = names
     x_arr = as_array(x, xn)
@@ -118,9 +121,13 @@ def prepare_data(model: MLP, loss: Loss, params: Params, x: Any, y: Any, names=(
     if y_arr.ndim >= 1 and y_arr.shape[0] != n:
         raise ValueError(f"{yn}: {y_arr.shape[0]} rows, but {xn} has {n} rows")
     yb = check_targets(model, loss, y_arr, n, xb.dtype, yn)
-    if not _all_finite(xb):
+    if finite_params:
+        bad_x, bad_y = check_finite_params(params, "params", xb, yb)
+    else:
+        bad_x, bad_y = nonfinite(xb, yb)
+    if bad_x:
         raise ValueError(f"{xn}: contains NaN or Inf")
-    if not _all_finite(yb):
+    if bad_y:
         raise ValueError(f"{yn}: contains NaN or Inf")
     k = model.sizes[-1]
     if loss.targets == "classes" and yb.ndim == 1:
@@ -134,11 +141,10 @@ def prepare_data(model: MLP, loss: Loss, params: Params, x: Any, y: Any, names=(
     return xb, yb
 
 
-def prepare_validation(model: MLP, loss: Loss, params: Params, validation_data: Any, xb, yb):
-    """Checks ``validation_data`` like the training data; without it, one training row stands
-    in (the compiled program's shapes need an array; ``has_val`` keeps it unused)."""
+def prepare_validation(model: MLP, loss: Loss, params: Params, validation_data: Any):
+    """Checks ``validation_data`` like the training data; ``(None, None)`` without it."""
     if validation_data is None:
-        return xb[:1], yb[:1]
+        return None, None
     if not (isinstance(validation_data, (tuple, list)) and len(validation_data) == 2):
         raise TypeError("validation_data: expected a pair (x_val, y_val)")
     return prepare_data(
@@ -155,11 +161,28 @@ def clip_batch_size(batch_size: int, n: int) -> int:
     return batch_size
 
 
-def _auto_epochs_per_call(model: MLP, n_batches: int, batch_size: int) -> int:
-    # ~2 GFLOP of training work between host syncs; powers of two limit compiled variants.
-    flops = 6 * batch_size * n_batches * sum(i * o for i, o in model.layer_shapes())
-    e = max(1, min(16, int(2e9 // max(flops, 1))))
-    return 1 << (e.bit_length() - 1)
+# Work between two host syncs of fit: enough that the per-call overhead (argument checks,
+# transfers, reading the epoch outputs: a few ms) stays small next to the compiled work.
+_FLOPS_PER_CALL = 16e9
+_MAX_EPOCHS_PER_CALL = 64
+_PERM_BYTES_PER_CALL = 64 << 20
+
+
+def _auto_epochs_per_call(model: MLP, n_batches: int, batch_size: int, members: int = 1) -> int:
+    """Epochs per compiled call: about 16 GFLOP of training work, at most 64 epochs and 64 MiB
+    of row orders, rounded down to a power of two (so that few programs are ever compiled).
+
+    It does not depend on ``epochs``: a call skips the epochs past the end on the device, so
+    fits of any length share one compiled program.
+    """
+    flops = 6 * batch_size * n_batches * members * sum(i * o for i, o in model.layer_shapes())
+    perm_bytes = 4 * batch_size * n_batches * members
+    e = min(
+        _MAX_EPOCHS_PER_CALL,
+        int(_FLOPS_PER_CALL // max(flops, 1)),
+        _PERM_BYTES_PER_CALL // max(perm_bytes, 1),
+    )
+    return 1 << (max(e, 1).bit_length() - 1)
 
 
 def fit(
@@ -195,7 +218,8 @@ def fit(
             only ever consumes copies).
         x: ``(n, sizes[0])``; y: targets as ``loss`` expects (``(n,)`` labels, ``(n, k)``).
         loss: a loss name or ``jaxmlp.Loss``.
-        key: PRNG key; epoch ``e`` shuffles with ``fold_in(key, e)``.
+        key: PRNG key; epoch ``e``'s row order depends only on ``(key, e)``
+            (:func:`jaxmlp.engine.epoch_permutations`).
         optimizer: any optax ``GradientTransformation``; default ``optax.sgd(0.01)`` (eq. 17).
         epochs: total epochs; batch_size: rows per step (clipped to ``n`` with a warning).
         method: ``"manual"`` or ``"autodiff"`` gradients.
@@ -207,7 +231,7 @@ def fit(
         l2: weight decay term ``(l2/2) sum ||w||^2`` in the objective.
         sample_weight: ``(n,)`` non-negative weights per row.
         epochs_per_call: epochs per compiled call (host syncs between calls); default: about
-            2 GFLOP of work per call, at most 16 epochs (a divisor of ``checkpoint_every``).
+            16 GFLOP of work per call, at most 64 epochs (a divisor of ``checkpoint_every``).
         checkpoint_dir: write ``ckpt_{epoch:06d}.npz`` there every ``checkpoint_every``
             epochs and at the end, keeping the newest ``keep``; on divergence the last finite
             state goes to ``diverged.npz`` there.
@@ -232,26 +256,24 @@ def fit(
     epochs = _check_int(epochs, "epochs", 1)
     batch_size = _check_int(batch_size, "batch_size", 1)
     check_params(model, params)
-    check_finite_params(params)
     if checkpoint_dir is not None and not isinstance(checkpoint_dir, (str, os.PathLike)):
         raise TypeError(
             f"checkpoint_dir: expected a str or os.PathLike, got {type(checkpoint_dir).__name__}"
         )
-    xb, yb = prepare_data(model, lossf, params, x, y)
+    xb, yb = prepare_data(model, lossf, params, x, y, finite_params=True)
     n = xb.shape[0]
     batch_size = clip_batch_size(batch_size, n)
-    if sample_weight is None:
-        sw = jnp.ones((n,), xb.dtype)
-    else:
+    sw = None  # every row weighs 1
+    if sample_weight is not None:
         sw = as_array(sample_weight, "sample_weight")
         if jnp.issubdtype(sw.dtype, jnp.complexfloating):
             raise TypeError(f"sample_weight: dtype {sw.dtype}, expected a real array")
         sw = jnp.asarray(sw, xb.dtype)
         if sw.shape != (n,):
             raise ValueError(f"sample_weight: expected shape ({n},), got {tuple(sw.shape)}")
-        if not _all_finite(sw) or bool(jnp.any(sw < 0)):
+        if nonfinite(sw)[0] or bool(jnp.any(sw < 0)):
             raise ValueError("sample_weight: must be finite and non-negative")
-    xv, yv = prepare_validation(model, lossf, params, validation_data, xb, yb)
+    xv, yv = prepare_validation(model, lossf, params, validation_data)
     n_batches = n // batch_size if drop_last else math.ceil(n / batch_size)
     checkpoint_every = _check_int(checkpoint_every, "checkpoint_every", 1)
     keep = _check_int(keep, "keep", 1)
@@ -285,29 +307,21 @@ def fit(
     )  # fmt: skip
     program = _epochs_program(spec)
 
-    state = TrainState.create(params, optimizer)
     dtype = xb.dtype
-    carry = _Carry(
-        state,
-        jax.tree.map(jnp.copy, params) if track_best else None,
-        jnp.asarray(jnp.inf, dtype),
-        jnp.zeros((), jnp.int32),
-        jnp.zeros((), bool),
-        jnp.zeros((), bool),
-        jnp.asarray(-1, jnp.int32),
-        jnp.asarray(-1, jnp.int32),
-    )
+    carry = fresh_carry(params, optimizer, dtype, track_best)
     min_delta = np.asarray(min_delta, dtype)
     has_val = validation_data is not None
     history: dict[str, list[float]] = {"loss": []}
     if has_val:
         history.update(val_loss=[], val_metric=[])
     best_epoch = stopped_epoch = None
-    done = 0
+    done, stopped, step = 0, False, 0
     if resume:
         restored = _resume(checkpoint_dir, model, optimizer, carry, track_best)
         if restored is not None:
             carry, key, done, history, best_epoch = restored
+            stopped, step = bool(carry.stopped), int(carry.state.step)
+    seed = order_seed(key)
     if mesh is not None:
         # Global, replicated inputs: every process holds the same data and key.
         carry, xb, yb, sw, key, xv, yv = put((carry, xb, yb, sw, key, xv, yv), replicated(mesh))
@@ -317,15 +331,20 @@ def fit(
     with tqdm(
         total=epochs, initial=min(done, epochs), disable=not progress, unit="epoch", desc="fit"
     ) as bar:
-        while done < epochs and not bool(_host(carry.stopped)):
+        while done < epochs and not stopped:
             # With checkpoints, a call never runs past the next multiple of checkpoint_every.
             limit = epochs
             if checkpoint_dir is not None:
                 limit = min(epochs, (done // checkpoint_every + 1) * checkpoint_every)
-            carry, out = program(carry, xb, yb, sw, key, xv, yv, done, limit, patience, min_delta)
-            ran, tl, vl, vm, improved = _host(out)
-            if bool(_host(carry.diverged)):
-                bad_epoch, bad_step = int(_host(carry.bad_epoch)) + 1, int(_host(carry.bad_step))
+            perms = call_permutations(spec, seed, done, limit, n)
+            if mesh is not None and perms is not None:
+                perms = put(perms, replicated(mesh))
+            carry, out = program(carry, xb, yb, sw, perms, xv, yv, done, limit, patience, min_delta)
+            # One read per call: the epochs' outputs and the flags and counters the loop needs.
+            (ran, tl, vl, vm, improved), flags = _host((out, _flags(carry)))
+            stopped, diverged, bad_epoch, bad_step, step = flags
+            if diverged:
+                bad_epoch, bad_step = int(bad_epoch) + 1, int(bad_step)
                 if checkpoint_dir is not None:
                     _save(Path(checkpoint_dir) / "diverged.npz", model, carry, key, done, history,
                           best_epoch, {"diverged_epoch": bad_epoch, "diverged_step": bad_step})  # fmt: skip
@@ -349,7 +368,7 @@ def fit(
             if n_ran == 0:
                 break
             done += n_ran
-            finished = done >= epochs or bool(_host(carry.stopped))
+            finished = done >= epochs or stopped
             if checkpoint_dir is not None and (finished or done % checkpoint_every == 0):
                 _save(
                     checkpoint_path(checkpoint_dir, done),
@@ -369,7 +388,7 @@ def fit(
                     val=f"{history['val_metric'][-1]:.4g}",
                 )
             bar.set_postfix(post)
-            if bool(_host(carry.stopped)):
+            if stopped:
                 stopped_epoch = done
     final = carry.state
     result_params = carry.best_params if track_best else final.params
@@ -377,7 +396,7 @@ def fit(
         result_params,
         final.opt_state,
         history,
-        int(_host(final.step)),
+        int(step),
         best_epoch if early_stopping is not None else None,
         stopped_epoch,
         metric_name(lossf),
@@ -385,8 +404,13 @@ def fit(
 
 
 def _host(tree):
-    """NumPy copies of (replicated) device arrays, also when they span several processes."""
-    return jax.tree.map(lambda a: np.asarray(local(a)), tree)
+    """NumPy copies of (replicated) device arrays, also when they span several processes; all
+    leaves in one transfer."""
+    return jax.tree.map(np.asarray, jax.device_get(jax.tree.map(local, tree)))
+
+
+def _flags(carry: _Carry):
+    return carry.stopped, carry.diverged, carry.bad_epoch, carry.bad_step, carry.state.step
 
 
 def _save(path, model, carry: _Carry, key, done, history, best_epoch, info=None) -> None:

@@ -135,7 +135,7 @@ def test_library_draws_each_key_once_under_the_checker():
     k_data, k_split, k_batches, k_init, k_fit, k_ens = keys
     run = reference_run(*keys)
     assert all(_consumed(k) for k in (k_data, k_split, k_batches, k_init, k_ens))
-    # fit derives epoch e's shuffle from fold_in(key, e), which does not consume the key: the
-    # same key reproduces the same run (and a resumed run continues with the stored key).
+    # fit derives epoch e's shuffle from the key's bits and e (a read that does not consume the
+    # key): the same key reproduces the same run (and a resumed run continues with the stored key).
     assert not _consumed(k_fit)
     assert not run["ensemble"].diverged.any()
