@@ -1,0 +1,127 @@
+"""Tests for jaxmlp.engine's host-side pieces: row orders, seeds, state initialisation, call sizes."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import jaxmlp
+from jaxmlp.engine import (
+    DEFAULT_OPTIMIZER,
+    TrainState,
+    _Spec,
+    call_permutations,
+    epoch_permutations,
+    fresh_carry,
+    order_seed,
+)
+from jaxmlp.losses import get_loss
+from jaxmlp.mlp import nonfinite
+from jaxmlp.training import _auto_epochs_per_call
+
+MODEL = jaxmlp.MLP((3, 8, 2), activation="tanh")
+
+
+def spec(shuffle=True, epochs_per_call=4) -> _Spec:
+    loss = get_loss("mse")
+    return _Spec(MODEL, loss, DEFAULT_OPTIMIZER, "manual", 0.0, 8, False, shuffle, epochs_per_call,
+                 False, False)  # fmt: skip
+
+
+def test_epoch_permutations_are_permutations_that_depend_only_on_key_and_epoch():
+    seed = order_seed(jax.random.key(3))
+    all_at_once = epoch_permutations(seed, range(6), 37)
+    assert all_at_once.dtype == np.int32 and all_at_once.shape == (6, 37)
+    np.testing.assert_array_equal(np.sort(all_at_once, axis=1), np.tile(np.arange(37), (6, 1)))
+    # Any grouping of epochs (one call, several calls, a resumed run) gives the same orders.
+    one_by_one = np.concatenate([epoch_permutations(seed, [e], 37) for e in range(6)])
+    np.testing.assert_array_equal(all_at_once, one_by_one)
+    np.testing.assert_array_equal(all_at_once[3:], epoch_permutations(seed, [3, 4, 5], 37))
+    # Different epochs and different keys shuffle differently.
+    assert len({tuple(p) for p in all_at_once}) == 6
+    other = epoch_permutations(order_seed(jax.random.key(4)), range(6), 37)
+    assert not np.array_equal(all_at_once, other)
+
+
+def test_epoch_permutations_are_uniform_enough():
+    # Over 4000 epochs every row lands in every position about equally often (chi-square-ish).
+    orders = epoch_permutations(order_seed(jax.random.key(0)), range(4000), 8)
+    counts = np.stack([np.bincount(orders[:, pos], minlength=8) for pos in range(8)])
+    assert counts.min() > 400 and counts.max() < 600, counts
+
+
+@pytest.mark.parametrize("impl", ["threefry2x32", "rbg", "unsafe_rbg"])
+def test_order_seed_reads_any_key_type_and_batch(impl):
+    keys = jax.random.split(jax.random.key(1, impl=impl), 3)
+    seeds = order_seed(keys)
+    assert seeds.shape == (3, 2) and seeds.dtype == np.uint64
+    assert len({s.tobytes() for s in seeds}) == 3
+    np.testing.assert_array_equal(order_seed(keys[1]), seeds[1])
+
+
+def test_call_permutations_fills_only_the_epochs_that_run():
+    seed = order_seed(jax.random.key(2))
+    perms = call_permutations(spec(epochs_per_call=4), seed, 5, 7, 10)
+    assert perms.shape == (4, 10)
+    np.testing.assert_array_equal(perms[:2], epoch_permutations(seed, [5, 6], 10))
+    assert not perms[2:].any()  # epochs 7 and 8 are past the limit: the call skips them
+    assert call_permutations(spec(shuffle=False), seed, 0, 3, 10) is None
+
+
+def test_auto_epochs_per_call_is_a_power_of_two_within_its_budgets():
+    small = _auto_epochs_per_call(MODEL, n_batches=4, batch_size=8)
+    assert small == 64  # tiny work per epoch: the epoch cap
+    big = jaxmlp.MLP((1024, 2048, 2048, 10))
+    assert _auto_epochs_per_call(big, n_batches=100, batch_size=1024) == 1  # > 16 GFLOP per epoch
+    rows = _auto_epochs_per_call(
+        MODEL, n_batches=1 << 15, batch_size=32
+    )  # 1M rows: 4 MiB per order
+    assert rows == 16 and rows & (rows - 1) == 0
+    assert _auto_epochs_per_call(MODEL, 4, 8, members=64) <= small
+
+
+class _Unhashable:
+    """An optimizer part that cannot be a static jit argument (defines __eq__ without __hash__)."""
+
+    def __init__(self, fn):
+        self.fn = fn
+
+    def __call__(self, *args):
+        return self.fn(*args)
+
+    def __eq__(self, other):
+        return self is other
+
+    __hash__ = None  # type: ignore[assignment]
+
+
+def test_state_creation_copies_and_handles_unhashable_optimizers():
+    params = MODEL.init(jax.random.key(0))
+    sgd = optax.sgd(0.1)
+    odd = optax.GradientTransformation(_Unhashable(sgd.init), _Unhashable(sgd.update))
+    with pytest.raises(TypeError):
+        hash(odd)
+    for opt in (optax.adam(1e-3), odd):
+        state = TrainState.create(params, opt)
+        assert int(state.step) == 0
+        for new, old in zip(jax.tree.leaves(state.params), jax.tree.leaves(params), strict=True):
+            np.testing.assert_array_equal(new, old)
+            assert new.unsafe_buffer_pointer() != old.unsafe_buffer_pointer()  # a copy
+    carry = fresh_carry(params, odd, jnp.float32, True)
+    assert carry.best_params is not None and float(carry.best_score) == np.inf
+    assert not bool(carry.stopped) and not bool(carry.diverged) and int(carry.bad_step) == -1
+
+
+def test_nonfinite_checks_many_arrays_in_one_call():
+    flags = nonfinite(
+        jnp.ones(3),
+        jnp.array([1.0, jnp.nan]),
+        jnp.arange(4),
+        jnp.array([jnp.inf]),
+        np.zeros((2, 2)),
+    )
+    assert flags == [False, True, False, True, False]
+    assert nonfinite(jnp.arange(3)) == [False]
