@@ -1,0 +1,112 @@
+"""The common ground of the benchmark implementations: the problem, the interface, imports.
+
+Every implementation trains the same network (``Problem``) with plain SGD at the same learning
+rate and exposes the same small interface (:class:`Impl`). Peers are imported lazily through
+:func:`_import`, so jaxmlp never needs them; a missing one raises :class:`Unavailable`.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+import time
+from dataclasses import dataclass
+
+import jax
+import numpy as np
+import optax
+
+
+class Unavailable(Exception):
+    """A peer that cannot run here (not installed, no bfloat16 policy, no matching device)."""
+
+
+@dataclass(frozen=True)
+class Problem:
+    """What every implementation trains: an MLP, its loss, plain SGD at ``lr``.
+
+    ``loss`` is ``"mse"`` (mean over rows and outputs) or ``"softmax_cross_entropy"`` (integer
+    labels); ``dtype`` is the compute dtype (``"float32"`` or a mixed-precision ``"bfloat16"``
+    / ``"float16"`` with float32 parameters).
+    """
+
+    sizes: tuple[int, ...]
+    activation: str
+    loss: str
+    lr: float
+    dtype: str
+
+
+@functools.lru_cache(maxsize=8)
+def sgd(lr: float) -> optax.GradientTransformation:
+    """One ``optax.sgd`` object per learning rate, so jaxmlp's compiled programs are reused."""
+    return optax.sgd(lr)
+
+
+def _version(module: str) -> str:
+    try:
+        return str(importlib.import_module(module).__version__)
+    except (ImportError, AttributeError):
+        return "unknown"
+
+
+def _import(module: str):
+    try:
+        return importlib.import_module(module)
+    except ImportError as err:
+        raise Unavailable(f"not installed ({err.name or module})") from None
+
+
+class Impl:
+    """One implementation's training step (see the module docstring).
+
+    Attributes:
+        name, method, version: how the tables name it.
+        compile_s: seconds from nothing to the first finished step (compile and warm-up).
+        temp_bytes: compiled temporary memory, where the library exposes it, else None.
+        device: where it computes (``"cpu"``, ``"gpu"``, ``"cuda"``, ...).
+    """
+
+    name = "?"
+    method = "-"
+
+    def __init__(self, problem: Problem):
+        self.p = problem
+        self.version = "unknown"
+        self.compile_s: float | None = None
+        self.temp_bytes: int | None = None
+        self.device = str(jax.devices()[0].platform)
+
+    def load(self, x: np.ndarray, y: np.ndarray) -> None:
+        self.x_np, self.y_np = x, y
+
+    def step(self, idx: np.ndarray | None = None) -> None:
+        raise NotImplementedError
+
+    def sync(self) -> None:
+        raise NotImplementedError
+
+    def last_loss(self) -> float:
+        raise NotImplementedError
+
+    def prepare(self) -> None:
+        """Compiles (or warms up) the step on the loaded rows, timing it into ``compile_s``."""
+        t = time.perf_counter()
+        self.step()
+        self.sync()
+        self.compile_s = time.perf_counter() - t
+
+    def run(self, steps: int) -> None:
+        for _ in range(steps):
+            self.step()
+        self.sync()
+
+    def train(self, epochs: int, batch: int, seed: int) -> None:
+        """The per-step loop: a host (NumPy) permutation per epoch, one step per minibatch."""
+        rng = np.random.default_rng(seed)
+        n = self.x_np.shape[0]
+        for _ in range(epochs):
+            perm = rng.permutation(n)
+            for i in range(n // batch):
+                self.step(perm[i * batch : (i + 1) * batch])
+        self.sync()
