@@ -3,7 +3,9 @@
 - implicit rank promotion raises (the library writes every broadcast explicitly);
 - JAX's key-reuse checker is on: a PRNG key consumed twice raises ``KeyReuseError``, so tests
   must create or split keys, never reuse one;
-- hypothesis runs a bounded number of examples with no deadline (compilation is slow).
+- hypothesis runs a bounded number of examples with no deadline (compilation is slow);
+- on GPUs and TPUs float32 matmuls run at full precision (``"highest"``): by default they may use
+  TF32 or bfloat16 passes, and the gradient comparisons' float32 tolerances assume true float32.
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ from hypothesis import HealthCheck, settings
 
 jax.config.update("jax_numpy_rank_promotion", "raise")
 jax.config.update("jax_debug_key_reuse", True)
+if jax.default_backend() != "cpu":
+    jax.config.update("jax_default_matmul_precision", "highest")
 
 settings.register_profile(
     "ci",
