@@ -21,6 +21,13 @@ import optax
 from jax import lax
 from jax.sharding import Mesh
 
+from jaxmlp._fit_inputs import (
+    _auto_epochs_per_call,
+    _check_int,
+    clip_batch_size,
+    prepare_data,
+    prepare_validation,
+)
 from jaxmlp.backprop import _check_l2, _check_method, _check_model_loss
 from jaxmlp.distributed import check_mesh, put, replicated, sharded
 from jaxmlp.engine import (
@@ -36,13 +43,6 @@ from jaxmlp.errors import JaxmlpWarning
 from jaxmlp.losses import Loss
 from jaxmlp.metrics import evaluate, metric_name
 from jaxmlp.mlp import MLP, Params, _check_key, as_batch, check_finite_params, check_params
-from jaxmlp.training import (
-    _auto_epochs_per_call,
-    _check_int,
-    clip_batch_size,
-    prepare_data,
-    prepare_validation,
-)
 
 
 class EnsembleResult(NamedTuple):

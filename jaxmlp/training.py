@@ -2,7 +2,8 @@
 
 ``fit`` checks its inputs eagerly, then calls the fused multi-epoch program of
 ``jaxmlp.engine`` until the epochs are done; the host syncs only between calls (progress bar,
-divergence and early-stopping checks, checkpoints).
+divergence and early-stopping checks, checkpoints). The input checks live in ``_fit_inputs``, the
+checkpoint contents and resuming in ``_fit_checkpoint``.
 
 What triggers a compile: a new model description, loss, optimizer *object*, method, ``l2``,
 batch size, ``drop_last``/``shuffle``/``epochs_per_call``/early stopping on or off, a mesh, a new
@@ -14,7 +15,6 @@ from __future__ import annotations
 
 import math
 import os
-import warnings
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -24,17 +24,21 @@ import numpy as np
 import optax
 from jax.sharding import Mesh
 
-from jaxmlp.backprop import _check_l2, _check_method, _check_model_loss, check_targets
+from jaxmlp._fit_checkpoint import _history_upto, _resume, _save
+from jaxmlp._fit_inputs import (
+    _auto_epochs_per_call,
+    _check_int,
+    clip_batch_size,
+    prepare_data,
+    prepare_validation,
+)
+from jaxmlp.backprop import _check_l2, _check_method, _check_model_loss
 from jaxmlp.checkpoint import (
     checkpoint_path,
-    latest_checkpoint,
-    load_checkpoint,
     prune_checkpoints,
-    save_checkpoint,
 )
 from jaxmlp.distributed import check_mesh, local, put, replicated
 from jaxmlp.engine import (
-    TrainState,
     _Carry,
     _check_optimizer,
     _epochs_program,
@@ -43,19 +47,10 @@ from jaxmlp.engine import (
     fresh_carry,
     order_seed,
 )
-from jaxmlp.errors import CheckpointError, DivergenceError, JaxmlpWarning
+from jaxmlp.errors import DivergenceError
 from jaxmlp.losses import Loss
 from jaxmlp.metrics import metric_name
-from jaxmlp.mlp import (
-    MLP,
-    Params,
-    _check_key,
-    as_array,
-    as_batch,
-    check_finite_params,
-    check_params,
-    nonfinite,
-)
+from jaxmlp.mlp import MLP, Params, _check_key, as_array, check_params, nonfinite
 
 
 class EarlyStopping(NamedTuple):
@@ -90,99 +85,6 @@ class FitResult(NamedTuple):
     best_epoch: int | None
     stopped_epoch: int | None
     metric: str
-
-
-def _check_int(value: Any, argname: str, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise TypeError(f"{argname}: expected an int, got {type(value).__name__}")
-    if value < minimum:
-        raise ValueError(f"{argname}: must be >= {minimum}, got {value}")
-    return int(value)
-
-
-def prepare_data(
-    model: MLP, loss: Loss, params: Params, x: Any, y: Any, names=("x", "y"), finite_params=False
-):
-    """Eager checks of a data set (shape, dtype, NaN/Inf, label range); returns it prepared.
-
-    Returns ``x`` as ``(n, sizes[0])`` in the parameters' dtype and ``y`` in the form the
-    loss reads. Raises ``ValueError``/``TypeError`` naming the argument. With
-    ``finite_params`` the parameters' NaN/Inf check runs in the same compiled call.
-    """
-    xn, yn = names
-    x_arr = as_array(x, xn)
-    if x_arr.ndim != 2:
-        raise ValueError(f"{xn}: expected shape (n, {model.sizes[0]}), got {tuple(x_arr.shape)}")
-    if x_arr.shape[0] == 0:
-        raise ValueError(f"{xn}: empty data (0 rows)")
-    xb, _ = as_batch(model, x_arr, params, xn)
-    n = xb.shape[0]
-    y_arr = as_array(y, yn)
-    if y_arr.ndim >= 1 and y_arr.shape[0] != n:
-        raise ValueError(f"{yn}: {y_arr.shape[0]} rows, but {xn} has {n} rows")
-    yb = check_targets(model, loss, y_arr, n, xb.dtype, yn)
-    if finite_params:
-        bad_x, bad_y = check_finite_params(params, "params", xb, yb)
-    else:
-        bad_x, bad_y = nonfinite(xb, yb)
-    if bad_x:
-        raise ValueError(f"{xn}: contains NaN or Inf")
-    if bad_y:
-        raise ValueError(f"{yn}: contains NaN or Inf")
-    k = model.sizes[-1]
-    if loss.targets == "classes" and yb.ndim == 1:
-        # On the host: jnp would first narrow int64 labels to int32, wrapping 2**32 to 0.
-        labels = np.asarray(yb)
-        lo, hi = int(labels.min()), int(labels.max())
-        if lo < 0 or hi >= k:
-            raise ValueError(f"{yn}: class labels must lie in [0, {k}), got labels in [{lo}, {hi}]")
-    elif loss.targets in ("classes", "binary") and (bool(jnp.any(yb < 0)) or bool(jnp.any(yb > 1))):
-        raise ValueError(f"{yn}: {loss.name} targets must lie in [0, 1]")
-    return xb, yb
-
-
-def prepare_validation(model: MLP, loss: Loss, params: Params, validation_data: Any):
-    """Checks ``validation_data`` like the training data; ``(None, None)`` without it."""
-    if validation_data is None:
-        return None, None
-    if not (isinstance(validation_data, (tuple, list)) and len(validation_data) == 2):
-        raise TypeError("validation_data: expected a pair (x_val, y_val)")
-    return prepare_data(
-        model, loss, params, *validation_data, names=("validation_data[0]", "validation_data[1]")
-    )
-
-
-def clip_batch_size(batch_size: int, n: int) -> int:
-    """``batch_size`` clipped to the ``n`` rows, with a warning (as scikit-learn does)."""
-    if batch_size > n:
-        msg = f"batch_size={batch_size} exceeds the {n} rows; using {n}"
-        warnings.warn(msg, JaxmlpWarning, stacklevel=3)  # points at the caller of fit
-        return n
-    return batch_size
-
-
-# Work between two host syncs of fit: enough that the per-call overhead (argument checks,
-# transfers, reading the epoch outputs: a few ms) stays small next to the compiled work.
-_FLOPS_PER_CALL = 16e9
-_MAX_EPOCHS_PER_CALL = 64
-_PERM_BYTES_PER_CALL = 64 << 20
-
-
-def _auto_epochs_per_call(model: MLP, n_batches: int, batch_size: int, members: int = 1) -> int:
-    """Epochs per compiled call: about 16 GFLOP of training work, at most 64 epochs and 64 MiB
-    of row orders, rounded down to a power of two (so that few programs are ever compiled).
-
-    It does not depend on ``epochs``: a call skips the epochs past the end on the device, so
-    fits of any length share one compiled program.
-    """
-    flops = 6 * batch_size * n_batches * members * sum(i * o for i, o in model.layer_shapes())
-    perm_bytes = 4 * batch_size * n_batches * members
-    e = min(
-        _MAX_EPOCHS_PER_CALL,
-        int(_FLOPS_PER_CALL // max(flops, 1)),
-        _PERM_BYTES_PER_CALL // max(perm_bytes, 1),
-    )
-    return 1 << (max(e, 1).bit_length() - 1)
 
 
 def fit(
@@ -411,61 +313,3 @@ def _host(tree):
 
 def _flags(carry: _Carry):
     return carry.stopped, carry.diverged, carry.bad_epoch, carry.bad_step, carry.state.step
-
-
-def _save(path, model, carry: _Carry, key, done, history, best_epoch, info=None) -> None:
-    if jax.process_index() != 0:
-        return
-    carry = jax.tree.map(local, carry)
-    key = local(key)
-    extra = {
-        "key": key,
-        "best_score": carry.best_score,
-        "wait": carry.wait,
-        "stopped": carry.stopped,
-    }
-    if carry.best_params is not None:
-        extra["best_params"] = carry.best_params
-    meta = {"epoch": done, "history": history, "best_epoch": best_epoch, **(info or {})}
-    save_checkpoint(
-        path,
-        model=model,
-        params=carry.state.params,
-        opt_state=carry.state.opt_state,
-        step=int(carry.state.step),
-        metadata=meta,
-        extra_arrays=extra,
-    )
-
-
-def _resume(directory, model, optimizer, carry: _Carry, track_best: bool):
-    path = latest_checkpoint(directory)
-    if path is None:
-        return None
-    ck = load_checkpoint(path, model=model, opt_state_like=optimizer.init(carry.state.params))
-    meta = ck.metadata
-    if not isinstance(meta, dict) or not {"epoch", "history"} <= set(meta):
-        raise CheckpointError(f"checkpoint {path}: not written by fit (no epoch/history metadata)")
-    extra = ck.extra
-    state = TrainState(ck.params, ck.opt_state, jnp.asarray(ck.step, jnp.int32))
-    best_params = None
-    if track_best:
-        best_params = extra.get("best_params", jax.tree.map(jnp.copy, ck.params))
-    carry = carry._replace(
-        state=state,
-        best_params=best_params,
-        best_score=jnp.asarray(extra["best_score"], carry.best_score.dtype),
-        wait=jnp.asarray(extra["wait"], jnp.int32),
-        stopped=jnp.asarray(extra["stopped"], bool),
-    )
-    return carry, extra["key"], int(meta["epoch"]), meta["history"], meta.get("best_epoch")
-
-
-def _history_upto(history, ran, tl, vl, vm, upto):
-    out = {k: list(v) for k, v in history.items()}
-    for i in np.flatnonzero(ran[: max(upto, 0)]):
-        out["loss"].append(float(tl[i]))
-        if "val_loss" in out:
-            out["val_loss"].append(float(vl[i]))
-            out["val_metric"].append(float(vm[i]))
-    return out
