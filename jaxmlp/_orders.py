@@ -1,0 +1,58 @@
+"""Row orders for the fused epochs, drawn on the host.
+
+Epoch ``e``'s order is a NumPy permutation from a Philox stream keyed by the training key's bits
+with ``e`` in the counter, so it depends only on ``(key, e)``: any grouping of epochs into
+compiled calls, a resumed run and an ensemble member trained alone all see the same orders.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import jax
+import numpy as np
+
+
+def order_seed(key: jax.Array) -> np.ndarray:
+    """The 128-bit NumPy seeds, ``(..., 2)`` uint64, of the row orders of ``key`` (any batch
+    shape): its raw bits, read to the host once."""
+    words = np.asarray(jax.device_get(jax.random.key_data(key)), np.uint32)
+    w = words.shape[-1]
+    if w > 4:  # a key type wider than 128 bits: fold the extra words in
+        words = np.pad(words, [(0, 0)] * (words.ndim - 1) + [(0, -w % 4)])
+        words = np.bitwise_xor.reduce(words.reshape(*words.shape[:-1], -1, 4), axis=-2)
+    words = np.pad(words, [(0, 0)] * (words.ndim - 1) + [(0, 4 - words.shape[-1])])
+    return np.ascontiguousarray(words).view(np.uint64)
+
+
+def epoch_permutations(seed: np.ndarray, epochs: Sequence[int], n: int) -> np.ndarray:
+    """``(len(epochs), n)`` int32 row orders, drawn on the host: epoch ``e``'s order is a NumPy
+    permutation from a Philox stream keyed by ``seed`` (see :func:`order_seed`) with ``e`` in the
+    counter's top word.
+
+    Each epoch's order depends only on ``(key, e)``, so resuming mid-run or drawing a call's
+    epochs in any grouping gives the same orders. Drawn on the host because XLA's sort, which
+    ``jax.random.permutation`` uses, costs as much per 1024 rows as a few small training steps
+    on a CPU; the orders travel to the device with the call's other arguments.
+    """
+    bits = np.random.Philox(key=seed)
+    fresh = bits.state  # an empty buffer: each epoch starts its stream from scratch
+    rng = np.random.Generator(bits)
+    out = np.empty((len(epochs), n), np.int32)
+    for i, e in enumerate(epochs):
+        counter = np.array([0, 0, 0, int(e)], np.uint64)
+        bits.state = {**fresh, "state": {"counter": counter, "key": fresh["state"]["key"]}}
+        out[i] = rng.permutation(n)
+    return out
+
+
+def call_permutations(spec, seed: np.ndarray, done: int, limit: int, n: int):
+    """The permutations argument of one compiled call covering epochs ``done, done+1, ...``:
+    ``None`` without shuffling; rows for epochs at or past ``limit`` (which the call skips) are
+    left as zeros."""
+    if not spec.shuffle:
+        return None
+    epochs = range(done, min(done + spec.epochs_per_call, limit))
+    out = np.zeros((spec.epochs_per_call, n), np.int32)
+    out[: len(epochs)] = epoch_permutations(seed, epochs, n)
+    return out
