@@ -213,9 +213,9 @@ def make_epoch(spec: _Spec) -> Callable:
     -> (state, bad, bad_step, train_loss)``. ``fit`` scans it; ``fit_ensemble`` vmaps it.
 
     The epoch visits the rows in the order ``perm`` (see :func:`epoch_permutations`; ``None``
-    without shuffling: the stored order), pads
-    the last batch with weight-0 rows, and stops applying updates at the first non-finite step
-    (``bad``), whose 1-based index it records in ``bad_step``.
+    without shuffling: the stored order), pads the last batch with weight-0 rows, and stops
+    applying updates at the first non-finite step (``bad``), whose 1-based index it records in
+    ``bad_step``. ``sw`` holds per-row sample weights, or ``None`` when every row weighs 1.
     """
     vg = value_and_grad(spec.model, spec.loss, method=spec.method, l2=spec.l2)
     B = spec.batch_size
