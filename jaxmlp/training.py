@@ -233,15 +233,27 @@ def fit(
     with tqdm(
         total=epochs, initial=min(done, epochs), disable=not progress, unit="epoch", desc="fit"
     ) as bar:
-        while done < epochs and not stopped:
+
+        def orders(start: int):
+            """``(start, limit, row orders)`` of the call that begins at epoch ``start``."""
             # With checkpoints, a call never runs past the next multiple of checkpoint_every.
             limit = epochs
             if checkpoint_dir is not None:
-                limit = min(epochs, (done // checkpoint_every + 1) * checkpoint_every)
-            perms = call_permutations(spec, seed, done, limit, n)
+                limit = min(epochs, (start // checkpoint_every + 1) * checkpoint_every)
+            perms = call_permutations(spec, seed, start, limit, n)
             if mesh is not None and perms is not None:
                 perms = put(perms, replicated(mesh))
+            return start, limit, perms
+
+        upcoming = orders(done) if done < epochs else None
+        while done < epochs and not stopped:
+            if upcoming[0] != done:  # the last call ended early (a checkpoint boundary)
+                upcoming = orders(done)
+            _, limit, perms = upcoming
             carry, out = program(carry, xb, yb, sw, perms, xv, yv, done, limit, patience, min_delta)
+            # The call runs asynchronously: draw the next call's row orders meanwhile.
+            nxt = done + spec.epochs_per_call
+            upcoming = orders(nxt) if nxt < epochs else upcoming
             # One read per call: the epochs' outputs and the flags and counters the loop needs.
             (ran, tl, vl, vm, improved), flags = _host((out, _flags(carry)))
             stopped, diverged, bad_epoch, bad_step, step = flags
