@@ -80,9 +80,15 @@ def _init_carry(params: Params, optimizer, dtype, track_best: bool) -> _Carry:
     )
 
 
+def _init_member_states(params: Params, optimizer) -> TrainState:
+    """Fresh states for members stacked on a leading axis (``fit_ensemble``)."""
+    return jax.vmap(lambda p: _init_state(p, optimizer))(params)
+
+
 _COMPILED_INIT = {
     _init_state: jax.jit(_init_state, static_argnums=1),
     _init_carry: jax.jit(_init_carry, static_argnums=(1, 2, 3)),
+    _init_member_states: jax.jit(_init_member_states, static_argnums=1),
 }
 
 
@@ -94,6 +100,11 @@ def _compiled_init(init: Callable, params: Params, *static) -> Any:
     except TypeError:
         return init(params, *static)
     return _COMPILED_INIT[init](params, *static)
+
+
+def member_states(params: Params, optimizer) -> TrainState:
+    """``TrainState.create`` for every member of stacked ``params``, in one compiled call."""
+    return _compiled_init(_init_member_states, params, optimizer)
 
 
 def fresh_carry(params: Params, optimizer, dtype, track_best: bool) -> _Carry:

@@ -32,11 +32,12 @@ from jaxmlp.backprop import _check_l2, _check_method, _check_model_loss
 from jaxmlp.distributed import check_mesh, put, replicated, sharded
 from jaxmlp.engine import (
     TRACE_COUNTS,
-    TrainState,
     _check_optimizer,
+    _check_state_params,
     _Spec,
     call_permutations,
     make_epoch,
+    member_states,
     order_seed,
 )
 from jaxmlp.errors import JaxmlpWarning
@@ -165,7 +166,7 @@ def fit_ensemble(
     batch_size = _check_int(batch_size, "batch_size", 1)
     k_init, k_order, k_boot = jax.random.split(key, 3)
     if params is None:
-        params = jax.vmap(model.init)(jax.random.split(k_init, K))
+        params = _init_members(model, jax.random.split(k_init, K))
         member0 = jax.tree.map(lambda a: a[0], params)
     else:
         member0 = _member0(model, params, K)
@@ -191,7 +192,8 @@ def fit_ensemble(
         _check_optimizer_fn(optimizer_fn)
         optimizer = _sweep_optimizer(optimizer_fn)
     optimizer = _check_optimizer(optimizer)
-    states = jax.vmap(TrainState.create, in_axes=(0, None))(params, optimizer)
+    _check_state_params(params)
+    states = member_states(params, optimizer)
     if lrs is not None:
         hyper = {**states.opt_state.hyperparams, "learning_rate": jnp.asarray(lrs, xb.dtype)}
         states = states._replace(opt_state=states.opt_state._replace(hyperparams=hyper))
@@ -284,6 +286,12 @@ def _member0(model: MLP, params: Any, num_models: int | None = None) -> Params:
     member0 = jax.tree.map(lambda a: a[0], params)
     check_params(model, member0)
     return member0
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _init_members(model: MLP, keys: jax.Array) -> Params:
+    """``model.init`` with each of ``keys``, stacked (one compiled call, not an eager vmap)."""
+    return jax.vmap(model.init)(keys)
 
 
 @functools.lru_cache(maxsize=16)
