@@ -46,6 +46,18 @@ def test_interrupted_and_resumed_run_is_bit_identical(data, tmp_path):
     assert final.metadata["epoch"] == 10 and final.step == 40
 
 
+def test_calls_cut_at_checkpoints_match_one_long_call(data, tmp_path):
+    # epochs_per_call=4 with checkpoint_every=3: calls end at epochs 3, 6, 9 and 11, so the row
+    # orders drawn ahead for epochs 4, 8, ... are discarded and redrawn; nothing may change.
+    x, y, params = data
+    plain = jaxmlp.fit(MODEL, params, x, y, key=jax.random.key(5), epochs=11, **kwargs(x, y))
+    cut = jaxmlp.fit(MODEL, params, x, y, key=jax.random.key(5), epochs=11, epochs_per_call=4,
+                     checkpoint_dir=tmp_path, checkpoint_every=3, keep=10, **kwargs(x, y))  # fmt: skip
+    chex.assert_trees_all_equal(cut.params, plain.params)
+    assert cut.history == plain.history
+    assert [e for e, _ in list_checkpoints(tmp_path)] == [3, 6, 9, 11]
+
+
 def test_resume_without_checkpoints_starts_fresh(data, tmp_path):
     x, y, params = data
     fresh = jaxmlp.fit(MODEL, params, x, y, key=jax.random.key(4), epochs=3, **kwargs(x, y))
