@@ -2,9 +2,9 @@
 
 One compiled program runs ``epochs_per_call`` whole epochs: for each epoch it takes the row
 order drawn on the host (:func:`epoch_permutations`), gathers the padded minibatches, runs every
-step with ``lax.scan`` and computes the epoch's metrics, early-stopping bookkeeping and divergence flag,
-all on the device. ``training.fit`` drives it from the host; ``ensemble.fit_ensemble`` vmaps
-:func:`make_epoch` over members.
+step with ``lax.scan`` and computes the epoch's metrics, early-stopping bookkeeping and
+divergence flag, all on the device. ``training.fit`` drives it from the host;
+``ensemble.fit_ensemble`` vmaps :func:`make_epoch` over members.
 """
 
 from __future__ import annotations
