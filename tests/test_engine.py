@@ -125,3 +125,26 @@ def test_nonfinite_checks_many_arrays_in_one_call():
     )
     assert flags == [False, True, False, True, False]
     assert nonfinite(jnp.arange(3)) == [False]
+
+
+@pytest.mark.parametrize(
+    ("n", "drop_last"), [(48, False), (50, True)], ids=["no-padding", "drop-last"]
+)
+def test_fit_visits_rows_in_the_documented_orders(n, drop_last):
+    # A per-step loop fed the rows in epoch_permutations' orders reaches fit's parameters.
+    x = jax.random.normal(jax.random.key(20), (n, 3))
+    y = jnp.stack([jnp.sin(x[:, 0]), x[:, 1] * x[:, 2]], axis=1)
+    params = MODEL.init(jax.random.key(21))
+    opt = optax.sgd(0.1)
+    key = jax.random.key(22)
+    result = jaxmlp.fit(MODEL, params, x, y, loss="mse", key=key, optimizer=opt, epochs=3,
+                        batch_size=16, drop_last=drop_last, progress=False)  # fmt: skip
+    step = jaxmlp.make_train_step(MODEL, "mse", opt)
+    state = TrainState.create(params, opt)
+    for order in epoch_permutations(order_seed(key), range(3), n):
+        for start in range(0, n - 15, 16):
+            idx = order[start : start + 16]
+            state, _ = step(state, x[idx], y[idx])
+    assert result.step == int(state.step) == 9
+    for a, b in zip(jax.tree.leaves(result.params), jax.tree.leaves(state.params), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
