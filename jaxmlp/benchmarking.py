@@ -110,6 +110,12 @@ def _cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+def _usable_cpus() -> int | None:
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count()
+
+
 def environment(argv: Sequence[str] | None = None) -> dict[str, Any]:
     """Where and how a run happened: merged into every JSON record."""
     import jaxlib
@@ -123,6 +129,9 @@ def environment(argv: Sequence[str] | None = None) -> dict[str, Any]:
         "device_count": jax.device_count(),
         "cpu": _cpu_model(),
         "cpu_count": os.cpu_count(),
+        # The cores this process may run on (taskset / cgroups): small models train faster pinned
+        # to one core than spread over two (benchmarks/RESULTS.md), so timings depend on it.
+        "usable_cpus": _usable_cpus(),
         # Other processes competing for the cores make CPU timings noisy: record the load.
         "load_average_1min": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
         "jax": jax.__version__,
@@ -253,8 +262,9 @@ def main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
         records += rooflines
     records = [{**r, **env} for r in records]
     print(f"## jaxmlp benchmarks: {env['device_kind']} x{env['device_count']} ({env['platform']}; "
-          f"CPU {env['cpu']}), jax {env['jax']}, jaxlib {env['jaxlib']}, matmul precision "
-          f"{env['matmul_precision']}, {env['date']}\n\n`{env['command']}`\n")  # fmt: skip
+          f"CPU {env['cpu']}, usable cores: {env['usable_cpus']}), jax {env['jax']}, "
+          f"jaxlib {env['jaxlib']}, matmul precision {env['matmul_precision']}, {env['date']}"
+          f"\n\n`{env['command']}`\n")  # fmt: skip
     print(markdown(records))
     if a.json:
         with open(a.json, "w") as f:

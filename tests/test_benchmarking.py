@@ -60,6 +60,7 @@ def test_every_record_carries_the_environment(quick_run):
         for field in (*ENV_FIELDS, "suite", "impl", "dtype"):
             assert field in rec, (field, rec["suite"], rec["impl"])
         assert rec["platform"] == "cpu" and rec["device_count"] >= 1
+        assert 1 <= rec["usable_cpus"] <= rec["cpu_count"]
         assert rec["matmul_precision"] == "default"
         assert "--quick" in rec["command"] and rec["argv"] == ["--quick", "--json", rec["argv"][2]]
 
