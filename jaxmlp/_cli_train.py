@@ -20,7 +20,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from jaxmlp import __version__, data
+from jaxmlp import __version__, _cli_data, data
 from jaxmlp._cli_data import (
     CHECKPOINT,
     choose_head,
@@ -75,11 +75,7 @@ def _write_metrics(path: Path, history: dict[str, list[float]]) -> None:
 
 
 def _train_plots(out: Path, ds, model, head, result, split, x_std, y_std, report) -> list[str]:
-    # Looked up on jaxmlp.cli at each call (imported here, as cli imports this module): a test
-    # that replaces cli._import_plot to hide matplotlib reaches this function too.
-    from jaxmlp import cli
-
-    plot, why = cli._import_plot()
+    plot, why = _cli_data._import_plot()  # looked up at call time: tests hide matplotlib there
     if plot is None:
         print(f"jaxmlp: note: no plots ({why})", file=sys.stderr)
         return []

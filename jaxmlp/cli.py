@@ -11,9 +11,7 @@ metadata; ``predict`` reads it back, so a CSV goes in raw and labels come out by
 
 The commands themselves live in private modules: ``_cli_data`` (CSV files, datasets, the model's
 head), ``_cli_train`` (``train``) and ``_cli_commands`` (``predict``, ``gradcheck``, ``summary``).
-Their public names are re-exported here. The commands look ``value_and_grad`` and
-``_import_plot`` up on this module when they run, so replacing either here (as the tests do, to
-plant a gradient bug or hide matplotlib) takes effect.
+Their public names are re-exported here.
 """
 
 from __future__ import annotations
@@ -36,7 +34,6 @@ from jaxmlp._cli_data import Head as Head
 from jaxmlp._cli_data import Table as Table
 from jaxmlp._cli_data import UsageError, _fail
 from jaxmlp._cli_data import _class_name as _class_name
-from jaxmlp._cli_data import _import_plot as _import_plot
 from jaxmlp._cli_data import choose_head as choose_head
 from jaxmlp._cli_data import encode as encode
 from jaxmlp._cli_data import fold_preprocessing as fold_preprocessing
@@ -49,7 +46,6 @@ from jaxmlp._cli_train import GRADCHECK_ROWS as GRADCHECK_ROWS
 from jaxmlp._cli_train import _train_plots as _train_plots
 from jaxmlp._cli_train import cmd_train
 from jaxmlp.activations import get_activation
-from jaxmlp.backprop import value_and_grad as value_and_grad
 from jaxmlp.losses import get_loss
 
 OPTIMIZERS = ("sgd", "momentum", "adam", "adamw")

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 import jaxmlp
-from jaxmlp import cli
+from jaxmlp import _cli_commands, _cli_data, cli
 from jaxmlp.checkpoint import load_checkpoint
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -240,7 +240,7 @@ def test_gradcheck_agrees_and_plots(tmp_path, capsys):
 
 
 def test_gradcheck_exits_1_on_a_planted_bug(monkeypatch, capsys):
-    real = cli.value_and_grad
+    real = _cli_commands.value_and_grad
 
     def off_by_one_percent(*args, **kwargs):
         f = real(*args, **kwargs)
@@ -252,7 +252,7 @@ def test_gradcheck_exits_1_on_a_planted_bug(monkeypatch, capsys):
 
         return g
 
-    monkeypatch.setattr(cli, "value_and_grad", off_by_one_percent)
+    monkeypatch.setattr(_cli_commands, "value_and_grad", off_by_one_percent)
     code, out, err = run(capsys, *GRADCHECK)
     assert code == 1
     assert "overall: MISMATCH" in out and " NO" in out
@@ -262,7 +262,7 @@ def test_gradcheck_exits_1_on_a_planted_bug(monkeypatch, capsys):
 def test_without_matplotlib_train_skips_plots_and_gradcheck_plot_fails(
     monkeypatch, tmp_path, capsys
 ):
-    monkeypatch.setattr(cli, "_import_plot", lambda: (None, "No module named 'matplotlib'"))
+    monkeypatch.setattr(_cli_data, "_import_plot", lambda: (None, "No module named 'matplotlib'"))
     assert cli._train_plots(tmp_path, *[None] * 8) == []
     assert "no plots" in capsys.readouterr().err
     code, out, err = run(capsys, *GRADCHECK, "--plot", tmp_path / "g.png")
