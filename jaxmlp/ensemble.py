@@ -224,17 +224,23 @@ def fit_ensemble(
     if mesh is not None:
         carry, sw = put((carry, sw), sharded(mesh, 0))
         xb, yb, xv, yv = put((xb, yb, xv, yv), replicated(mesh))
+
+    def orders(start: int):
+        perms = _member_permutations(spec, seeds, start, epochs, n)
+        return perms if mesh is None or perms is None else put(perms, sharded(mesh, 1))
+
     chunks = []
     from tqdm.auto import tqdm
 
     with tqdm(total=epochs, disable=not progress, unit="epoch", desc=f"fit_ensemble K={K}") as bar:
-        done = 0
+        done, perms = 0, orders(0)
         while done < epochs:
-            perms = _member_permutations(spec, seeds, done, epochs, n)
-            if mesh is not None and perms is not None:
-                perms = put(perms, sharded(mesh, 1))
             carry, out = program(carry, xb, yb, sw, perms, xv, yv, done, epochs)
             ran = min(spec.epochs_per_call, epochs - done)
+            # The call runs asynchronously (every call runs its whole length: no early stopping
+            # here): draw the next call's row orders meanwhile, as fit does.
+            if done + ran < epochs:
+                perms = orders(done + ran)
             chunks.append([np.asarray(o)[:ran] for o in jax.device_get(out)])
             done += ran
             bar.update(ran)

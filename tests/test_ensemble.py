@@ -43,6 +43,16 @@ def test_each_member_equals_its_own_fit(data):
         np.testing.assert_allclose(result.history["loss"][:, m], single.history["loss"], rtol=1e-6)
 
 
+def test_several_calls_match_one_call(data):
+    # Three calls of 2, 2 (1 used) epochs, each call's row orders drawn while the previous runs.
+    x, y = data
+    kwargs = dict(loss="mse", num_models=3, epochs=5, batch_size=16, progress=False)
+    one = jaxmlp.fit_ensemble(MODEL, x, y, key=jax.random.key(5), epochs_per_call=5, **kwargs)
+    three = jaxmlp.fit_ensemble(MODEL, x, y, key=jax.random.key(5), epochs_per_call=2, **kwargs)
+    chex.assert_trees_all_close(three.params, one.params, rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(three.history["loss"], one.history["loss"], rtol=1e-6)
+
+
 def test_members_differ_and_second_call_does_not_retrace(data):
     x, y = data
     kwargs = dict(loss="mse", epochs=3, batch_size=16, progress=False)
