@@ -90,7 +90,8 @@ def _base(suite: str, cfg: Config, impl: str, dtype: str, **extra) -> dict[str, 
 def _record(suite: str, cfg: Config, impl: _peers.Impl, s: Settings, times, **extra) -> dict:
     st = _stats(times)
     return {**_base(suite, cfg, impl.name, s.dtype), "method": impl.method,
-            "version": impl.version, "impl_device": impl.device, "param_dtype": "float32",
+            "version": impl.version, "impl_device": impl.device,
+            "impl_matmul_precision": impl.matmul_precision, "param_dtype": "float32",
             "status": "ok",
             "compile_s": impl.compile_s, **st, "repeats": len(times),
             "steps_per_s": 1.0 / st["median_s"], "final_loss": impl.last_loss(),

@@ -65,6 +65,8 @@ class Impl:
         compile_s: seconds from nothing to the first finished step (compile and warm-up).
         temp_bytes: compiled temporary memory, where the library exposes it, else None.
         device: where it computes (``"cpu"``, ``"gpu"``, ``"cuda"``, ...).
+        matmul_precision: the float32 matmul precision it ran with (JAX's setting for the JAX
+            implementations; a peer with its own setting reports that).
     """
 
     name = "?"
@@ -76,6 +78,7 @@ class Impl:
         self.compile_s: float | None = None
         self.temp_bytes: int | None = None
         self.device = str(jax.devices()[0].platform)
+        self.matmul_precision = str(jax.config.jax_default_matmul_precision or "default")
 
     def load(self, x: np.ndarray, y: np.ndarray) -> None:
         self.x_np, self.y_np = x, y

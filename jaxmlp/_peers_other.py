@@ -30,6 +30,10 @@ class TorchStep(Impl):
             self.tdev = torch.device("cpu")
         else:
             raise Unavailable(f"no torch device matching JAX's {platform}")
+        if self.tdev.type == "cuda":
+            self.matmul_precision = _match_jax_precision(torch)
+        else:  # left as found: torch's CPU float32 matmuls are true float32 by default
+            self.matmul_precision = torch.get_float32_matmul_precision()
         torch.manual_seed(seed)
         act = {"relu": torch.nn.ReLU, "tanh": torch.nn.Tanh, "sigmoid": torch.nn.Sigmoid}
         layers: list[Any] = []
@@ -78,6 +82,21 @@ class TorchStep(Impl):
 
     def last_loss(self):
         return float(self._loss.detach())
+
+
+# JAX's float32 matmul precision -> torch's: on NVIDIA GPUs JAX's "default" (and "high",
+# "tensorfloat32") lets XLA use TF32 tensor cores, torch's "high"; "bfloat16" is one bfloat16 pass,
+# torch's "medium"; "highest"/"float32" are true float32 in both. torch's own default is "highest",
+# so without this a float32 comparison on a GPU would pit TF32 against true float32.
+_TORCH_PRECISION = {"default": "high", "high": "high", "tensorfloat32": "high",
+                    "bfloat16": "medium", "highest": "highest", "float32": "highest"}  # fmt: skip
+
+
+def _match_jax_precision(torch) -> str:
+    """Sets torch's float32 matmul precision to JAX's (process-wide) and returns torch's name."""
+    jax_precision = str(jax.config.jax_default_matmul_precision or "default")
+    torch.set_float32_matmul_precision(_TORCH_PRECISION.get(jax_precision, "highest"))
+    return torch.get_float32_matmul_precision()
 
 
 class SklearnStep(Impl):

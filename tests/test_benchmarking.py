@@ -12,6 +12,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import jax
 import pytest
 
 from jaxmlp import _peers, benchmarking
@@ -84,6 +85,7 @@ def test_step_records(quick_run):
         assert r["pct_roofline_best"] == pytest.approx(100 * best / roof_best)
         assert r["compile_s"] > 0 and r["temp_bytes"] > 0 and r["repeats"] >= 3
         assert r["dtype"] == "float32" and r["param_dtype"] == "float32"
+        assert r["impl_matmul_precision"] == "default"
         assert r["final_loss"] == pytest.approx(r["final_loss"])  # finite, not NaN
         if r["method"] == "manual":
             assert r["manual_over_autodiff"] > 0 and r["temp_manual_over_autodiff"] > 0
@@ -149,6 +151,34 @@ def test_parse_peers():
     assert _peers.parse_peers("all") == list(_peers.PEERS)
     with pytest.raises(ValueError, match="unknown peer"):
         _peers.parse_peers("tensorflow")
+
+
+class _FakeTorch:
+    """Records what the torch peer asks of ``torch.set_float32_matmul_precision``."""
+
+    def __init__(self):
+        self.precision = "highest"  # torch's own default
+
+    def set_float32_matmul_precision(self, value):
+        self.precision = value
+
+    def get_float32_matmul_precision(self):
+        return self.precision
+
+
+@pytest.mark.parametrize(
+    ("jax_precision", "torch_precision"),
+    [(None, "high"), ("tensorfloat32", "high"), ("bfloat16", "medium"), ("highest", "highest"),
+     ("float32", "highest")],
+)  # fmt: skip
+def test_torch_matmul_precision_follows_jax(jax_precision, torch_precision):
+    """On a GPU PyTorch's float32 matmuls run at JAX's precision (TF32 by default in JAX, true
+    float32 by default in torch), so a float32 comparison is like for like."""
+    from jaxmlp._peers_other import _match_jax_precision
+
+    fake = _FakeTorch()
+    with jax.default_matmul_precision(jax_precision):
+        assert _match_jax_precision(fake) == torch_precision == fake.precision
 
 
 def test_bfloat16_steps_and_unavailable_peer():

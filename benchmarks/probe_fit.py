@@ -1,0 +1,108 @@
+"""Where the fused ``fit``'s time goes on a device: fixed cost per call vs cost per epoch, and
+whether unrolling its scans changes either. A diagnostic for the S-config fused-vs-loop target,
+not part of the benchmark suite; prints one Markdown table.
+
+    python benchmarks/probe_fit.py [--repeats 7] [--json PATH]
+
+Variants (each timed in the same interleaved rounds as loop (a), the jitted per-step loop):
+``fit`` as shipped, then with the per-epoch step scan unrolled 2x and fully (8 steps), and with
+the epoch scan unrolled 4x. A variant swaps ``lax.scan``'s ``unroll`` inside ``jaxmlp.engine``
+for this process only (the compiled programs are rebuilt).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import jax
+import numpy as np
+
+from jaxmlp import _peers, engine
+from jaxmlp.benchmarking import CONFIGS, environment
+from jaxmlp.training import fit
+
+_real_scan = jax.lax.scan
+
+
+class _Lax:
+    """``jax.lax`` with the ``unroll`` of the step scan and the epoch scan set by the probe."""
+
+    unroll = {"step": 1, "maybe_epoch": 1}
+
+    def __getattr__(self, name):
+        return getattr(jax.lax, name)
+
+    def scan(self, f, init, xs=None, **kw):
+        return _real_scan(f, init, xs, unroll=self.unroll.get(f.__name__, 1), **kw)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--repeats", type=int, default=7)
+    ap.add_argument("--json")
+    a = ap.parse_args()
+    cfg = CONFIGS["S"]
+    problem = _peers.Problem(cfg.sizes, "relu", cfg.loss, 0.01, "float32")
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((1024, cfg.sizes[0]), dtype=np.float32)
+    y = rng.standard_normal((1024, cfg.sizes[-1]), dtype=np.float32)
+    base = _peers.JaxmlpFit(problem, "manual")
+    base.load(x, y)
+    loop = _peers.JaxmlpLoop(problem, "manual")
+    loop.load(x, y)
+    lax_proxy = _Lax()
+    engine.lax = lax_proxy
+
+    def run_fit(epochs, seed):
+        r = fit(base.model, base.params, base.x_dev, base.y_dev, loss=cfg.loss,
+                key=jax.random.key(seed), optimizer=base.optimizer, epochs=epochs,
+                batch_size=cfg.batch, progress=False)  # fmt: skip
+        jax.block_until_ready(r.params)
+
+    variants = {"as shipped": (1, 1), "step scan unroll 2": (2, 1), "step scan unroll 8": (8, 1),
+                "epoch scan unroll 4": (1, 4)}  # fmt: skip
+    rows = []
+    seeds = iter(range(1, 10**6))
+    for label, (u_step, u_epoch) in variants.items():
+        lax_proxy.unroll = {"step": u_step, "maybe_epoch": u_epoch}
+        engine._epochs_program.cache_clear()
+        t = time.perf_counter()
+        run_fit(20, 0)  # compiles (one program serves 20 and 60 epochs)
+        compile_s = time.perf_counter() - t
+        loop.train(1, cfg.batch, 0)
+        times = {"fit 20": [], "fit 60": [], "loop 60": [], "fit 1": []}
+        for _ in range(a.repeats):
+            for name, fn in (("fit 20", lambda: run_fit(20, next(seeds))),
+                             ("fit 60", lambda: run_fit(60, next(seeds))),
+                             ("loop 60", lambda: loop.train(60, cfg.batch, next(seeds))),
+                             ("fit 1", lambda: run_fit(1, next(seeds)))):  # fmt: skip
+                t = time.perf_counter()
+                fn()
+                times[name].append(time.perf_counter() - t)
+        med = {k: statistics.median(v) for k, v in times.items()}
+        per_epoch = (med["fit 60"] - med["fit 20"]) / 40
+        ratio = statistics.median(lp / f for lp, f in zip(times["loop 60"], times["fit 60"]))
+        rows.append({"variant": label, "compile_s": compile_s, **{k + " s": v for k, v in med.items()},
+                     "fit per epoch s": per_epoch, "fit fixed s": med["fit 20"] - 20 * per_epoch,
+                     "loop per step s": med["loop 60"] / 480, "loop 60 over fit 60": ratio})  # fmt: skip
+    keys = list(rows[0])
+    print("| " + " | ".join(keys) + " |")
+    print("|" + "---|" * len(keys))
+    for r in rows:
+        cells = [r["variant"]] + [f"{r[k] * 1e3:.3f} ms" if k.endswith(" s") else f"{r[k]:.2f}"
+                                  for k in keys[1:]]  # fmt: skip
+        print("| " + " | ".join(cells) + " |")
+    if a.json:
+        Path(a.json).write_text(json.dumps({"env": environment(sys.argv[1:]), "rows": rows}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
