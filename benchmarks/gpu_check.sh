@@ -55,6 +55,8 @@ if ((SECONDS < 330)); then  # the fused program as XLA compiled it (kernels, loo
     "$PY" -c "import jax, numpy as np, jaxmlp; x = np.ones((1024, 20), np.float32); \
 m = jaxmlp.MLP((20, 64, 64, 1)); jaxmlp.fit(m, m.init(jax.random.key(0)), x, x[:, :1], \
 loss='mse', key=jax.random.key(1), epochs=2, batch_size=128, progress=False)"
+  find "$WORK/xla" -type f ! -name '*.txt' -delete 2>/dev/null  # HLO text only: small
+  tar -czf "$OUT/results.tgz" -C "$WORK" .
 fi
 echo "total: $SECONDS s" | tee -a "$OUT/steps.txt"
 tail -n 4 "$WORK/tests.log"

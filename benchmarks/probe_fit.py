@@ -34,7 +34,8 @@ _real_scan = jax.lax.scan
 class _Lax:
     """``jax.lax`` with the ``unroll`` of the step scan and the epoch scan set by the probe."""
 
-    unroll = {"step": 1, "maybe_epoch": 1}
+    def __init__(self):
+        self.unroll = {"step": 1, "maybe_epoch": 1}
 
     def __getattr__(self, name):
         return getattr(jax.lax, name)
@@ -88,7 +89,9 @@ def main() -> int:
                 times[name].append(time.perf_counter() - t)
         med = {k: statistics.median(v) for k, v in times.items()}
         per_epoch = (med["fit 60"] - med["fit 20"]) / 40
-        ratio = statistics.median(lp / f for lp, f in zip(times["loop 60"], times["fit 60"]))
+        ratio = statistics.median(
+            lp / f for lp, f in zip(times["loop 60"], times["fit 60"], strict=True)
+        )
         rows.append({"variant": label, "compile_s": compile_s, **{k + " s": v for k, v in med.items()},
                      "fit per epoch s": per_epoch, "fit fixed s": med["fit 20"] - 20 * per_epoch,
                      "loop per step s": med["loop 60"] / 480, "loop 60 over fit 60": ratio})  # fmt: skip
@@ -100,7 +103,9 @@ def main() -> int:
                                   for k in keys[1:]]  # fmt: skip
         print("| " + " | ".join(cells) + " |")
     if a.json:
-        Path(a.json).write_text(json.dumps({"env": environment(sys.argv[1:]), "rows": rows}, indent=1))
+        Path(a.json).write_text(
+            json.dumps({"env": environment(sys.argv[1:]), "rows": rows}, indent=1)
+        )
     return 0
 
 
