@@ -5,8 +5,8 @@ not part of the benchmark suite; prints one Markdown table.
     python benchmarks/probe_fit.py [--repeats 7] [--json PATH]
 
 Variants (each timed in the same interleaved rounds as loop (a), the jitted per-step loop):
-``fit`` as shipped, then with the per-epoch step scan unrolled 2x and fully (8 steps), and with
-the epoch scan unrolled 4x. A variant swaps ``lax.scan``'s ``unroll`` inside ``jaxmlp.engine``
+``fit`` as shipped, then with the per-epoch step scan unrolled 2x and fully (8 steps). A variant
+swaps ``lax.scan``'s ``unroll`` inside ``jaxmlp.engine``
 for this process only (the compiled programs are rebuilt).
 """
 
@@ -32,10 +32,10 @@ _real_scan = jax.lax.scan
 
 
 class _Lax:
-    """``jax.lax`` with the ``unroll`` of the step scan and the epoch scan set by the probe."""
+    """``jax.lax`` with the ``unroll`` of the step scan set by the probe."""
 
     def __init__(self):
-        self.unroll = {"step": 1, "maybe_epoch": 1}
+        self.unroll = {"step": 1}
 
     def __getattr__(self, name):
         return getattr(jax.lax, name)
@@ -67,12 +67,11 @@ def main() -> int:
                 batch_size=cfg.batch, progress=False)  # fmt: skip
         jax.block_until_ready(r.params)
 
-    variants = {"as shipped": (1, 1), "step scan unroll 2": (2, 1), "step scan unroll 8": (8, 1),
-                "epoch scan unroll 4": (1, 4)}  # fmt: skip
+    variants = {"as shipped": 1, "step scan unroll 2": 2, "step scan unroll 8": 8}
     rows = []
     seeds = iter(range(1, 10**6))
-    for label, (u_step, u_epoch) in variants.items():
-        lax_proxy.unroll = {"step": u_step, "maybe_epoch": u_epoch}
+    for label, unroll in variants.items():
+        lax_proxy.unroll = {"step": unroll}
         engine._epochs_program.cache_clear()
         t = time.perf_counter()
         run_fit(20, 0)  # compiles (one program serves 20 and 60 epochs)

@@ -311,18 +311,26 @@ def _epochs_program(spec: _Spec):
             )
             return new_carry, (train_loss, val_loss, val_metric, improved)
 
-        def maybe_epoch(carry, xs):
-            active = (xs[0] < total) & ~carry.stopped & ~carry.diverged
+        # A while loop, not a scan with a skip branch: it stops at the run's last epoch, early
+        # stopping or divergence, so a call spends nothing on the epoch slots it doesn't use (on a
+        # GPU each skipped slot of a scan still cost a loop trip and a conditional).
+        E = spec.epochs_per_call
 
-            def skip(c, _):
-                nan = jnp.asarray(jnp.nan, x.dtype)
-                return c, (nan, nan, nan, jnp.zeros((), bool))
+        def more(c):
+            i, carry, _ = c
+            return (i < E) & (offset + i < total) & ~carry.stopped & ~carry.diverged
 
-            carry, out = lax.cond(active, one_epoch, skip, carry, xs)
-            return carry, (active, *out)
+        def epoch(c):
+            i, carry, hist = c
+            carry, out = one_epoch(carry, (offset + i, None if perms is None else perms[i]))
+            hist = tuple(h.at[i].set(v) for h, v in zip(hist, (True, *out), strict=True))
+            return i + 1, carry, hist
 
-        epochs = offset + jnp.arange(spec.epochs_per_call)
-        return lax.scan(maybe_epoch, carry, (epochs, perms))
+        nan = jnp.full((E,), jnp.nan, x.dtype)
+        no = jnp.zeros((E,), bool)
+        hist = (no, nan, nan, nan, no)  # ran, train loss, val loss, val metric, improved
+        _, carry, hist = lax.while_loop(more, epoch, (jnp.zeros((), jnp.int32), carry, hist))
+        return carry, hist
 
     out = None if spec.mesh is None else replicated(spec.mesh)
     return jax.jit(run, donate_argnums=0, out_shardings=out)
