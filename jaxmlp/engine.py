@@ -215,6 +215,9 @@ class _Spec(NamedTuple):
     mesh: Mesh | None = None
 
 
+_STEP_UNROLL = 2
+
+
 def _tree_where(pred, new, old):
     return jax.tree.map(lambda a, b: jnp.where(pred, a, b), new, old)
 
@@ -262,7 +265,10 @@ def make_epoch(spec: _Spec) -> Callable:
             return (_tree_where(ok, new, state), bad | ~ok, bad_step, i + 1), value
 
         init = (state, bad, bad_step, jnp.ones((), jnp.int32))
-        (state, bad, bad_step, _), values = lax.scan(step, init, batches)
+        # Two steps per loop trip: the same arithmetic, half the loop overhead (11-15% less time
+        # per epoch for the S config on an H100, unchanged on a 2-core CPU; a full unroll compiles
+        # twice as slowly). benchmarks/probe_fit.py measures the variants.
+        (state, bad, bad_step, _), values = lax.scan(step, init, batches, unroll=_STEP_UNROLL)
         if spec.loss.reduction != "mean":
             train_loss = jnp.sum(values)
         elif w is None:
