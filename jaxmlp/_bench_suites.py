@@ -31,6 +31,9 @@ def _stats(times: list[float]) -> dict[str, float]:
 
 
 def _peak_bytes() -> int | None:
+    """The device's high-water mark of allocated bytes since the process started (GPUs; None on
+    CPUs). JAX cannot reset it, so it is the peak over everything measured so far in the run,
+    not one implementation's: the column grows with the largest config measured."""
     stats = jax.devices()[0].memory_stats()
     return None if not stats else stats.get("peak_bytes_in_use")
 
