@@ -291,15 +291,16 @@ def params_dtype(params: Params) -> jnp.dtype:
 
 
 @jax.jit
-def _nonfinite(arrays: list[jax.Array]) -> list[jax.Array]:
-    return [~jnp.all(jnp.isfinite(a)) for a in arrays]
+def _nonfinite(arrays: list[jax.Array]) -> jax.Array:
+    return jnp.stack([~jnp.all(jnp.isfinite(a)) for a in arrays])
 
 
 def nonfinite(*arrays: Any) -> list[bool]:
     """For each array, whether it holds a NaN or Inf (integer and bool arrays never do).
 
-    One compiled call and one read for all of them: checking each array eagerly costs a
-    dispatch and a blocking read apiece, which adds up in ``fit``'s per-call overhead.
+    One compiled call and one read of one flag vector for all of them: checking each array
+    eagerly costs a dispatch and a blocking read apiece, which adds up in ``fit``'s per-call
+    overhead (and on a GPU every separate read is a device-to-host copy).
     """
     floats = [i for i, a in enumerate(arrays) if jnp.issubdtype(a.dtype, jnp.inexact)]
     flags = jax.device_get(_nonfinite([arrays[i] for i in floats])) if floats else []
