@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# One prepared run for a lent accelerator (GPU or TPU) with jax, optax, chex, pytest and numpy
+# One prepared run for an accelerator machine (GPU or TPU) with jax, optax, chex, pytest and numpy
 # installed but no jaxmlp install and no internet: the checkout goes on PYTHONPATH.
 #
 #   OUT=/some/dir bash benchmarks/gpu_check.sh
