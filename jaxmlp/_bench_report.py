@@ -31,6 +31,7 @@ _COLUMNS = {
         % roofline|pct_roofline|.1f
         % roofline (min)|pct_roofline_best|.1f
         temp MiB|temp_bytes|.2f|9.5367431640625e-07
+        step MiB|step_bytes|.2f|9.5367431640625e-07
         process peak MiB|peak_bytes|.1f|9.5367431640625e-07
         manual/autodiff time|manual_over_autodiff|.3f
         manual/autodiff temp|temp_manual_over_autodiff|.3f

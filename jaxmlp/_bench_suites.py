@@ -147,7 +147,7 @@ def bench_steps(
     extra = {"activation": activation, "flops_per_step": cfg.flops_per_step, "inner": inner}
     for k, impl in impls.items():
         rec = _record(suite, cfg, impl, s, times[k], **extra, temp_bytes=impl.temp_bytes,
-                      peak_bytes=_peak_bytes())  # fmt: skip
+                      step_bytes=impl.step_bytes, peak_bytes=_peak_bytes())  # fmt: skip
         rec["flops_per_s"] = cfg.flops_per_step / rec["median_s"]
         # Same-round ratios: every implementation ran once per round, so noise hits alike.
         rec["time_over_jaxmlp"] = _pairwise(times[k], times[s.methods[0]])

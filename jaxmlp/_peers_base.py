@@ -64,6 +64,9 @@ class Impl:
         name, method, version: how the tables name it.
         compile_s: seconds from nothing to the first finished step (compile and warm-up).
         temp_bytes: compiled temporary memory, where the library exposes it, else None.
+        step_bytes: the compiled step's device memory, arguments + outputs - donated (aliased)
+            buffers + temporaries: what one step needs at its peak, per implementation (the
+            device's own peak counter cannot be reset between implementations).
         device: where it computes (``"cpu"``, ``"gpu"``, ``"cuda"``, ...).
         matmul_precision: the float32 matmul precision it ran with (JAX's setting for the JAX
             implementations; a peer with its own setting reports that).
@@ -77,8 +80,19 @@ class Impl:
         self.version = "unknown"
         self.compile_s: float | None = None
         self.temp_bytes: int | None = None
+        self.step_bytes: int | None = None
         self.device = str(jax.devices()[0].platform)
         self.matmul_precision = str(jax.config.jax_default_matmul_precision or "default")
+
+    def _memory(self, compiled) -> None:
+        """Fills ``temp_bytes`` and ``step_bytes`` from a compiled program's memory analysis."""
+        stats = compiled.memory_analysis()
+        if stats is not None:
+            self.temp_bytes = int(stats.temp_size_in_bytes)
+            self.step_bytes = int(
+                stats.argument_size_in_bytes + stats.output_size_in_bytes
+                - stats.alias_size_in_bytes + stats.temp_size_in_bytes
+            )  # fmt: skip
 
     def load(self, x: np.ndarray, y: np.ndarray) -> None:
         self.x_np, self.y_np = x, y

@@ -77,8 +77,7 @@ class JaxmlpStep(_JaxImpl):
         args = (self.params,) if self.grad else (self.state,)
         self.compiled = self.jitted.lower(*args, self.x_dev, self.y_dev).compile()
         self.compile_s = time.perf_counter() - t
-        stats = self.compiled.memory_analysis()
-        self.temp_bytes = None if stats is None else int(stats.temp_size_in_bytes)
+        self._memory(self.compiled)
         self.step()
         self.sync()
 
@@ -182,8 +181,7 @@ class LinenStep(_JaxImpl):
     def prepare(self):
         t = time.perf_counter()
         compiled = self.jitted.lower(self.state, self.x_dev, self.y_dev).compile()
-        stats = compiled.memory_analysis()
-        self.temp_bytes = None if stats is None else int(stats.temp_size_in_bytes)
+        self._memory(compiled)
         self.step()
         self.sync()
         self.compile_s = time.perf_counter() - t

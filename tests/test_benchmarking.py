@@ -84,6 +84,10 @@ def test_step_records(quick_run):
         best, roof_best = cfg.flops_per_step / r["min_s"], 2 * 2048**3 / roof["min_s"]
         assert r["pct_roofline_best"] == pytest.approx(100 * best / roof_best)
         assert r["compile_s"] > 0 and r["temp_bytes"] > 0 and r["repeats"] >= 3
+        # The step's own footprint holds at least its temporaries and its (undonated) batch.
+        y_width = cfg.sizes[-1] if cfg.loss == "mse" else 1  # float targets or int32 labels
+        batch_bytes = 4 * cfg.batch * (cfg.sizes[0] + y_width)
+        assert r["step_bytes"] >= r["temp_bytes"] + batch_bytes
         assert r["dtype"] == "float32" and r["param_dtype"] == "float32"
         assert r["impl_matmul_precision"] == "default"
         assert r["final_loss"] == pytest.approx(r["final_loss"])  # finite, not NaN
