@@ -82,5 +82,5 @@ fi
 echo "total: $SECONDS s" | tee -a "$OUT/steps.txt"
 [ -f "$WORK/tests.log" ] && tail -n 4 "$WORK/tests.log"
 for f in "$WORK"/step_*.log "$WORK/train.log" "$WORK/probe_fit.log" "$WORK"/profile_*.log; do
-  [ -f "$f" ] && { echo "== $(basename "$f")"; grep -E '^(\||fit|[SML] )' "$f" | head -n 60; }
+  [ -f "$f" ] && { echo "== $(basename "$f")"; grep -E '^(\||fit|[SML] |  )' "$f" | head -n 70; }
 done

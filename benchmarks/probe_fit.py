@@ -1,6 +1,6 @@
 """Where the fused ``fit``'s time goes on a device: fixed cost per call vs cost per epoch, and
 whether unrolling its scans changes either. A diagnostic for the S-config fused-vs-loop target,
-not part of the benchmark suite; prints one Markdown table.
+not part of the benchmark suite; prints one Markdown table, then a host profile of short fits.
 
     python benchmarks/probe_fit.py [--repeats 7] [--json PATH]
 
@@ -13,7 +13,9 @@ for this process only (the compiled programs are rebuilt).
 from __future__ import annotations
 
 import argparse
+import cProfile
 import json
+import pstats
 import statistics
 import sys
 import time
@@ -104,6 +106,25 @@ def main() -> int:
         cells = [r["variant"]] + [f"{r[k] * 1e3:.3f} ms" if k.endswith(" s") else f"{r[k]:.2f}"
                                   for k in keys[1:]]  # fmt: skip
         print("| " + " | ".join(cells) + " |")
+    # Where one short call's fixed cost goes on the host: a profile of 30 one-epoch fits
+    # (the device work of one epoch is a small part of it; blocking reads show as waits).
+    profile = cProfile.Profile()
+    profile.enable()
+    for _ in range(30):
+        run_fit(1, next(seeds))
+    profile.disable()
+    print(
+        "\nfit(epochs=1) x 30, cumulative host time (ms per call), jaxmlp's and JAX's top entries:"
+    )
+    stats = pstats.Stats(profile)
+    entries = sorted(stats.stats.items(), key=lambda kv: -kv[1][3])  # (file, line, name): cumtime
+    shown = 0
+    for (file, line, name), (_, calls, _, cum, _) in entries:
+        if ("jaxmlp" in file or "jax/_src/api.py" in file) and shown < 25:
+            print(
+                f"  {cum / 30 * 1e3:7.3f} ms  {calls / 30:5.1f} calls  {Path(file).name}:{line} {name}"
+            )
+            shown += 1
     if a.json:
         Path(a.json).write_text(
             json.dumps({"env": environment(sys.argv[1:]), "rows": rows}, indent=1)
