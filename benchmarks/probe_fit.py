@@ -2,7 +2,7 @@
 whether unrolling its scans changes either. A diagnostic for the S-config fused-vs-loop target,
 not part of the benchmark suite; prints one Markdown table, then a host profile of short fits.
 
-    python benchmarks/probe_fit.py [--repeats 7] [--json PATH]
+    python benchmarks/probe_fit.py [--repeats 7] [--unrolls 1,2,8] [--json PATH]
 
 Variants (each timed in the same interleaved rounds as loop (a), the jitted per-step loop):
 ``fit`` with its per-epoch step scan not unrolled, unrolled 2x (as shipped) and fully (8
@@ -51,6 +51,7 @@ class _Lax:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeats", type=int, default=7)
+    ap.add_argument("--unrolls", default="1,2,8", help="step-scan unroll variants to time")
     ap.add_argument("--json")
     a = ap.parse_args()
     cfg = CONFIGS["S"]
@@ -72,7 +73,7 @@ def main() -> int:
         jax.block_until_ready(r.params)
 
     variants = {f"step scan unroll {u}" + (" (shipped)" if u == engine._STEP_UNROLL else ""): u
-                for u in (1, 2, 8)}  # fmt: skip
+                for u in map(int, a.unrolls.split(","))}  # fmt: skip
     rows = []
     seeds = iter(range(1, 10**6))
     for label, unroll in variants.items():

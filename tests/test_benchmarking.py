@@ -198,3 +198,33 @@ def test_bfloat16_steps_and_unavailable_peer():
     (skipped,) = [r for r in recs if r["impl"] == "equinox"]
     assert skipped["status"] == "skipped" and "float32 only" in skipped["reason"]
     assert "- equinox (step, custom:8,16,3:32, bfloat16): skipped" in benchmarking.markdown(recs)
+
+
+def _script(name: str, *args: str, tmp_path: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "JAX_PLATFORMS": "cpu", "PYTHONPATH": str(ROOT)}
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / name), *args],
+        capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc
+
+
+def test_probe_fit_script(tmp_path):
+    """The fit probe times each unroll variant against loop (a) and profiles short fits."""
+    out = tmp_path / "probe.json"
+    proc = _script("probe_fit.py", "--repeats", "1", "--unrolls", "1,2", "--json", str(out),
+                   tmp_path=tmp_path)  # fmt: skip
+    rows = json.loads(out.read_text())["rows"]
+    assert [r["variant"] for r in rows] == ["step scan unroll 1", "step scan unroll 2 (shipped)"]
+    for r in rows:
+        assert 0 < r["fit 1 s"] and 0 < r["fit 20 s"] < r["fit 60 s"]
+        assert r["loop 60 over fit 60"] > 0 and r["loop per step s"] > 0
+    assert "fit(epochs=1) x 30" in proc.stdout and "training.py" in proc.stdout
+
+
+def test_profile_step_script_without_device(tmp_path):
+    """On a CPU the trace has no device plane: the script says so instead of failing."""
+    proc = _script("profile_step.py", "--config", "S", "--dtype", "float32", "--methods",
+                   "manual", "--steps", "2", tmp_path=tmp_path)  # fmt: skip
+    assert "S float32 manual: no device plane in the trace" in proc.stdout
