@@ -192,14 +192,16 @@ def fit_ensemble(
         _check_optimizer_fn(optimizer_fn)
         optimizer = _sweep_optimizer(optimizer_fn)
     optimizer = _check_optimizer(optimizer)
+    # The members' order seeds, read before the states are built: a read after that compiled call
+    # would wait for it on the device.
+    order_keys = jax.random.split(k_order, K)
+    seeds = order_seed(order_keys[np.zeros(K, np.int32)] if same_order else order_keys)
     _check_state_params(params)
     states = member_states(params, optimizer)
     if lrs is not None:
         hyper = {**states.opt_state.hyperparams, "learning_rate": jnp.asarray(lrs, xb.dtype)}
         states = states._replace(opt_state=states.opt_state._replace(hyperparams=hyper))
 
-    order_keys = jax.random.split(k_order, K)
-    seeds = order_seed(order_keys[np.zeros(K, np.int32)] if same_order else order_keys)
     if bootstrap:
         draws = jax.random.randint(k_boot, (K, n), 0, n)
         sw = jax.vmap(lambda d: jnp.bincount(d, length=n))(draws).astype(xb.dtype)

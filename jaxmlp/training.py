@@ -209,6 +209,9 @@ def fit(
     )  # fmt: skip
     program = _epochs_program(spec)
 
+    # The key's bits, read now: a read after the initialisation below would wait for it to finish
+    # on the device, a stall of a few hundred microseconds per call.
+    seed = order_seed(key)
     dtype = xb.dtype
     carry = fresh_carry(params, optimizer, dtype, track_best)
     min_delta = np.asarray(min_delta, dtype)
@@ -223,7 +226,7 @@ def fit(
         if restored is not None:
             carry, key, done, history, best_epoch = restored
             stopped, step = bool(carry.stopped), int(carry.state.step)
-    seed = order_seed(key)
+            seed = order_seed(key)
     if mesh is not None:
         # Global, replicated inputs: every process holds the same data and key.
         carry, xb, yb, sw, key, xv, yv = put((carry, xb, yb, sw, key, xv, yv), replicated(mesh))
