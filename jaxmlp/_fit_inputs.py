@@ -98,7 +98,7 @@ def _auto_epochs_per_call(model: MLP, n_batches: int, batch_size: int, members: 
     """Epochs per compiled call: about 16 GFLOP of training work, at most 64 epochs and 64 MiB
     of row orders, rounded down to a power of two (so that few programs are ever compiled).
 
-    It does not depend on ``epochs``: a call skips the epochs past the end on the device, so
+    It does not depend on ``epochs``: a call stops at the run's last epoch on the device, so
     fits of any length share one compiled program.
     """
     flops = 6 * batch_size * n_batches * members * sum(i * o for i, o in model.layer_shapes())

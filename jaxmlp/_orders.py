@@ -48,8 +48,8 @@ def epoch_permutations(seed: np.ndarray, epochs: Sequence[int], n: int) -> np.nd
 
 def call_permutations(spec, seed: np.ndarray, done: int, limit: int, n: int):
     """The permutations argument of one compiled call covering epochs ``done, done+1, ...``:
-    ``None`` without shuffling; rows for epochs at or past ``limit`` (which the call skips) are
-    left as zeros."""
+    ``None`` without shuffling; rows for epochs at or past ``limit`` (which the call does not
+    run) are left as zeros."""
     if not spec.shuffle:
         return None
     epochs = range(done, min(done + spec.epochs_per_call, limit))

@@ -1,6 +1,7 @@
 """The compiled programs: the jitted training step and the fused multi-epoch program.
 
-One compiled program runs ``epochs_per_call`` whole epochs: for each epoch it takes the row
+One compiled program runs up to ``epochs_per_call`` whole epochs (a while loop that ends with the
+run, early stopping or divergence): for each epoch it takes the row
 order drawn on the host (:func:`epoch_permutations`), gathers the padded minibatches, runs every
 step with ``lax.scan`` and computes the epoch's metrics, early-stopping bookkeeping and
 divergence flag, all on the device. ``training.fit`` drives it from the host;
