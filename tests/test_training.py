@@ -206,6 +206,8 @@ def test_early_stopping_stops_and_restores_best(reg):
     )  # fmt: skip
     n = len(result.history["val_loss"])
     assert n < 200 and result.stopped_epoch == n
+    # No update after the stopping epoch, even inside a call of 4 epochs.
+    assert result.step == n * -(-x.shape[0] // 10)
     best = int(np.argmin(result.history["val_loss"])) + 1
     assert result.best_epoch == best and n == best + 3
     val_loss, _ = jaxmlp.evaluate(REG, jaxmlp.get_loss("mse"), result.params, xv, yv)
