@@ -24,9 +24,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import jax
-import numpy as np
 
 from jaxmlp import _peers, engine
+from jaxmlp._bench_suites import _data
 from jaxmlp.benchmarking import CONFIGS, environment
 from jaxmlp.training import fit
 
@@ -56,9 +56,7 @@ def main() -> int:
     a = ap.parse_args()
     cfg = CONFIGS["S"]
     problem = _peers.Problem(cfg.sizes, "relu", cfg.loss, 0.01, "float32")
-    rng = np.random.default_rng(1)
-    x = rng.standard_normal((1024, cfg.sizes[0]), dtype=np.float32)
-    y = rng.standard_normal((1024, cfg.sizes[-1]), dtype=np.float32)
+    x, y = _data(cfg, 1024, seed=1)  # the train suite's rows
     base = _peers.JaxmlpFit(problem, "manual")
     base.load(x, y)
     loop = _peers.JaxmlpLoop(problem, "manual")

@@ -22,10 +22,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import jax
-import numpy as np
 from jax.profiler import ProfileData
 
 from jaxmlp import _peers
+from jaxmlp._bench_suites import _data
 from jaxmlp.benchmarking import CONFIGS
 
 
@@ -62,13 +62,11 @@ def main() -> int:
     ap.add_argument("--fit", action="store_true", help="profile the S config's fused fit instead")
     ap.add_argument("--top", type=int, default=12)
     a = ap.parse_args()
-    rng = np.random.default_rng(0)
     if a.fit:
         cfg = CONFIGS["S"]
         problem = _peers.Problem(cfg.sizes, "relu", cfg.loss, 0.01, "float32")
         impl = _peers.JaxmlpFit(problem, "manual")
-        x = rng.standard_normal((1024, cfg.sizes[0]), dtype=np.float32)
-        impl.load(x, rng.standard_normal((1024, 1), dtype=np.float32))
+        impl.load(*_data(cfg, 1024, seed=1))
         impl.train(40, cfg.batch, 0)
         with tempfile.TemporaryDirectory() as d:
             t = time.perf_counter()
@@ -81,11 +79,7 @@ def main() -> int:
     for method in a.methods.split(","):
         problem = _peers.Problem(cfg.sizes, "relu", cfg.loss, 0.01, a.dtype)
         impl = _peers.JaxmlpStep(problem, method)
-        x = rng.standard_normal((cfg.batch, cfg.sizes[0]), dtype=np.float32)
-        y = rng.integers(0, cfg.sizes[-1], cfg.batch).astype(np.int32)
-        if cfg.loss == "mse":
-            y = rng.standard_normal((cfg.batch, cfg.sizes[-1]), dtype=np.float32)
-        impl.load(x, y)
+        impl.load(*_data(cfg, cfg.batch))
         impl.prepare()
         impl.run(a.steps)
         with tempfile.TemporaryDirectory() as d:
