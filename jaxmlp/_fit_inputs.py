@@ -15,7 +15,7 @@ import numpy as np
 from jaxmlp.backprop import check_targets
 from jaxmlp.errors import JaxmlpWarning
 from jaxmlp.losses import Loss
-from jaxmlp.mlp import MLP, Params, as_array, as_batch, check_finite_params, nonfinite
+from jaxmlp.mlp import MLP, Params, as_array, as_batch, check_finite_params, nonfinite_and_key
 
 
 def _check_int(value: Any, argname: str, minimum: int) -> int:
@@ -27,13 +27,21 @@ def _check_int(value: Any, argname: str, minimum: int) -> int:
 
 
 def prepare_data(
-    model: MLP, loss: Loss, params: Params, x: Any, y: Any, names=("x", "y"), finite_params=False
+    model: MLP,
+    loss: Loss,
+    params: Params,
+    x: Any,
+    y: Any,
+    names=("x", "y"),
+    finite_params=False,
+    key: Any = None,
 ):
     """Eager checks of a data set (shape, dtype, NaN/Inf, label range); returns it prepared.
 
-    Returns ``x`` as ``(n, sizes[0])`` in the parameters' dtype and ``y`` in the form the
-    loss reads. Raises ``ValueError``/``TypeError`` naming the argument. With
-    ``finite_params`` the parameters' NaN/Inf check runs in the same compiled call.
+    Returns ``(x, y, key_words)``: ``x`` as ``(n, sizes[0])`` in the parameters' dtype, ``y`` in
+    the form the loss reads, and ``key``'s raw bits (``None`` without a key). Raises
+    ``ValueError``/``TypeError`` naming the argument. With ``finite_params`` the parameters'
+    NaN/Inf check runs in the same compiled call, and ``key``'s bits come back in the same read.
     """
     xn, yn = names
     x_arr = as_array(x, xn)
@@ -48,9 +56,9 @@ def prepare_data(
         raise ValueError(f"{yn}: {y_arr.shape[0]} rows, but {xn} has {n} rows")
     yb = check_targets(model, loss, y_arr, n, xb.dtype, yn)
     if finite_params:
-        bad_x, bad_y = check_finite_params(params, "params", xb, yb)
+        (bad_x, bad_y), words = check_finite_params(params, "params", xb, yb, key=key)
     else:
-        bad_x, bad_y = nonfinite(xb, yb)
+        (bad_x, bad_y), words = nonfinite_and_key((xb, yb), key)
     if bad_x:
         raise ValueError(f"{xn}: contains NaN or Inf")
     if bad_y:
@@ -64,13 +72,14 @@ def prepare_data(
             raise ValueError(f"{yn}: class labels must lie in [0, {k}), got labels in [{lo}, {hi}]")
     elif loss.targets in ("classes", "binary") and (bool(jnp.any(yb < 0)) or bool(jnp.any(yb > 1))):
         raise ValueError(f"{yn}: {loss.name} targets must lie in [0, 1]")
-    return xb, yb
+    return xb, yb, words
 
 
 def prepare_validation(model: MLP, loss: Loss, params: Params, validation_data: Any):
-    """Checks ``validation_data`` like the training data; ``(None, None)`` without it."""
+    """Checks ``validation_data`` like the training data: ``(x_val, y_val, None)``, or
+    ``(None, None, None)`` without it."""
     if validation_data is None:
-        return None, None
+        return None, None, None
     if not (isinstance(validation_data, (tuple, list)) and len(validation_data) == 2):
         raise TypeError("validation_data: expected a pair (x_val, y_val)")
     return prepare_data(

@@ -16,7 +16,12 @@ import numpy as np
 def order_seed(key: jax.Array) -> np.ndarray:
     """The 128-bit NumPy seeds, ``(..., 2)`` uint64, of the row orders of ``key`` (any batch
     shape): its raw bits, read to the host once."""
-    words = np.asarray(jax.device_get(jax.random.key_data(key)), np.uint32)
+    return seed_from_words(np.asarray(jax.device_get(jax.random.key_data(key)), np.uint32))
+
+
+def seed_from_words(words: np.ndarray) -> np.ndarray:
+    """:func:`order_seed` from a key's raw bits already on the host (uint32, ``(..., w)``)."""
+    words = np.asarray(words, np.uint32)
     w = words.shape[-1]
     if w > 4:  # a key type wider than 128 bits: fold the extra words in
         words = np.pad(words, [(0, 0)] * (words.ndim - 1) + [(0, -w % 4)])

@@ -16,6 +16,7 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 from jax import lax
 from jax.sharding import Mesh
@@ -86,21 +87,21 @@ def _init_member_states(params: Params, optimizer) -> TrainState:
     return jax.vmap(lambda p: _init_state(p, optimizer))(params)
 
 
-_COMPILED_INIT = {
-    _init_state: jax.jit(_init_state, static_argnums=1),
-    _init_carry: jax.jit(_init_carry, static_argnums=(1, 2, 3)),
-    _init_member_states: jax.jit(_init_member_states, static_argnums=1),
-}
+@functools.lru_cache(maxsize=64)
+def _init_program(init: Callable, static: tuple) -> Callable:
+    # The static arguments closed over: the compiled call takes the parameters alone, which keeps
+    # it on JAX's fast C++ dispatch path.
+    return jax.jit(lambda params: init(params, *static))
 
 
 def _compiled_init(init: Callable, params: Params, *static) -> Any:
     """``init(params, *static)`` as one compiled call (a dispatch per leaf costs more than the
-    work), or eagerly when ``static`` cannot be a static argument (an unhashable optimizer)."""
+    work), or eagerly when ``static`` cannot be cached on (an unhashable optimizer)."""
     try:
-        hash(static)
+        program = _init_program(init, static)
     except TypeError:
         return init(params, *static)
-    return _COMPILED_INIT[init](params, *static)
+    return program(params)
 
 
 def member_states(params: Params, optimizer) -> TrainState:
@@ -282,13 +283,88 @@ def make_epoch(spec: _Spec) -> Callable:
     return train_epoch
 
 
+# One call's run-time arguments travel to the device as one int32 vector (its plan) and its results
+# come back as one vector (its report): on a GPU every separate host-device copy costs about
+# 0.1-0.2 ms, as much as an epoch of a small model.
+
+
+class Report(NamedTuple):
+    """What the host reads after one call of the multi-epoch program (NumPy values).
+
+    ``ran``, ``train_loss``, ``val_loss``, ``val_metric`` and ``improved`` have one entry per
+    epoch slot of the call (``ran`` tells which slots ran); the rest are the carry's counters.
+    """
+
+    ran: np.ndarray
+    train_loss: np.ndarray
+    val_loss: np.ndarray
+    val_metric: np.ndarray
+    improved: np.ndarray
+    stopped: bool
+    diverged: bool
+    bad_epoch: int
+    bad_step: int
+    step: int
+
+
+def _wide(dtype) -> np.dtype:
+    """The float type losses and ``min_delta`` travel as: float64 for float64 data, else float32
+    (which holds bfloat16 and float16 values exactly)."""
+    return np.dtype(np.float64 if np.dtype(dtype).itemsize == 8 else np.float32)
+
+
+def make_plan(offset: int, total: int, patience: int, min_delta, dtype, perms) -> np.ndarray:
+    """The int32 plan of one call: first epoch, the run's last epoch (exclusive), patience,
+    ``min_delta``'s bits (one or two words), then the row orders (if shuffling)."""
+    words = np.asarray(min_delta, _wide(dtype)).reshape(1).view(np.int32)
+    head = np.concatenate([np.array([offset, total, patience], np.int32), words])
+    return head if perms is None else np.concatenate([head, np.asarray(perms, np.int32).ravel()])
+
+
+def _read_plan(plan: jax.Array, dtype, epochs: int, n: int, shuffle: bool):
+    wide = _wide(dtype)
+    k = wide.itemsize // 4
+    bits = plan[3 : 3 + k] if k > 1 else plan[3]
+    min_delta = lax.bitcast_convert_type(bits, wide).astype(dtype)
+    perms = plan[3 + k :].reshape(epochs, n) if shuffle else None
+    return plan[0], plan[1], plan[2], min_delta, perms
+
+
+def _report(hist, carry: _Carry, dtype) -> jax.Array:
+    wide = _wide(dtype)
+    word = jnp.int64 if wide.itemsize == 8 else jnp.int32
+    ran, train_loss, val_loss, val_metric, improved = hist
+    losses = jnp.stack([train_loss, val_loss, val_metric]).astype(wide)
+    counters = (carry.stopped, carry.diverged, carry.bad_epoch, carry.bad_step, carry.state.step)
+    return jnp.concatenate([
+        lax.bitcast_convert_type(losses, word).ravel(),
+        jnp.stack([ran, improved]).astype(word).ravel(),
+        jnp.stack(counters).astype(word),
+    ])  # fmt: skip
+
+
+def read_report(report: np.ndarray, epochs: int, dtype) -> Report:
+    """:class:`Report` of one call's report vector (already on the host)."""
+    E = epochs
+    losses = np.ascontiguousarray(report[: 3 * E]).view(_wide(dtype)).reshape(3, E)
+    ran, improved = report[3 * E : 5 * E].reshape(2, E).astype(bool)
+    stopped, diverged, bad_epoch, bad_step, step = (int(v) for v in report[5 * E :])
+    return Report(ran, *losses, improved, bool(stopped), bool(diverged), bad_epoch, bad_step, step)
+
+
 @functools.lru_cache(maxsize=64)
 def _epochs_program(spec: _Spec):
-    """The jitted multi-epoch program for one static configuration (cached)."""
+    """The jitted multi-epoch program for one static configuration (cached):
+    ``(carry, x, y, sw, plan, x_val, y_val) -> (carry, report)`` (see :func:`make_plan`,
+    :func:`read_report`)."""
     train_epoch = make_epoch(spec)
 
-    def run(carry, x, y, sw, perms, x_val, y_val, offset, total, patience, min_delta):
+    def run(carry, x, y, sw, plan, x_val, y_val):
         TRACE_COUNTS["epochs"] += 1
+        E = spec.epochs_per_call
+        offset, total, patience, min_delta, perms = _read_plan(
+            plan, x.dtype, E, x.shape[0], spec.shuffle
+        )
 
         def one_epoch(carry: _Carry, xs):
             e, perm = xs
@@ -321,7 +397,6 @@ def _epochs_program(spec: _Spec):
         # A while loop, not a scan with a skip branch: it stops at the run's last epoch, early
         # stopping or divergence, so a call spends nothing on the epoch slots it doesn't use (on a
         # GPU each skipped slot of a scan still cost a loop trip and a conditional).
-        E = spec.epochs_per_call
 
         def more(c):
             i, carry, _ = c
@@ -337,7 +412,7 @@ def _epochs_program(spec: _Spec):
         no = jnp.zeros((E,), bool)
         hist = (no, nan, nan, nan, no)  # ran, train loss, val loss, val metric, improved
         _, carry, hist = lax.while_loop(more, epoch, (jnp.zeros((), jnp.int32), carry, hist))
-        return carry, hist
+        return carry, _report(hist, carry, x.dtype)
 
     out = None if spec.mesh is None else replicated(spec.mesh)
     return jax.jit(run, donate_argnums=0, out_shardings=out)

@@ -28,6 +28,7 @@ from jaxmlp._fit_inputs import (
     prepare_data,
     prepare_validation,
 )
+from jaxmlp._orders import seed_from_words
 from jaxmlp.backprop import _check_l2, _check_method, _check_model_loss
 from jaxmlp.distributed import check_mesh, put, replicated, sharded
 from jaxmlp.engine import (
@@ -38,7 +39,6 @@ from jaxmlp.engine import (
     call_permutations,
     make_epoch,
     member_states,
-    order_seed,
 )
 from jaxmlp.errors import JaxmlpWarning
 from jaxmlp.losses import Loss
@@ -171,7 +171,18 @@ def fit_ensemble(
     else:
         member0 = _member0(model, params, K)
         check_finite_params(params)
-    xb, yb = prepare_data(model, lossf, member0, x, y)
+    # The members' order seeds come back with the data checks' read (one device-to-host copy),
+    # before the states are built: a read after that compiled call would wait for it.
+    order_keys = jax.random.split(k_order, K)
+    xb, yb, words = prepare_data(
+        model,
+        lossf,
+        member0,
+        x,
+        y,
+        key=order_keys[np.zeros(K, np.int32)] if same_order else order_keys,
+    )
+    seeds = seed_from_words(words)
     n = xb.shape[0]
     batch_size = clip_batch_size(batch_size, n)
 
@@ -192,10 +203,6 @@ def fit_ensemble(
         _check_optimizer_fn(optimizer_fn)
         optimizer = _sweep_optimizer(optimizer_fn)
     optimizer = _check_optimizer(optimizer)
-    # The members' order seeds, read before the states are built: a read after that compiled call
-    # would wait for it on the device.
-    order_keys = jax.random.split(k_order, K)
-    seeds = order_seed(order_keys[np.zeros(K, np.int32)] if same_order else order_keys)
     _check_state_params(params)
     states = member_states(params, optimizer)
     if lrs is not None:
@@ -208,7 +215,7 @@ def fit_ensemble(
     else:
         sw = None  # every row weighs 1 for every member
     has_val = validation_data is not None
-    xv, yv = prepare_validation(model, lossf, member0, validation_data)
+    xv, yv, _ = prepare_validation(model, lossf, member0, validation_data)
     n_batches = -(-n // batch_size)
     if epochs_per_call is None:
         epochs_per_call = _auto_epochs_per_call(model, n_batches, batch_size, K)

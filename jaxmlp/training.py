@@ -32,6 +32,7 @@ from jaxmlp._fit_inputs import (
     prepare_data,
     prepare_validation,
 )
+from jaxmlp._orders import order_seed, seed_from_words
 from jaxmlp.backprop import _check_l2, _check_method, _check_model_loss
 from jaxmlp.checkpoint import (
     checkpoint_path,
@@ -39,13 +40,13 @@ from jaxmlp.checkpoint import (
 )
 from jaxmlp.distributed import check_mesh, local, put, replicated
 from jaxmlp.engine import (
-    _Carry,
     _check_optimizer,
     _epochs_program,
     _Spec,
     call_permutations,
     fresh_carry,
-    order_seed,
+    make_plan,
+    read_report,
 )
 from jaxmlp.errors import DivergenceError
 from jaxmlp.losses import Loss
@@ -162,7 +163,8 @@ def fit(
         raise TypeError(
             f"checkpoint_dir: expected a str or os.PathLike, got {type(checkpoint_dir).__name__}"
         )
-    xb, yb = prepare_data(model, lossf, params, x, y, finite_params=True)
+    # The key's bits come back with the value checks' read: one device-to-host copy for both.
+    xb, yb, key_words = prepare_data(model, lossf, params, x, y, finite_params=True, key=key)
     n = xb.shape[0]
     batch_size = clip_batch_size(batch_size, n)
     sw = None  # every row weighs 1
@@ -175,7 +177,7 @@ def fit(
             raise ValueError(f"sample_weight: expected shape ({n},), got {tuple(sw.shape)}")
         if nonfinite(sw)[0] or bool(jnp.any(sw < 0)):
             raise ValueError("sample_weight: must be finite and non-negative")
-    xv, yv = prepare_validation(model, lossf, params, validation_data)
+    xv, yv, _ = prepare_validation(model, lossf, params, validation_data)
     n_batches = n // batch_size if drop_last else math.ceil(n / batch_size)
     checkpoint_every = _check_int(checkpoint_every, "checkpoint_every", 1)
     keep = _check_int(keep, "keep", 1)
@@ -209,12 +211,11 @@ def fit(
     )  # fmt: skip
     program = _epochs_program(spec)
 
-    # The key's bits, read now: a read after the initialisation below would wait for it to finish
-    # on the device, a stall of a few hundred microseconds per call.
-    seed = order_seed(key)
+    # The row orders' seed, from the bits read before the initialisation below was dispatched (a
+    # read after it would wait for it on the device).
+    seed = seed_from_words(key_words)
     dtype = xb.dtype
     carry = fresh_carry(params, optimizer, dtype, track_best)
-    min_delta = np.asarray(min_delta, dtype)
     has_val = validation_data is not None
     history: dict[str, list[float]] = {"loss": []}
     if has_val:
@@ -226,7 +227,7 @@ def fit(
         if restored is not None:
             carry, key, done, history, best_epoch = restored
             stopped, step = bool(carry.stopped), int(carry.state.step)
-            seed = order_seed(key)
+            seed = order_seed(key)  # the stored key's
     if mesh is not None:
         # Global, replicated inputs: every process holds the same data and key.
         carry, xb, yb, sw, key, xv, yv = put((carry, xb, yb, sw, key, xv, yv), replicated(mesh))
@@ -244,24 +245,25 @@ def fit(
             if checkpoint_dir is not None:
                 limit = min(epochs, (start // checkpoint_every + 1) * checkpoint_every)
             perms = call_permutations(spec, seed, start, limit, n)
-            if mesh is not None and perms is not None:
-                perms = put(perms, replicated(mesh))
-            return start, limit, perms
+            plan = make_plan(start, limit, patience, min_delta, dtype, perms)
+            if mesh is not None:
+                plan = put(plan, replicated(mesh))
+            return start, plan
 
         upcoming = orders(done) if done < epochs else None
         while done < epochs and not stopped:
             if upcoming[0] != done:  # the last call ended early (a checkpoint boundary)
                 upcoming = orders(done)
-            _, limit, perms = upcoming
-            carry, out = program(carry, xb, yb, sw, perms, xv, yv, done, limit, patience, min_delta)
+            carry, report = program(carry, xb, yb, sw, upcoming[1], xv, yv)
             # The call runs asynchronously: draw the next call's row orders meanwhile.
             nxt = done + spec.epochs_per_call
             upcoming = orders(nxt) if nxt < epochs else upcoming
-            # One read per call: the epochs' outputs and the flags and counters the loop needs.
-            (ran, tl, vl, vm, improved), flags = _host((out, _flags(carry)))
-            stopped, diverged, bad_epoch, bad_step, step = flags
-            if diverged:
-                bad_epoch, bad_step = int(bad_epoch) + 1, int(bad_step)
+            # One read per call: the epochs' outputs and the counters the loop needs.
+            r = read_report(_host(report), spec.epochs_per_call, dtype)
+            ran, tl, vl, vm, improved = r.ran, r.train_loss, r.val_loss, r.val_metric, r.improved
+            stopped, step = r.stopped, r.step
+            if r.diverged:
+                bad_epoch, bad_step = r.bad_epoch + 1, r.bad_step
                 if checkpoint_dir is not None:
                     _save(Path(checkpoint_dir) / "diverged.npz", model, carry, key, done, history,
                           best_epoch, {"diverged_epoch": bad_epoch, "diverged_step": bad_step})  # fmt: skip
@@ -324,7 +326,3 @@ def _host(tree):
     """NumPy copies of (replicated) device arrays, also when they span several processes; all
     leaves in one transfer."""
     return jax.tree.map(np.asarray, jax.device_get(jax.tree.map(local, tree)))
-
-
-def _flags(carry: _Carry):
-    return carry.stopped, carry.diverged, carry.bad_epoch, carry.bad_step, carry.state.step

@@ -9,17 +9,22 @@ import optax
 import pytest
 
 import jaxmlp
+from jaxmlp._orders import seed_from_words
 from jaxmlp.engine import (
     DEFAULT_OPTIMIZER,
     TrainState,
+    _read_plan,
+    _report,
     _Spec,
     call_permutations,
     epoch_permutations,
     fresh_carry,
+    make_plan,
     order_seed,
+    read_report,
 )
 from jaxmlp.losses import get_loss
-from jaxmlp.mlp import nonfinite
+from jaxmlp.mlp import check_finite_params, nonfinite, nonfinite_and_key
 from jaxmlp.training import _auto_epochs_per_call
 
 MODEL = jaxmlp.MLP((3, 8, 2), activation="tanh")
@@ -125,6 +130,85 @@ def test_nonfinite_checks_many_arrays_in_one_call():
     )
     assert flags == [False, True, False, True, False]
     assert nonfinite(jnp.arange(3)) == [False]
+
+
+@pytest.mark.parametrize("impl", ["threefry2x32", "rbg"], ids=["threefry", "rbg"])
+def test_key_bits_read_with_the_value_checks_give_the_same_seed(impl):
+    def keys():  # fresh key objects each time (reading a key's bits consumes it)
+        return jax.random.split(jax.random.key(5, impl=impl), 3)
+
+    want = order_seed(keys())
+    flags, words = nonfinite_and_key((jnp.ones(2), jnp.array([jnp.nan]), jnp.arange(2)), keys())
+    assert flags == [False, True, False]
+    np.testing.assert_array_equal(seed_from_words(words), want)
+    _, words = nonfinite_and_key((), keys()[0])  # no arrays to check: the key alone
+    np.testing.assert_array_equal(seed_from_words(words), want[0])
+    params = MODEL.init(jax.random.key(0))
+    (bad,), words = check_finite_params(params, "params", jnp.array([jnp.inf]), key=keys()[1])
+    assert bad
+    np.testing.assert_array_equal(seed_from_words(words), want[1])
+    bad_params = (params[0]._replace(b=params[0].b.at[0].set(jnp.nan)), params[1])
+    with pytest.raises(ValueError, match=r"params\[0\]\.b: contains NaN"):
+        check_finite_params(bad_params, key=keys()[0])
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16", "float16", "float64"])
+def test_call_plan_and_report_round_trip_exactly(dtype):
+    # What fit sends to the compiled program and reads back, packed into one vector each way.
+    with jax.enable_x64(dtype == "float64"):
+        perms = np.arange(12, dtype=np.int32).reshape(3, 4)[:, ::-1]
+        min_delta = np.asarray(1e-3, dtype)  # fit rounds it to the data's dtype
+        plan = make_plan(7, 40, 2**31 - 1, min_delta, dtype, perms)
+        assert plan.dtype == np.int32
+        got = jax.jit(lambda p: _read_plan(p, jnp.dtype(dtype), 3, 4, True))(plan)
+        assert [int(v) for v in got[:3]] == [7, 40, 2**31 - 1]
+        assert got[3].dtype == jnp.dtype(dtype) and got[3] == min_delta
+        np.testing.assert_array_equal(got[4], perms)
+        no_shuffle = jax.jit(lambda p: _read_plan(p, jnp.dtype(dtype), 3, 4, False))
+        assert no_shuffle(make_plan(0, 1, 5, 0.0, dtype, None))[4] is None
+
+        carry = fresh_carry(MODEL.init(jax.random.key(0)), DEFAULT_OPTIMIZER, dtype, False)
+        carry = carry._replace(
+            stopped=jnp.asarray(True), bad_epoch=jnp.asarray(3), bad_step=jnp.asarray(-1),
+            state=carry.state._replace(step=jnp.asarray(2**31 - 2, jnp.int32)),
+        )  # fmt: skip
+        loss = jnp.asarray([0.1, 1e-30, np.nan], dtype)  # tiny and NaN survive too
+        hist = (
+            jnp.asarray([True, True, False]),
+            loss,
+            2 * loss,
+            -loss,
+            jnp.asarray([0, 1, 0], bool),
+        )
+        report = jax.device_get(jax.jit(_report, static_argnums=2)(hist, carry, jnp.dtype(dtype)))
+        r = read_report(report, 3, dtype)
+        assert r.ran.tolist() == [True, True, False] and r.improved.tolist() == [False, True, False]
+        for got_loss, want in zip((r.train_loss, r.val_loss, r.val_metric), hist[1:4], strict=True):
+            np.testing.assert_array_equal(got_loss, np.asarray(want).astype(got_loss.dtype))
+        assert (r.stopped, r.diverged, r.bad_epoch, r.bad_step, r.step) == (
+            True,
+            False,
+            3,
+            -1,
+            2**31 - 2,
+        )
+
+
+def test_fit_in_float64_keeps_float64_history_and_min_delta():
+    # A float64 run end to end through the packed plan and report: min_delta = 1e-12 (far below
+    # float32's resolution at these losses) must not stop a run that improves every epoch.
+    with jax.enable_x64(True):
+        model = jaxmlp.MLP((3, 4, 1), param_dtype="float64")
+        x = jax.random.normal(jax.random.key(1), (32, 3), jnp.float64)
+        y = jnp.sum(x, axis=1, keepdims=True)
+        params = model.init(jax.random.key(2))
+        r = jaxmlp.fit(model, params, x, y, loss="mse", key=jax.random.key(3), epochs=6,
+                       batch_size=8, progress=False,
+                       early_stopping=jaxmlp.EarlyStopping(patience=2, min_delta=1e-12))  # fmt: skip
+        assert len(r.history["loss"]) == 6 and r.stopped_epoch is None
+        assert r.best_epoch == int(np.argmin(r.history["loss"])) + 1
+        # The history keeps float64 values, not float32-rounded ones.
+        assert all(float(np.float32(v)) != v for v in r.history["loss"])
 
 
 @pytest.mark.parametrize(
