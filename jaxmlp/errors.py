@@ -14,13 +14,21 @@ class DivergenceError(FloatingPointError):
 
     Attributes:
         epoch: the (1-based) epoch in which it happened.
-        step: the (1-based) minibatch step within that epoch.
+        step: the (1-based) minibatch step within that epoch (``None`` if it could not be
+            located; ``params`` then hold the state at the start of that epoch).
         params, opt_state: the last finite training state (no update from the bad step applied).
         history: the per-epoch history up to the last complete epoch.
     """
 
     def __init__(
-        self, message: str, *, epoch: int, step: int, params: Any, opt_state: Any, history=None
+        self,
+        message: str,
+        *,
+        epoch: int,
+        step: int | None,
+        params: Any,
+        opt_state: Any,
+        history=None,
     ):
         super().__init__(message)
         self.epoch = epoch

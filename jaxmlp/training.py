@@ -47,6 +47,7 @@ from jaxmlp.engine import (
     fresh_carry,
     make_plan,
     read_report,
+    replay_program,
 )
 from jaxmlp.errors import DivergenceError
 from jaxmlp.losses import Loss
@@ -248,13 +249,14 @@ def fit(
             plan = make_plan(start, limit, patience, min_delta, dtype, perms)
             if mesh is not None:
                 plan = put(plan, replicated(mesh))
-            return start, plan
+            return start, plan, perms
 
         upcoming = orders(done) if done < epochs else None
         while done < epochs and not stopped:
             if upcoming[0] != done:  # the last call ended early (a checkpoint boundary)
                 upcoming = orders(done)
-            carry, report = program(carry, xb, yb, sw, upcoming[1], xv, yv)
+            _, plan, perms = upcoming
+            carry, report = program(carry, xb, yb, sw, plan, xv, yv)
             # The call runs asynchronously: draw the next call's row orders meanwhile.
             nxt = done + spec.epochs_per_call
             upcoming = orders(nxt) if nxt < epochs else upcoming
@@ -263,12 +265,14 @@ def fit(
             ran, tl, vl, vm, improved = r.ran, r.train_loss, r.val_loss, r.val_metric, r.improved
             stopped, step = r.stopped, r.step
             if r.diverged:
-                bad_epoch, bad_step = r.bad_epoch + 1, r.bad_step
+                carry, bad_step = _locate_divergence(spec, carry, r, done, perms, xb, yb, sw)
+                bad_epoch = r.bad_epoch + 1
                 if checkpoint_dir is not None:
                     _save(Path(checkpoint_dir) / "diverged.npz", model, carry, key, done, history,
                           best_epoch, {"diverged_epoch": bad_epoch, "diverged_step": bad_step})  # fmt: skip
+                where = "step unknown" if bad_step is None else f"step {bad_step}"
                 raise DivergenceError(
-                    f"loss became non-finite in epoch {bad_epoch}, step {bad_step}; "
+                    f"loss became non-finite in epoch {bad_epoch}, {where}; "
                     f".params and .opt_state hold the last finite state",
                     epoch=bad_epoch,
                     step=bad_step,
@@ -320,6 +324,23 @@ def fit(
         stopped_epoch,
         metric_name(lossf),
     )
+
+
+def _locate_divergence(spec, carry, r, done: int, perms, xb, yb, sw):
+    """The fast path found the non-finite epoch and kept the state it started from: replay that
+    epoch with a check after every step (:func:`jaxmlp.engine.replay_program`) for the last finite
+    state and the first non-finite step. Returns the carry holding that state, and the step
+    (``None`` in the case deterministic arithmetic rules out: a replay that stays finite, where
+    the carry keeps the epoch's starting state)."""
+    perm = None if perms is None else perms[r.bad_epoch - done]
+    if spec.mesh is not None and perm is not None:
+        perm = put(perm, replicated(spec.mesh))
+    replay = replay_program(spec)
+    state, bad, bad_step, _ = replay(carry.state, False, np.int32(-1), xb, yb, sw, perm)
+    bad, bad_step = _host((bad, bad_step))
+    if not bad:
+        return carry, None
+    return carry._replace(state=state), int(bad_step)
 
 
 def _host(tree):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -19,6 +20,7 @@ from jaxmlp.engine import (
     call_permutations,
     epoch_permutations,
     fresh_carry,
+    make_epoch,
     make_plan,
     order_seed,
     read_report,
@@ -209,6 +211,28 @@ def test_fit_in_float64_keeps_float64_history_and_min_delta():
         assert r.best_epoch == int(np.argmin(r.history["loss"])) + 1
         # The history keeps float64 values, not float32-rounded ones.
         assert all(float(np.float32(v)) != v for v in r.history["loss"])
+
+
+def test_unchecked_epoch_matches_the_checked_one_and_keeps_the_start_state_on_failure():
+    x = jax.random.normal(jax.random.key(40), (40, 3))
+    y = jnp.stack([jnp.sin(x[:, 0]), x[:, 1]], axis=1)
+    params = MODEL.init(jax.random.key(41))
+    for lr, finite in ((0.1, True), (1e30, False)):
+        opt = optax.sgd(lr)
+        spec = _Spec(MODEL, get_loss("mse"), opt, "manual", 0.0, 8, False, False, 1, False, False)
+        args = (jnp.asarray(False), jnp.asarray(-1, jnp.int32), x, y, None, None)
+        state = TrainState.create(params, opt)
+        checked = jax.jit(make_epoch(spec))(state, *args)
+        fast = jax.jit(make_epoch(spec, check_steps=False))(state, *args)
+        assert bool(checked[1]) == bool(fast[1]) == (not finite)
+        assert int(fast[2]) == -1  # the fast path never locates the step
+        if finite:
+            assert int(checked[2]) == -1 and int(fast[0].step) == 5
+            chex.assert_trees_all_close(fast[0], checked[0], rtol=1e-6)
+            np.testing.assert_allclose(fast[3], checked[3], rtol=1e-6)
+        else:
+            assert 1 <= int(checked[2]) <= 5 and int(checked[0].step) == int(checked[2]) - 1
+            chex.assert_trees_all_equal(fast[0], state)  # the state the epoch started from
 
 
 @pytest.mark.parametrize(

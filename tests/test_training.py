@@ -10,7 +10,7 @@ import optax
 import pytest
 
 import jaxmlp
-from jaxmlp.engine import TRACE_COUNTS
+from jaxmlp.engine import TRACE_COUNTS, epoch_permutations, order_seed
 
 REG = jaxmlp.MLP((3, 8, 2), activation="tanh")
 CLS = jaxmlp.MLP((2, 8, 3), activation="relu", output_activation="softmax")
@@ -237,6 +237,47 @@ def test_divergence_raises_with_last_finite_state(reg):
     after, bad_loss = step(state, x[bad], y[bad])
     finite_after = all(np.isfinite(np.asarray(a)).all() for a in jax.tree.leaves(after.params))
     assert not (np.isfinite(float(bad_loss)) and finite_after)
+
+
+def test_divergence_in_a_later_shuffled_epoch_is_located_by_replay(reg):
+    # 12 steps at a small rate, then an enormous one: the run turns non-finite early in epoch 3
+    # (5 steps per epoch) inside one fused, shuffling call. fit's fast path checks whole epochs;
+    # the replay of epoch 3 must find the step and the state before it, in that epoch's order.
+    x, y, params = reg
+    opt = optax.sgd(optax.piecewise_constant_schedule(0.01, {12: 1e22}))
+    with pytest.raises(jaxmlp.DivergenceError) as info:
+        jaxmlp.fit(REG, params, x, y, loss="mse", key=jax.random.key(30), optimizer=opt,
+                   epochs=6, batch_size=10, progress=False)  # fmt: skip
+    err = info.value
+    assert err.epoch == 3 and 3 <= err.step <= 5
+    assert len(err.history["loss"]) == 2 and all(np.isfinite(err.history["loss"]))
+    step = jaxmlp.make_train_step(REG, "mse", opt)
+    state = jaxmlp.TrainState.create(params, opt)
+    orders = epoch_permutations(order_seed(jax.random.key(30)), range(3), 50)
+    for s in range(10 + err.step - 1):
+        idx = orders[s // 5][10 * (s % 5) : 10 * (s % 5) + 10]
+        state, _ = step(state, x[idx], y[idx])
+    assert int(state.step) == 10 + err.step - 1
+    assert all(np.isfinite(np.asarray(a)).all() for a in jax.tree.leaves(err.params))
+    chex.assert_trees_all_close(err.params, state.params, rtol=1e-5)
+    chex.assert_trees_all_close(err.opt_state, state.opt_state)
+
+
+def test_divergence_whose_replay_stays_finite_reports_no_step(reg, monkeypatch):
+    # Deterministic arithmetic rules it out; if it ever happened, fit must say so, not invent a
+    # step, and hand back the state the epoch started from.
+    x, y, params = reg
+    import jaxmlp.training as training
+
+    def finite_replay(spec):
+        return lambda state, bad, bad_step, *rest: (state, jnp.asarray(False), bad_step, 0.0)
+
+    monkeypatch.setattr(training, "replay_program", finite_replay)
+    with pytest.raises(jaxmlp.DivergenceError, match=r"epoch 1, step unknown") as info:
+        jaxmlp.fit(REG, params, x, y, loss="mse", key=jax.random.key(31),
+                   optimizer=optax.sgd(1e30), epochs=2, batch_size=10, progress=False)  # fmt: skip
+    assert info.value.step is None and info.value.epoch == 1
+    chex.assert_trees_all_equal(info.value.params, params)
 
 
 BAD_FIT_ARGS = [
