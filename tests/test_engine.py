@@ -228,8 +228,10 @@ def test_unchecked_epoch_matches_the_checked_one_and_keeps_the_start_state_on_fa
         assert int(fast[2]) == -1  # the fast path never locates the step
         if finite:
             assert int(checked[2]) == -1 and int(fast[0].step) == 5
-            chex.assert_trees_all_close(fast[0], checked[0], rtol=1e-6)
-            np.testing.assert_allclose(fast[3], checked[3], rtol=1e-6)
+            # Two compiled programs may sum the bias gradients in another order (they do on a
+            # GPU: 4e-9 apart on a bias of 2e-3), so float32 closeness, not bit equality.
+            chex.assert_trees_all_close(fast[0], checked[0], rtol=1e-5, atol=1e-7)
+            np.testing.assert_allclose(fast[3], checked[3], rtol=1e-5)
         else:
             assert 1 <= int(checked[2]) <= 5 and int(checked[0].step) == int(checked[2]) - 1
             chex.assert_trees_all_equal(fast[0], state)  # the state the epoch started from
