@@ -8,7 +8,8 @@
 # Steps, in order of priority (STEPS picks some; default all): tests, step (S, M, L in float32
 # and bfloat16 with $PEERS), train (fused fit and ensembles vs loops), probe (fit's fixed and
 # per-epoch cost), profile (per-kernel device time of the L step and the S fit), highest (M, L
-# float32 at matmul precision "highest"), extra ($EXTRA_PEERS), xla (the fit program's HLO).
+# float32 at matmul precision "highest"), extra ($EXTRA_PEERS), xla (the fit program's HLO),
+# mixed (the L bfloat16 step against other mixed-precision layouts; not in the default set).
 # Each step has its own time limit, and no step starts past $DEADLINE seconds (default 420),
 # so a slow step leaves the others' results and the run ends in time. On an H100 the default
 # steps took 52, 82 + 89, 43, 15 s (2026-11-26).
@@ -71,6 +72,7 @@ want highest && step step_f32_highest 110 "$PY" benchmarks/run.py --configs M,L 
   --json "$WORK/step_f32_highest.json"
 want extra && step step_extra 60 "$PY" benchmarks/run.py --configs S,L --dtype float32 \
   --suites step --peers "$EXTRA_PEERS" --max-seconds 5 --json "$WORK/step_extra.json"
+want mixed && step probe_mixed 90 "$PY" benchmarks/probe_mixed.py --config L --profile
 if want xla; then  # the fused program as XLA compiled it (kernels, loops, command buffers)
   step xla_dump 40 env XLA_FLAGS="--xla_dump_to=$WORK/xla --xla_dump_hlo_module_re=.*run.*" \
     "$PY" -c "import jax, numpy as np, jaxmlp; x = np.ones((1024, 20), np.float32); \
@@ -81,6 +83,7 @@ loss='mse', key=jax.random.key(1), epochs=2, batch_size=128, progress=False)"
 fi
 echo "total: $SECONDS s" | tee -a "$OUT/steps.txt"
 [ -f "$WORK/tests.log" ] && tail -n 4 "$WORK/tests.log"
-for f in "$WORK"/step_*.log "$WORK/train.log" "$WORK/probe_fit.log" "$WORK"/profile_*.log; do
+for f in "$WORK"/step_*.log "$WORK/train.log" "$WORK/probe_fit.log" "$WORK"/profile_*.log \
+  "$WORK/probe_mixed.log"; do
   [ -f "$f" ] && { echo "== $(basename "$f")"; grep -E '^(\||fit|[SML] |  )' "$f" | head -n 70; }
 done
