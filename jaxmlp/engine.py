@@ -248,13 +248,14 @@ def make_epoch(spec: _Spec, *, check_steps: bool = True) -> Callable:
     applying updates at the first non-finite step (``bad``), whose 1-based index it records in
     ``bad_step``. ``sw`` holds per-row sample weights, or ``None`` when every row weighs 1.
 
-    With ``check_steps=False`` (``fit``'s fast path; ``bad`` must be False) no step is checked:
+    With ``check_steps=False`` (the fast path of ``fit`` and ``fit_ensemble``) no step is checked:
     the finiteness check runs once, on the epoch's losses and final parameters. A non-finite epoch
-    returns its *starting* state with ``bad`` set and ``bad_step`` left at -1, and ``fit`` replays
-    it with the per-step checks to find the step and the last finite state. Once a parameter is
-    NaN or Inf it stays so (``w + u`` is never finite again), so a finite end means every step
-    was finite. Per step this saves the check and a select per state leaf: on a GPU, where a
-    small model's step is a few dozen kernels of about a microsecond each, that is about 15%.
+    (or one entered with ``bad`` set) returns its *starting* state with ``bad`` set and
+    ``bad_step`` unchanged (-1), and ``fit`` replays it with the per-step checks to find the step
+    and the last finite state. Once a parameter is NaN or Inf it stays so (``w + u`` is never
+    finite again), so a finite end means every step was finite. Per step this saves the check and
+    a select per state leaf: on a GPU, where a small model's step is a few dozen kernels of about a
+    microsecond each, that is about a quarter of them.
     """
     vg = value_and_grad(spec.model, spec.loss, method=spec.method, l2=spec.l2)
     B = spec.batch_size

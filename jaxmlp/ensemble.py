@@ -54,7 +54,8 @@ class EnsembleResult(NamedTuple):
         opt_state: the members' optimizer states, stacked likewise.
         history: ``loss`` (and ``val_loss``, ``val_metric`` with validation data) as
             ``(epochs, K)`` NumPy arrays.
-        diverged: ``(K,)`` bool; a diverged member keeps its last finite parameters.
+        diverged: ``(K,)`` bool; a diverged member keeps its parameters (and optimizer state) from
+            the end of its last finite epoch: steps run unchecked, one finiteness check per epoch.
         learning_rates: the sweep's ``(K,)`` learning rates, or None.
         metric: the name of ``val_metric``.
     """
@@ -69,32 +70,38 @@ class EnsembleResult(NamedTuple):
 
 @functools.lru_cache(maxsize=32)
 def _ensemble_program(spec: _Spec):
-    train_epoch = jax.vmap(make_epoch(spec), in_axes=(0, 0, 0, None, None, 0, 0))
+    # Unchecked steps, one finiteness check per member and epoch (engine.make_epoch): under vmap
+    # the per-step check's selects ran for every member at every step.
+    train_epoch = jax.vmap(make_epoch(spec, check_steps=False), in_axes=(0, 0, 0, None, None, 0, 0))
     member_eval = jax.vmap(
         functools.partial(evaluate, spec.model, spec.loss), in_axes=(0, None, None)
     )
 
     def run(carry, x, y, sw, perms, x_val, y_val, offset, total):
         TRACE_COUNTS["ensemble"] += 1
+        E, K = spec.epochs_per_call, carry[1].shape[0]
 
-        def one_epoch(carry, xs):
-            state, bad, bad_step, train_loss = train_epoch(*carry, x, y, sw, xs[1])
+        def epoch(c):
+            i, carry, hist = c
+            # perms: (epochs, K, n), every member's row order for every epoch of this call.
+            perm = None if perms is None else perms[i]
+            state, bad, bad_step, train_loss = train_epoch(*carry, x, y, sw, perm)
             if spec.has_val:
                 val_loss, val_metric = member_eval(state.params, x_val, y_val)
             else:
                 val_loss = val_metric = jnp.full_like(train_loss, jnp.nan)
-            return (state, bad, bad_step), (train_loss, val_loss, val_metric)
+            out = (train_loss, val_loss, val_metric)
+            hist = tuple(h.at[i].set(v) for h, v in zip(hist, out, strict=True))
+            return i + 1, (state, bad, bad_step), hist
 
-        def maybe_epoch(carry, xs):
-            def skip(c, _):
-                nan = jnp.full(c[1].shape, jnp.nan, x.dtype)
-                return c, (nan, nan, nan)
+        # As in fit's program: a while loop that stops at the run's last epoch (a scan over every
+        # slot of the call would still spend a loop trip and a conditional on each unused one).
+        def more(c):
+            return (c[0] < E) & (offset + c[0] < total)
 
-            return lax.cond(xs[0] < total, one_epoch, skip, carry, xs)
-
-        # perms: (epochs, K, n), every member's row order for every epoch of this call.
-        epochs = offset + jnp.arange(spec.epochs_per_call)
-        return lax.scan(maybe_epoch, carry, (epochs, perms))
+        nan = jnp.full((E, K), jnp.nan, x.dtype)
+        _, carry, hist = lax.while_loop(more, epoch, (jnp.zeros((), jnp.int32), carry, (nan,) * 3))
+        return carry, hist
 
     if spec.mesh is None:
         return jax.jit(run, donate_argnums=0)
@@ -261,7 +268,7 @@ def fit_ensemble(
     if diverged.any():
         warnings.warn(
             f"fit_ensemble: members {np.flatnonzero(diverged).tolist()} diverged (non-finite loss); "
-            "they keep their last finite parameters",
+            "they keep their parameters from the end of their last finite epoch",
             JaxmlpWarning,
             stacklevel=2,
         )

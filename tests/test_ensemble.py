@@ -118,6 +118,22 @@ def test_diverged_members_warn_and_keep_finite_params(data):
         )  # fmt: skip
     assert result.diverged.tolist() == [False, True]
     assert all(np.isfinite(np.asarray(a)).all() for a in jax.tree.leaves(result.params))
+    # Member 1 keeps the state from the end of its last finite epoch: the same ensemble trained
+    # for just those epochs (same key: same start, orders and rates) ends with it, bit for bit.
+    losses = result.history["loss"][:, 1]
+    last_finite = int(np.argmax(~np.isfinite(losses)))  # epochs before the first non-finite one
+    assert 1 <= last_finite < 5 and np.isfinite(losses[:last_finite]).all()
+    shorter = jaxmlp.fit_ensemble(
+        MODEL, x, y * 100, num_models=2, loss="mse", key=jax.random.key(5), learning_rates=[1e-3, 1e20],
+        epochs=last_finite, batch_size=40, progress=False,
+    )  # fmt: skip
+    for got, want in zip(
+        jax.tree.leaves(result.params), jax.tree.leaves(shorter.params), strict=True
+    ):
+        np.testing.assert_array_equal(got[1], want[1])
+    counts = [a for a in jax.tree.leaves(result.opt_state) if a.dtype == jnp.int32 and a.ndim == 1]
+    per_epoch = -(-x.shape[0] // 40)  # steps
+    assert counts and all(c.tolist() == [5 * per_epoch, last_finite * per_epoch] for c in counts)
 
 
 @pytest.mark.parametrize(
