@@ -329,9 +329,10 @@ def fit(
 def _locate_divergence(spec, carry, r, done: int, perms, xb, yb, sw):
     """The fast path found the non-finite epoch and kept the state it started from: replay that
     epoch with a check after every step (:func:`jaxmlp.engine.replay_program`) for the last finite
-    state and the first non-finite step. Returns the carry holding that state, and the step
-    (``None`` in the case deterministic arithmetic rules out: a replay that stays finite, where
-    the carry keeps the epoch's starting state)."""
+    state and the first non-finite step. Returns the carry holding that state, and the step:
+    ``None`` if the replay stayed finite (it is another compiled program, which may round
+    differently near a blow-up; on a GPU the two sum some reductions in another order), and the
+    carry then keeps the epoch's starting state."""
     perm = None if perms is None else perms[r.bad_epoch - done]
     if spec.mesh is not None and perm is not None:
         perm = put(perm, replicated(spec.mesh))
