@@ -55,6 +55,7 @@ _COLUMNS = {
         model-steps/s|model_steps_per_s|.0f
         speedup vs sequential|speedup_over_sequential|.2f""",
     "roofline": """matmul|impl
+        matmul precision|impl_matmul_precision
         median ms|median_s|.3f|1e3
         GFLOP/s|flops_per_s|.1f|1e-9""",
 }
@@ -86,7 +87,7 @@ def markdown(records: list[dict[str, Any]]) -> str:
     missing = [r for r in records if r.get("status") in ("skipped", "failed")]
     if missing:
         out.append("### Peers not measured")
-        out.append("\n".join(f"- {r['impl']} ({r['suite']}, {r['config']}, {r['dtype']}): "
+        out.append("\n".join(f"- {r['impl']} ({r['suite']}, {r.get('config', '-')}, {r['dtype']}): "
                              f"{r['status']}, {r['reason']}" for r in missing))  # fmt: skip
     return "\n\n".join(out) + "\n"
 

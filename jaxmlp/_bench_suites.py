@@ -50,6 +50,22 @@ def time_chunks(fns: dict[str, Callable[[], Any]], repeats: int) -> dict[str, li
     return out
 
 
+def _time_matmul(run: Callable[[], Any], sync: Callable[[Any], Any], s: Settings) -> dict:
+    """Times ``run()`` (one matmul) in chunks of about ``s.target_s``; ``sync(out)`` waits for it."""
+    sync(run())
+    t = time.perf_counter()
+    sync(run())
+    inner = max(1, math.ceil(s.target_s / (time.perf_counter() - t)))
+
+    def chunk():
+        for _ in range(inner):
+            c = run()
+        sync(c)
+
+    st = _stats([t / inner for t in time_chunks({"dot": chunk}, s.repeats)["dot"]])
+    return {**st, "repeats": s.repeats, "inner": inner}
+
+
 def measure_roofline(n: int, dtype: str, s: Settings) -> dict[str, Any]:
     """``jnp.dot`` of two ``(n, n)`` matrices: the FLOP/s the device reaches on a plain matmul.
 
@@ -60,20 +76,30 @@ def measure_roofline(n: int, dtype: str, s: Settings) -> dict[str, Any]:
     a, b = jax.random.normal(ka, (n, n), dtype), jax.random.normal(kb, (n, n), dtype)
     acc = None if dtype == "float32" else jnp.float32
     compiled = jax.jit(functools.partial(jnp.dot, preferred_element_type=acc)).lower(a, b).compile()
-    jax.block_until_ready(compiled(a, b))
-    t = time.perf_counter()
-    jax.block_until_ready(compiled(a, b))
-    inner = max(1, math.ceil(s.target_s / (time.perf_counter() - t)))
-
-    def chunk():
-        for _ in range(inner):
-            c = compiled(a, b)
-        jax.block_until_ready(c)
-
-    st = _stats([t / inner for t in time_chunks({"dot": chunk}, s.repeats)["dot"]])
+    st = _time_matmul(lambda: compiled(a, b), jax.block_until_ready, s)
     name = f"jnp.dot {dtype} {n}x{n}" + ("" if acc is None else " (float32 accumulation)")
-    rec = {"suite": "roofline", "impl": name, "dtype": dtype, "n": n}
-    return {**rec, **st, "repeats": s.repeats, "inner": inner,
+    rec = {
+        "suite": "roofline",
+        "impl": name,
+        "library": "jax",
+        "dtype": dtype,
+        "n": n,
+        "impl_matmul_precision": str(jax.config.jax_default_matmul_precision or "default"),
+    }
+    return {**rec, **st, "flops_per_s": 2 * n**3 / st["median_s"]}
+
+
+def measure_peer_roofline(n: int, dtype: str, s: Settings) -> dict[str, Any]:
+    """PyTorch's matmul of the same size and dtype, timed the same way (a reference row: the
+    ``% roofline`` columns stay against JAX's matmul); a skipped record when torch is missing."""
+    rec = {"suite": "roofline", "library": "torch", "dtype": dtype, "n": n}
+    try:
+        run, sync, name, precision = _peers.torch_matmul(n, dtype)
+    except Unavailable as err:
+        return {**rec, "impl": f"torch.matmul {dtype} {n}x{n}", "status": "skipped",
+                "reason": str(err)}  # fmt: skip
+    st = _time_matmul(run, lambda out: sync(), s)
+    return {**rec, "impl": name, "impl_matmul_precision": precision, **st,
             "flops_per_s": 2 * n**3 / st["median_s"]}  # fmt: skip
 
 

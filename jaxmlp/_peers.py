@@ -21,6 +21,7 @@ from jaxmlp._peers_jax import JaxmlpLoop as JaxmlpLoop
 from jaxmlp._peers_jax import JaxmlpNaiveLoop as JaxmlpNaiveLoop
 from jaxmlp._peers_jax import JaxmlpStep as JaxmlpStep
 from jaxmlp._peers_other import SklearnStep, TorchStep
+from jaxmlp._peers_other import torch_matmul as torch_matmul
 
 PEERS = ("flax.linen", "flax.nnx", "equinox", "torch", "torch.compile", "sklearn")
 # Short names accepted by ``--peers``.

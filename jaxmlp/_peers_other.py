@@ -99,6 +99,29 @@ def _match_jax_precision(torch) -> str:
     return torch.get_float32_matmul_precision()
 
 
+def torch_matmul(n: int, dtype: str) -> tuple[Any, Any, str, str]:
+    """PyTorch's plain matmul of two ``(n, n)`` matrices on the device JAX uses, as the peers'
+    roofline: ``(run, sync, name, matmul precision)``. A peer that beats jaxmlp by about as much
+    as its own matmul beats XLA's owes the gap to its kernel library, not to its step."""
+    torch = _import("torch")
+    platform = jax.devices()[0].platform
+    if platform == "gpu" and torch.cuda.is_available():
+        dev = torch.device("cuda")
+        precision = _match_jax_precision(torch)
+    elif platform == "cpu":
+        dev, precision = torch.device("cpu"), torch.get_float32_matmul_precision()
+    else:
+        raise Unavailable(f"no torch device matching JAX's {platform}")
+    gen = torch.Generator(device=dev).manual_seed(0)
+    a, b = (torch.randn(n, n, generator=gen, device=dev, dtype=getattr(torch, dtype)) for _ in "ab")
+
+    def sync():
+        if dev.type == "cuda":
+            torch.cuda.synchronize()
+
+    return (lambda: torch.matmul(a, b)), sync, f"torch.matmul {dtype} {n}x{n}", precision
+
+
 class SklearnStep(Impl):
     """scikit-learn's ``MLPRegressor``/``MLPClassifier`` (CPU): ``solver="sgd"``, no momentum,
     no L2, no early stopping. A step is ``partial_fit`` on one batch; ``train`` is ``fit``."""

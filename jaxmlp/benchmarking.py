@@ -8,6 +8,9 @@ Suites (each returns JSON-ready records; :func:`main` prints them as Markdown ta
     grad      the same for the jitted ``value_and_grad`` alone (``benchmarks/bench_grad.py``).
     train     ``fit``'s fused epochs vs per-step Python loops and peers, whole runs of ``epochs``.
     ensemble  ``fit_ensemble`` with K members vs K sequential ``fit`` calls (model-steps/s).
+With ``step`` or ``grad``, the roofline: ``jnp.dot`` of two 2048 float32 matrices (and the run's
+reduced dtype; 8192 bfloat16 on accelerators), and, when a torch peer runs, ``torch.matmul`` of
+the same matrices as a reference for how fast that library's own kernels are.
 
 Timing: compile first (timed apart), warm up, then ``repeats`` rounds; in each round every
 implementation runs one timed chunk of ``inner`` steps ended by ``block_until_ready`` (the
@@ -39,7 +42,13 @@ import numpy as np
 
 from jaxmlp import _peers
 from jaxmlp._bench_report import add_roofline, markdown
-from jaxmlp._bench_suites import bench_ensemble, bench_steps, bench_train, measure_roofline
+from jaxmlp._bench_suites import (
+    bench_ensemble,
+    bench_steps,
+    bench_train,
+    measure_peer_roofline,
+    measure_roofline,
+)
 from jaxmlp._bench_suites import time_chunks as time_chunks
 
 LOSS_ALIASES = {"ce": "softmax_cross_entropy", "xent": "softmax_cross_entropy"}
@@ -259,6 +268,8 @@ def main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
         elif s.dtype != "float32":  # the CPU's own reduced-precision matmul (AMX, AVX512-BF16)
             rooflines.append(measure_roofline(2048, s.dtype, s))
         add_roofline(records, rooflines)
+        if any(p.startswith("torch") for p in s.peers):  # torch's own kernels, for reference
+            rooflines += [measure_peer_roofline(r["n"], r["dtype"], s) for r in rooflines]
         records += rooflines
     records = [{**r, **env} for r in records]
     print(f"## jaxmlp benchmarks: {env['device_kind']} x{env['device_count']} ({env['platform']}; "

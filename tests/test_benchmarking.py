@@ -11,9 +11,11 @@ import json
 import os
 import subprocess
 import sys
+import types
 from pathlib import Path
 
 import jax
+import numpy as np
 import pytest
 
 from jaxmlp import _peers, benchmarking
@@ -184,6 +186,60 @@ def test_torch_matmul_precision_follows_jax(jax_precision, torch_precision):
     fake = _FakeTorch()
     with jax.default_matmul_precision(jax_precision):
         assert _match_jax_precision(fake) == torch_precision == fake.precision
+
+
+class _NumpyTorch(_FakeTorch):
+    """Just enough of torch, backed by NumPy, for ``torch_matmul`` on a CPU."""
+
+    float32 = np.float32
+
+    def __init__(self):
+        super().__init__()
+        self.cuda = types.SimpleNamespace(is_available=lambda: False, synchronize=None)
+        self.calls = 0
+
+    def device(self, kind):
+        return types.SimpleNamespace(type=kind)
+
+    def Generator(self, device):
+        return types.SimpleNamespace(manual_seed=np.random.default_rng)
+
+    def randn(self, *shape, generator, device, dtype):
+        return generator.standard_normal(shape).astype(dtype)
+
+    def matmul(self, a, b):
+        self.calls += 1
+        return a @ b
+
+
+def test_peer_roofline(monkeypatch):
+    """torch's own matmul is timed like JAX's and reported beside it; without torch the row says
+    why it is missing, and the % roofline columns always stay against JAX's matmul."""
+    from jaxmlp import _peers_other
+
+    settings = benchmarking.Settings(repeats=3, target_s=1e-4, max_s=0.1)
+    fake = _NumpyTorch()
+    monkeypatch.setattr(_peers_other, "_import", lambda name: fake)
+    rec = benchmarking.measure_peer_roofline(64, "float32", settings)
+    assert rec["impl"] == "torch.matmul float32 64x64" and rec["library"] == "torch"
+    assert rec["impl_matmul_precision"] == "highest" and fake.calls >= 2 + 3 * rec["inner"]
+    assert rec["flops_per_s"] == pytest.approx(2 * 64**3 / rec["median_s"])
+    assert rec["min_s"] <= rec["median_s"] <= rec["max_s"]
+
+    def missing(name):
+        raise _peers.Unavailable(f"not installed ({name})")
+
+    monkeypatch.setattr(_peers_other, "_import", missing)
+    skipped = benchmarking.measure_peer_roofline(64, "float32", settings)
+    assert skipped["status"] == "skipped" and "not installed (torch)" in skipped["reason"]
+    ours = benchmarking.measure_roofline(64, "float32", settings)
+    step = {"suite": "step", "impl": "jaxmlp", "dtype": "float32", "flops_per_s": 1e9,
+            "flops_per_step": 1e6, "min_s": 1e-3}  # fmt: skip
+    benchmarking.add_roofline([step], [ours])
+    table = benchmarking.markdown([step, ours, rec, skipped])
+    assert step["roofline"] == ours["impl"] == "jnp.dot float32 64x64"
+    assert "| torch.matmul float32 64x64 | highest |" in table
+    assert "- torch.matmul float32 64x64 (roofline, -, float32): skipped, not installed" in table
 
 
 def test_bfloat16_steps_and_unavailable_peer():
