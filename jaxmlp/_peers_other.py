@@ -23,17 +23,7 @@ class TorchStep(Impl):
         super().__init__(problem)
         torch = self.torch = _import("torch")
         self.version = torch.__version__
-        platform = jax.devices()[0].platform
-        if platform == "gpu" and torch.cuda.is_available():
-            self.tdev = torch.device("cuda")
-        elif platform == "cpu":
-            self.tdev = torch.device("cpu")
-        else:
-            raise Unavailable(f"no torch device matching JAX's {platform}")
-        if self.tdev.type == "cuda":
-            self.matmul_precision = _match_jax_precision(torch)
-        else:  # left as found: torch's CPU float32 matmuls are true float32 by default
-            self.matmul_precision = torch.get_float32_matmul_precision()
+        self.tdev, self.matmul_precision = _torch_device(torch)
         torch.manual_seed(seed)
         act = {"relu": torch.nn.ReLU, "tanh": torch.nn.Tanh, "sigmoid": torch.nn.Sigmoid}
         layers: list[Any] = []
@@ -99,19 +89,24 @@ def _match_jax_precision(torch) -> str:
     return torch.get_float32_matmul_precision()
 
 
+def _torch_device(torch) -> tuple[Any, str]:
+    """The torch device matching JAX's (CUDA when JAX runs on a GPU, else the CPU) and torch's
+    float32 matmul precision there: on a GPU set to JAX's, on the CPU left as found (true float32
+    by default)."""
+    platform = jax.devices()[0].platform
+    if platform == "gpu" and torch.cuda.is_available():
+        return torch.device("cuda"), _match_jax_precision(torch)
+    if platform == "cpu":
+        return torch.device("cpu"), torch.get_float32_matmul_precision()
+    raise Unavailable(f"no torch device matching JAX's {platform}")
+
+
 def torch_matmul(n: int, dtype: str) -> tuple[Any, Any, str, str]:
     """PyTorch's plain matmul of two ``(n, n)`` matrices on the device JAX uses, as the peers'
     roofline: ``(run, sync, name, matmul precision)``. A peer that beats jaxmlp by about as much
     as its own matmul beats XLA's owes the gap to its kernel library, not to its step."""
     torch = _import("torch")
-    platform = jax.devices()[0].platform
-    if platform == "gpu" and torch.cuda.is_available():
-        dev = torch.device("cuda")
-        precision = _match_jax_precision(torch)
-    elif platform == "cpu":
-        dev, precision = torch.device("cpu"), torch.get_float32_matmul_precision()
-    else:
-        raise Unavailable(f"no torch device matching JAX's {platform}")
+    dev, precision = _torch_device(torch)
     gen = torch.Generator(device=dev).manual_seed(0)
     a, b = (torch.randn(n, n, generator=gen, device=dev, dtype=getattr(torch, dtype)) for _ in "ab")
 
