@@ -92,13 +92,15 @@ def measure_roofline(n: int, dtype: str, s: Settings) -> dict[str, Any]:
 def measure_peer_roofline(n: int, dtype: str, s: Settings) -> dict[str, Any]:
     """PyTorch's matmul of the same size and dtype, timed the same way (a reference row: the
     ``% roofline`` columns stay against JAX's matmul); a skipped record when torch is missing."""
-    rec = {"suite": "roofline", "library": "torch", "dtype": dtype, "n": n}
+    rec = {"suite": "roofline", "library": "torch", "dtype": dtype, "n": n,
+           "impl": f"torch.matmul {dtype} {n}x{n}"}  # fmt: skip
     try:
         run, sync, name, precision = _peers.torch_matmul(n, dtype)
+        st = _time_matmul(run, lambda out: sync(), s)
     except Unavailable as err:
-        return {**rec, "impl": f"torch.matmul {dtype} {n}x{n}", "status": "skipped",
-                "reason": str(err)}  # fmt: skip
-    st = _time_matmul(run, lambda out: sync(), s)
+        return {**rec, "status": "skipped", "reason": str(err)}
+    except Exception as err:  # reported, so that the run's other results are still written
+        return {**rec, "status": "failed", "reason": f"{type(err).__name__}: {err}"[:300]}
     return {**rec, "impl": name, "impl_matmul_precision": precision, **st,
             "flops_per_s": 2 * n**3 / st["median_s"]}  # fmt: skip
 

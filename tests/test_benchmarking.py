@@ -229,6 +229,13 @@ def test_peer_roofline(monkeypatch):
     def missing(name):
         raise _peers.Unavailable(f"not installed ({name})")
 
+    def broken(a, b):
+        raise RuntimeError("out of memory")
+
+    fake.matmul = broken
+    failed = benchmarking.measure_peer_roofline(64, "float32", settings)
+    assert failed["status"] == "failed" and failed["reason"] == "RuntimeError: out of memory"
+
     monkeypatch.setattr(_peers_other, "_import", missing)
     skipped = benchmarking.measure_peer_roofline(64, "float32", settings)
     assert skipped["status"] == "skipped" and "not installed (torch)" in skipped["reason"]
