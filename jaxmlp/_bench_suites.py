@@ -95,14 +95,18 @@ def measure_peer_roofline(n: int, dtype: str, s: Settings) -> dict[str, Any]:
     rec = {"suite": "roofline", "library": "torch", "dtype": dtype, "n": n,
            "impl": f"torch.matmul {dtype} {n}x{n}"}  # fmt: skip
     try:
-        run, sync, name, precision = _peers.torch_matmul(n, dtype)
+        run, sync, precision = _peers.torch_matmul(n, dtype)
         st = _time_matmul(run, lambda out: sync(), s)
     except Unavailable as err:
         return {**rec, "status": "skipped", "reason": str(err)}
     except Exception as err:  # reported, so that the run's other results are still written
         return {**rec, "status": "failed", "reason": f"{type(err).__name__}: {err}"[:300]}
-    return {**rec, "impl": name, "impl_matmul_precision": precision, **st,
-            "flops_per_s": 2 * n**3 / st["median_s"]}  # fmt: skip
+    return {
+        **rec,
+        "impl_matmul_precision": precision,
+        **st,
+        "flops_per_s": 2 * n**3 / st["median_s"],
+    }
 
 
 def _data(cfg: Config, rows: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:

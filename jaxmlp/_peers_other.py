@@ -101,9 +101,9 @@ def _torch_device(torch) -> tuple[Any, str]:
     raise Unavailable(f"no torch device matching JAX's {platform}")
 
 
-def torch_matmul(n: int, dtype: str) -> tuple[Any, Any, str, str]:
+def torch_matmul(n: int, dtype: str) -> tuple[Any, Any, str]:
     """PyTorch's plain matmul of two ``(n, n)`` matrices on the device JAX uses, as the peers'
-    roofline: ``(run, sync, name, matmul precision)``. A peer that beats jaxmlp by about as much
+    roofline: ``(run, sync, matmul precision)``. A peer that beats jaxmlp by about as much
     as its own matmul beats XLA's owes the gap to its kernel library, not to its step."""
     torch = _import("torch")
     dev, precision = _torch_device(torch)
@@ -114,7 +114,7 @@ def torch_matmul(n: int, dtype: str) -> tuple[Any, Any, str, str]:
         if dev.type == "cuda":
             torch.cuda.synchronize()
 
-    return (lambda: torch.matmul(a, b)), sync, f"torch.matmul {dtype} {n}x{n}", precision
+    return (lambda: torch.matmul(a, b)), sync, precision
 
 
 class SklearnStep(Impl):

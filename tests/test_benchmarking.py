@@ -226,15 +226,15 @@ def test_peer_roofline(monkeypatch):
     assert rec["flops_per_s"] == pytest.approx(2 * 64**3 / rec["median_s"])
     assert rec["min_s"] <= rec["median_s"] <= rec["max_s"]
 
-    def missing(name):
-        raise _peers.Unavailable(f"not installed ({name})")
-
     def broken(a, b):
         raise RuntimeError("out of memory")
 
     fake.matmul = broken
     failed = benchmarking.measure_peer_roofline(64, "float32", settings)
     assert failed["status"] == "failed" and failed["reason"] == "RuntimeError: out of memory"
+
+    def missing(name):
+        raise _peers.Unavailable(f"not installed ({name})")
 
     monkeypatch.setattr(_peers_other, "_import", missing)
     skipped = benchmarking.measure_peer_roofline(64, "float32", settings)
