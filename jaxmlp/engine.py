@@ -398,8 +398,7 @@ def _epochs_program(spec: _Spec):
             plan, x.dtype, E, x.shape[0], spec.shuffle
         )
 
-        def one_epoch(carry: _Carry, xs):
-            e, perm = xs
+        def one_epoch(carry: _Carry, e, perm):
             state, bad, bad_step, train_loss = train_epoch(
                 carry.state, carry.diverged, carry.bad_step, x, y, sw, perm
             )
@@ -436,7 +435,7 @@ def _epochs_program(spec: _Spec):
 
         def epoch(c):
             i, carry, hist = c
-            carry, out = one_epoch(carry, (offset + i, None if perms is None else perms[i]))
+            carry, out = one_epoch(carry, offset + i, None if perms is None else perms[i])
             hist = tuple(h.at[i].set(v) for h, v in zip(hist, (True, *out), strict=True))
             return i + 1, carry, hist
 

@@ -298,15 +298,16 @@ def _nonfinite(arrays: list[jax.Array], key: jax.Array | None) -> jax.Array:
 
 
 def nonfinite_and_key(arrays: Any, key: jax.Array | None) -> tuple[list[bool], np.ndarray | None]:
-    """:func:`nonfinite` of ``arrays``, plus ``key``'s raw bits (uint32 words, ``None`` without a
-    key; ``key.shape + (words,)``) from the same compiled call and the same read: ``fit`` needs both before it starts, and
-    on a GPU every separate device-to-host read costs about 0.1-0.2 ms."""
+    """:func:`nonfinite` of ``arrays``, plus ``key``'s raw bits (uint32 words shaped
+    ``key.shape + (words,)``; ``None`` without a key) from the same compiled call and the same
+    read: ``fit`` needs both before it starts, and on a GPU every separate device-to-host read
+    costs about 0.1-0.2 ms."""
     floats = [i for i, a in enumerate(arrays) if jnp.issubdtype(a.dtype, jnp.inexact)]
-    words = None
-    if floats or key is not None:
-        words = np.asarray(jax.device_get(_nonfinite([arrays[i] for i in floats], key)))
     out = [False] * len(arrays)
-    for i, flag in zip(floats, words[: len(floats)] if floats else [], strict=True):
+    if not floats and key is None:
+        return out, None
+    words = np.asarray(jax.device_get(_nonfinite([arrays[i] for i in floats], key)))
+    for i, flag in zip(floats, words[: len(floats)], strict=True):
         out[i] = bool(flag)
     if key is None:
         return out, None
