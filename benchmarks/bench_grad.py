@@ -13,7 +13,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from jaxmlp.benchmarking import main
+from jaxmlp.bench import main
 
 DEFAULTS = ["--suites", "grad", "--configs", "M", "--activations", "relu,tanh,sigmoid"]
 

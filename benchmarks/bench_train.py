@@ -16,7 +16,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from jaxmlp.benchmarking import main
+from jaxmlp.bench import main
 
 DEFAULTS = [
     "--suites",

@@ -6,7 +6,7 @@ not part of the benchmark suite; prints one Markdown table, then a host profile 
 
 Variants (each timed in the same interleaved rounds as loop (a), the jitted per-step loop):
 ``fit`` with its per-epoch step scan not unrolled, unrolled 2x (as shipped for CPUs) and fully
-(8 steps, as shipped for GPUs and TPUs). A variant swaps ``lax.scan``'s ``unroll`` inside ``jaxmlp.engine``
+(8 steps, as shipped for GPUs and TPUs). A variant swaps ``lax.scan``'s ``unroll`` inside ``jaxmlp._engine.program``
 for this process only (the compiled programs are rebuilt).
 """
 
@@ -25,10 +25,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import jax
 
-from jaxmlp import _peers, engine
-from jaxmlp._bench_suites import _data
-from jaxmlp.benchmarking import CONFIGS, environment
-from jaxmlp.training import fit
+from jaxmlp._engine import program as engine
+from jaxmlp._train.fit import fit
+from jaxmlp.bench import CONFIGS, _peers, environment
+from jaxmlp.bench._suites import _data
 
 _real_scan = jax.lax.scan
 

@@ -35,11 +35,10 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from jaxmlp import _peers
-from jaxmlp._bench_suites import _data
-from jaxmlp.benchmarking import CONFIGS
-from jaxmlp.engine import TrainState, make_train_step
-from jaxmlp.mlp import MLP, Dense
+from jaxmlp._core.mlp import MLP, Dense
+from jaxmlp._engine.program import TrainState, make_train_step
+from jaxmlp.bench import CONFIGS, _peers
+from jaxmlp.bench._suites import _data
 
 BF, F32 = jnp.bfloat16, jnp.float32
 LR = 0.01

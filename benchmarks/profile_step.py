@@ -24,9 +24,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import jax
 from jax.profiler import ProfileData
 
-from jaxmlp import _peers
-from jaxmlp._bench_suites import _data
-from jaxmlp.benchmarking import CONFIGS
+from jaxmlp.bench import CONFIGS, _peers
+from jaxmlp.bench._suites import _data
 
 
 def summarize(trace_dir: str, per: int, label: str, top: int) -> None:

@@ -13,7 +13,7 @@ from pathlib import Path
 # Run from a checkout without installing: the repository root goes first on the path.
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from jaxmlp.benchmarking import main
+from jaxmlp.bench import main
 
 if __name__ == "__main__":
     sys.exit(main(prog="benchmarks/run.py"))

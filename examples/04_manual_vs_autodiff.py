@@ -103,7 +103,7 @@ def curve_divergence(a: list[float], b: list[float]) -> dict:
     }
 
 
-def max_param_diff(p: jaxmlp.mlp.Params, q: jaxmlp.mlp.Params) -> float:
+def max_param_diff(p: jaxmlp._core.mlp.Params, q: jaxmlp._core.mlp.Params) -> float:
     """``max |p - q|`` over every weight and bias."""
     return max(
         float(jnp.max(jnp.abs(u - v)))

@@ -6,8 +6,22 @@ Parameters are a plain tuple of :class:`Dense`; :class:`MLP` is a frozen, hashab
 """
 
 from jaxmlp import data
-from jaxmlp.activations import HIDDEN_ACTIVATIONS, OUTPUT_ACTIVATIONS, Activation, get_activation
-from jaxmlp.backprop import (
+from jaxmlp._checkpoint.files import (
+    Checkpoint,
+    checkpoint_path,
+    latest_checkpoint,
+    list_checkpoints,
+    load_checkpoint,
+    prune_checkpoints,
+    save_checkpoint,
+)
+from jaxmlp._core.activations import (
+    HIDDEN_ACTIVATIONS,
+    OUTPUT_ACTIVATIONS,
+    Activation,
+    get_activation,
+)
+from jaxmlp._core.backprop import (
     METHODS,
     Backward,
     Trace,
@@ -19,25 +33,21 @@ from jaxmlp.backprop import (
     per_example_grads,
     value_and_grad,
 )
-from jaxmlp.check import GradCheckReport, gradcheck
-from jaxmlp.checkpoint import (
-    Checkpoint,
-    checkpoint_path,
-    latest_checkpoint,
-    list_checkpoints,
-    load_checkpoint,
-    prune_checkpoints,
-    save_checkpoint,
+from jaxmlp._core.gradcheck import GradCheckReport, gradcheck
+from jaxmlp._core.losses import LOSSES, Loss, get_loss
+from jaxmlp._core.metrics import accuracy, evaluate, r2_score
+from jaxmlp._core.mlp import MLP, Dense
+from jaxmlp._distributed import data_parallel_mesh
+from jaxmlp._engine.program import (
+    DEFAULT_LEARNING_RATE,
+    DEFAULT_OPTIMIZER,
+    TrainState,
+    make_train_step,
 )
+from jaxmlp._train.ensemble import EnsembleResult, ensemble_apply, fit_ensemble, predict_ensemble
+from jaxmlp._train.fit import EarlyStopping, FitResult, fit
 from jaxmlp.data import Standardizer, train_test_split
-from jaxmlp.distributed import data_parallel_mesh
-from jaxmlp.engine import DEFAULT_LEARNING_RATE, DEFAULT_OPTIMIZER, TrainState, make_train_step
-from jaxmlp.ensemble import EnsembleResult, ensemble_apply, fit_ensemble, predict_ensemble
 from jaxmlp.errors import CheckpointError, DivergenceError, JaxmlpWarning
-from jaxmlp.losses import LOSSES, Loss, get_loss
-from jaxmlp.metrics import accuracy, evaluate, r2_score
-from jaxmlp.mlp import MLP, Dense
-from jaxmlp.training import EarlyStopping, FitResult, fit
 
 __version__ = "0.1.0"
 

@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxmlp.activations import HIDDEN_ACTIVATIONS, OUTPUT_ACTIVATIONS, get_activation
+from jaxmlp._core.activations import HIDDEN_ACTIVATIONS, OUTPUT_ACTIVATIONS, get_activation
 
 # (rtol, atol) per dtype for values and derivatives against jax.nn / jax.grad. The two sides
 # evaluate the same formula in a different order, so they differ by a few ulps of the

@@ -18,8 +18,8 @@ import jax
 import numpy as np
 import pytest
 
-from jaxmlp import _peers, benchmarking
-from jaxmlp.benchmarking import CONFIGS, Config, parse_configs
+from jaxmlp import bench as benchmarking
+from jaxmlp.bench import CONFIGS, Config, _peers, parse_configs
 
 ROOT = Path(__file__).resolve().parent.parent
 ENV_FIELDS = (
@@ -181,7 +181,7 @@ class _FakeTorch:
 def test_torch_matmul_precision_follows_jax(jax_precision, torch_precision):
     """On a GPU PyTorch's float32 matmuls run at JAX's precision (TF32 by default in JAX, true
     float32 by default in torch), so a float32 comparison is like for like."""
-    from jaxmlp._peers_other import _match_jax_precision
+    from jaxmlp.bench._peers_other import _match_jax_precision
 
     fake = _FakeTorch()
     with jax.default_matmul_precision(jax_precision):
@@ -215,7 +215,7 @@ class _NumpyTorch(_FakeTorch):
 def test_peer_roofline(monkeypatch):
     """torch's own matmul is timed like JAX's and reported beside it; without torch the row says
     why it is missing, and the % roofline columns always stay against JAX's matmul."""
-    from jaxmlp import _peers_other
+    from jaxmlp.bench import _peers_other
 
     settings = benchmarking.Settings(repeats=3, target_s=1e-4, max_s=0.1)
     fake = _NumpyTorch()
@@ -286,7 +286,7 @@ def test_probe_fit_script(tmp_path):
     for r in rows:
         assert 0 < r["fit 1 s"] and 0 < r["fit 20 s"] < r["fit 60 s"]
         assert r["loop 60 over fit 60"] > 0 and r["loop per step s"] > 0
-    assert "fit(epochs=1) x 30" in proc.stdout and "training.py" in proc.stdout
+    assert "fit(epochs=1) x 30" in proc.stdout and "fit.py" in proc.stdout
 
 
 def test_probe_mixed_script(tmp_path):

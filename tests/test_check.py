@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from jaxmlp import MLP, Dense, gradcheck, value_and_grad
-from jaxmlp.check import TOLERANCES
+from jaxmlp._core.gradcheck import TOLERANCES
 
 # 3-4-4-2: the middle weight is square, so a transposed gradient has the right shape.
 MODEL = MLP((3, 4, 4, 2), ("tanh", "gelu"), "softmax")

@@ -19,7 +19,7 @@ import numpy as np
 import optax
 import pytest
 
-from jaxmlp.checkpoint import (
+from jaxmlp._checkpoint.files import (
     FORMAT_VERSION,
     Checkpoint,
     checkpoint_path,
@@ -29,8 +29,8 @@ from jaxmlp.checkpoint import (
     prune_checkpoints,
     save_checkpoint,
 )
+from jaxmlp._core.mlp import MLP, Dense
 from jaxmlp.errors import CheckpointError
-from jaxmlp.mlp import MLP, Dense
 
 REPO = Path(__file__).resolve().parents[1]
 MODEL = MLP((3, 5, 2), activation="tanh")
@@ -507,8 +507,8 @@ def test_stale_temp_files_are_cleaned_but_live_ones_kept(tmp_path):
 _WRITER = """
 import sys
 import numpy as np
-from jaxmlp.checkpoint import save_checkpoint
-from jaxmlp.mlp import MLP, Dense
+from jaxmlp._checkpoint.files import save_checkpoint
+from jaxmlp._core.mlp import MLP, Dense
 
 path, n = sys.argv[1], int(sys.argv[2])
 model = MLP((n, n))

@@ -17,8 +17,11 @@ import numpy as np
 import pytest
 
 import jaxmlp
-from jaxmlp import _cli_commands, _cli_data, cli
-from jaxmlp.checkpoint import load_checkpoint
+from jaxmlp import cli
+from jaxmlp._checkpoint.files import load_checkpoint
+from jaxmlp.cli import _commands as _cli_commands
+from jaxmlp.cli import _data as _cli_data
+from jaxmlp.cli import _train as _cli_train
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -201,15 +204,15 @@ def test_regression_csv_then_predict(tmp_path, capsys):
 )
 def test_csv_task_detection(tmp_path, targets, task, expected):
     rows = [[str(i), t] for i, t in enumerate(targets)]
-    ds = cli.load_csv(write_csv(tmp_path / "t.csv", ["f", "t"], rows), "t", task)
+    ds = _cli_data.load_csv(write_csv(tmp_path / "t.csv", ["f", "t"], rows), "t", task)
     assert (ds.task, ds.classes) == expected
     if ds.classes:
-        assert [ds.classes[i] for i in ds.y] == [cli._class_name(t) for t in targets]
+        assert [ds.classes[i] for i in ds.y] == [_cli_data._class_name(t) for t in targets]
 
 
 def test_sklearn_dataset_keeps_its_names():
     args = cli.build_parser().parse_args(["train", "--dataset", "iris"])
-    ds = cli.load_dataset(args, jax.random.key(0))
+    ds = _cli_data.load_dataset(args, jax.random.key(0))
     assert ds.x.shape == (150, 4) and ds.task == "classification"
     assert ds.classes == ["setosa", "versicolor", "virginica"]
     assert ds.features[0] == "sepal length (cm)"
@@ -263,7 +266,7 @@ def test_without_matplotlib_train_skips_plots_and_gradcheck_plot_fails(
     monkeypatch, tmp_path, capsys
 ):
     monkeypatch.setattr(_cli_data, "_import_plot", lambda: (None, "No module named 'matplotlib'"))
-    assert cli._train_plots(tmp_path, *[None] * 8) == []
+    assert _cli_train._train_plots(tmp_path, *[None] * 8) == []
     assert "no plots" in capsys.readouterr().err
     code, out, err = run(capsys, *GRADCHECK, "--plot", tmp_path / "g.png")
     assert code == 1 and "overall: OK" in out and not (tmp_path / "g.png").exists()
@@ -287,7 +290,7 @@ def test_summary_from_flags(capsys, argv):
 
 
 def test_bench_forwards_its_flags(monkeypatch, capsys):
-    from jaxmlp import benchmarking
+    from jaxmlp import bench as benchmarking
 
     seen = []
     monkeypatch.setattr(

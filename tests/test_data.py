@@ -13,7 +13,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from jaxmlp import data
-from jaxmlp.losses import get_loss
+from jaxmlp._core.losses import get_loss
 
 CLASSIFICATION = ["circle", "xor", "gaussians", "spiral", "moons"]
 REGRESSION = ["plane", "sine"]
@@ -150,22 +150,23 @@ def test_plane_and_sine_targets_are_exact():
 
 
 @pytest.mark.parametrize(
-    ("kwargs", "argname"),
+    ("kwargs", "argname", "exc"),
     [
-        ({"n": 0}, "n"),
-        ({"n": -3}, "n"),
-        ({"n": 2.5}, "n"),
-        ({"n": True}, "n"),
-        ({"noise": -0.1}, "noise"),
-        ({"noise": math.nan}, "noise"),
-        ({"noise": math.inf}, "noise"),
-        ({"noise": "0.1"}, "noise"),
+        ({"n": 0}, "n", ValueError),
+        ({"n": -3}, "n", ValueError),
+        ({"n": 2.5}, "n", TypeError),
+        ({"n": True}, "n", TypeError),
+        ({"noise": -0.1}, "noise", ValueError),
+        ({"noise": math.nan}, "noise", ValueError),
+        ({"noise": math.inf}, "noise", ValueError),
+        ({"noise": "0.1"}, "noise", TypeError),
     ],
     ids=["n0", "n-neg", "n-float", "n-bool", "noise-neg", "noise-nan", "noise-inf", "noise-str"],
 )
 @pytest.mark.parametrize("name", ["circle", "sine"], ids=["circle", "sine"])
-def test_bad_generator_arguments_name_the_argument(name, kwargs, argname):
-    with pytest.raises(ValueError, match=rf"^{argname}: "):
+def test_bad_generator_arguments_name_the_argument(name, kwargs, argname, exc):
+    # A value of the wrong type is a TypeError, a value out of range a ValueError (jaxmlp._checks).
+    with pytest.raises(exc, match=rf"^{argname}: "):
         data.DATASETS[name](jax.random.key(0), **kwargs)
 
 
@@ -365,7 +366,7 @@ def test_batching_bad_arguments_name_the_argument():
         next(data.batches(np.zeros((4, 1)), np.zeros(4), 0))
     with pytest.raises(ValueError, match=r"^y: "):
         next(data.batches(np.zeros((4, 1)), np.zeros(3), 2))
-    with pytest.raises(ValueError, match=r"^batch_size: "):
+    with pytest.raises(TypeError, match=r"^batch_size: "):
         data.pad_to_batches(np.zeros((4, 1)), np.zeros(4), 2.0)
     with pytest.raises(ValueError, match=r"^y: "):
         data.pad_to_batches(np.zeros((4, 1)), np.zeros(5), 2)

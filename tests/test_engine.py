@@ -1,4 +1,4 @@
-"""Tests for jaxmlp.engine's host-side pieces: row orders, seeds, state initialisation, call sizes."""
+"""Tests for jaxmlp._engine.program's host-side pieces: row orders, seeds, state initialisation, call sizes."""
 
 from __future__ import annotations
 
@@ -10,8 +10,10 @@ import optax
 import pytest
 
 import jaxmlp
-from jaxmlp._orders import seed_from_words
-from jaxmlp.engine import (
+from jaxmlp._core.losses import get_loss
+from jaxmlp._core.mlp import check_finite_params, nonfinite, nonfinite_and_key
+from jaxmlp._engine.orders import seed_from_words
+from jaxmlp._engine.program import (
     DEFAULT_OPTIMIZER,
     TrainState,
     _read_plan,
@@ -25,9 +27,7 @@ from jaxmlp.engine import (
     order_seed,
     read_report,
 )
-from jaxmlp.losses import get_loss
-from jaxmlp.mlp import check_finite_params, nonfinite, nonfinite_and_key
-from jaxmlp.training import _auto_epochs_per_call
+from jaxmlp._train.fit import _auto_epochs_per_call
 
 MODEL = jaxmlp.MLP((3, 8, 2), activation="tanh")
 

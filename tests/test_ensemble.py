@@ -1,4 +1,4 @@
-"""Tests for jaxmlp.ensemble: vmapped members equal separate fits; sweeps, bootstrap, prediction."""
+"""Tests for jaxmlp._train.ensemble: vmapped members equal separate fits; sweeps, bootstrap, prediction."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import optax
 import pytest
 
 import jaxmlp
-from jaxmlp.engine import TRACE_COUNTS
+from jaxmlp._engine.program import TRACE_COUNTS
 
 MODEL = jaxmlp.MLP((1, 16, 1), activation="tanh")
 

@@ -8,7 +8,7 @@ import optax
 import pytest
 
 import jaxmlp
-from jaxmlp.checkpoint import list_checkpoints, load_checkpoint
+from jaxmlp._checkpoint.files import list_checkpoints, load_checkpoint
 
 MODEL = jaxmlp.MLP((3, 8, 2), activation="tanh")
 OPT = optax.adam(0.01)

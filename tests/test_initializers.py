@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from jaxmlp import MLP
-from jaxmlp.initializers import INITIALIZERS, get_initializer
+from jaxmlp._core.initializers import INITIALIZERS, get_initializer
 
 FAN_IN, FAN_OUT = 400, 300
 # name -> (promised variance, normal?)

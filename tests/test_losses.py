@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxmlp.losses import CLASSIFICATION_LOSSES, LOSSES, Loss, get_loss
+from jaxmlp._core.losses import CLASSIFICATION_LOSSES, LOSSES, Loss, get_loss
 
 # (rtol, atol) per dtype: values against float64 NumPy formulas, gradients against jax.grad.
 TOLERANCES = {"float32": (2e-6, 1e-7), "float64": (1e-12, 1e-15)}

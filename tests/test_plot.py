@@ -12,7 +12,7 @@ from matplotlib.figure import Figure
 from matplotlib.image import imread
 
 from jaxmlp import MLP, Dense, plot
-from jaxmlp.check import TOLERANCES, Comparison, GradCheckReport, GradCheckRow
+from jaxmlp._core.gradcheck import TOLERANCES, Comparison, GradCheckReport, GradCheckRow
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

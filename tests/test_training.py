@@ -1,4 +1,4 @@
-"""Tests for jaxmlp.training: the jitted step, the fused fit, early stopping, divergence."""
+"""Tests for jaxmlp._train.fit: the jitted step, the fused fit, early stopping, divergence."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import optax
 import pytest
 
 import jaxmlp
-from jaxmlp.engine import TRACE_COUNTS, epoch_permutations, order_seed
+from jaxmlp._engine.program import TRACE_COUNTS, epoch_permutations, order_seed
 
 REG = jaxmlp.MLP((3, 8, 2), activation="tanh")
 CLS = jaxmlp.MLP((2, 8, 3), activation="relu", output_activation="softmax")
@@ -267,7 +267,7 @@ def test_divergence_whose_replay_stays_finite_reports_no_step(reg, monkeypatch):
     # Rare (the replay is another compiled program, which may round differently near a blow-up);
     # if it happens, fit must say so, not invent a step, and hand back the epoch's starting state.
     x, y, params = reg
-    import jaxmlp.training as training
+    import jaxmlp._train.fit as training
 
     def finite_replay(spec):
         return lambda state, bad, bad_step, *rest: (state, jnp.asarray(False), bad_step, 0.0)

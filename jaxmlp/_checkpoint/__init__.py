@@ -1,0 +1,1 @@
+"""Private room of jaxmlp (see the docs' design page)."""

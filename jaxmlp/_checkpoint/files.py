@@ -1,0 +1,251 @@
+"""Checkpoints: one ``.npz`` file per save, written atomically, read without pickle.
+
+:func:`save_checkpoint` stores a model description, its params, an optional optimizer state,
+step, JSON metadata and extra arrays; :func:`load_checkpoint` reads and verifies them back.
+The directory helpers name per-epoch files ``ckpt_{epoch:06d}.npz`` and find or prune them.
+The file layout, encoding, SHA-256 check and atomic write live in
+:mod:`jaxmlp._checkpoint.format`.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import re
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxmlp._checkpoint.format import (
+    FORMAT,
+    FORMAT_VERSION,
+    clean_stale,
+    decode,
+    flatten_into,
+    library_versions,
+    read,
+    restore_like,
+    write_atomic,
+)
+from jaxmlp._checks import check_int, check_path
+from jaxmlp._core.mlp import MLP, Dense, Params, check_params
+from jaxmlp.errors import CheckpointError
+
+_CKPT_NAME = re.compile(r"ckpt_(\d{6,})\.npz")
+PathLike = str | os.PathLike
+
+
+class Checkpoint(NamedTuple):
+    """What :func:`load_checkpoint` returns.
+
+    Attributes:
+        model: the stored :class:`MLP` description.
+        params: a tuple of :class:`Dense` (JAX arrays); ``w`` is ``(sizes[l], sizes[l+1])``.
+        opt_state: the optimizer state in ``opt_state_like``'s structure; without
+            ``opt_state_like``, a dict from each leaf's key path (e.g. ``"[0].mu[1].w"``) to its
+            array; ``None`` when none was saved.
+        step: the saved step, or ``None``.
+        metadata: the saved metadata as ``json.loads`` returns it (tuples become lists).
+        extra: the saved ``extra_arrays`` as JAX arrays (so 64-bit ones follow JAX's x64 setting);
+            a params-like entry comes back as a tuple of ``Dense``.
+    """
+
+    model: MLP
+    params: Params
+    opt_state: Any
+    step: int | None
+    metadata: Any
+    extra: dict[str, Any]
+
+
+def checkpoint_path(directory: PathLike, epoch: int) -> Path:
+    """The file for ``epoch`` in ``directory``: ``directory/ckpt_{epoch:06d}.npz``."""
+    epoch = check_int(epoch, "epoch", 0)
+    return check_path(directory, "directory") / f"ckpt_{epoch:06d}.npz"
+
+
+def list_checkpoints(directory: PathLike) -> list[tuple[int, Path]]:
+    """``(epoch, path)`` of every ``ckpt_*.npz`` in ``directory``, oldest first ([] if none)."""
+    directory = check_path(directory, "directory")
+    if not directory.is_dir():
+        return []
+    matches = ((_CKPT_NAME.fullmatch(e.name), e) for e in os.scandir(directory))
+    return sorted((int(m[1]), directory / e.name) for m, e in matches if m and e.is_file())
+
+
+def latest_checkpoint(directory: PathLike) -> Path | None:
+    """The newest epoch's checkpoint in ``directory``, or ``None`` when there is none."""
+    found = list_checkpoints(directory)
+    return found[-1][1] if found else None
+
+
+def prune_checkpoints(directory: PathLike, keep: int) -> list[Path]:
+    """Deletes all but the newest ``keep`` (>= 1) checkpoints; returns the deleted paths."""
+    keep = check_int(keep, "keep", 1)
+    doomed = [p for _, p in list_checkpoints(directory)[:-keep]]
+    for p in doomed:
+        p.unlink(missing_ok=True)
+    return doomed
+
+
+def save_checkpoint(
+    path: PathLike,
+    *,
+    model: MLP,
+    params: Params,
+    opt_state: Any = None,
+    step: int | None = None,
+    metadata: Any = None,
+    extra_arrays: dict[str, Any] | None = None,
+) -> Path:
+    """Writes one checkpoint file atomically (temp file, fsync, rename, directory fsync).
+
+    Args:
+        path: the target file (conventionally ``.npz``); missing parent directories are created.
+        model: the description ``params`` belong to.
+        params: a tuple of ``Dense``; layer ``l`` has ``w`` ``(sizes[l], sizes[l+1])``.
+        opt_state: any optax state (any pytree of arrays), or ``None``.
+        step: a non-negative int, or ``None``.
+        metadata: anything ``json.dumps`` accepts.
+        extra_arrays: name -> array (typed PRNG keys included) or params-like tuple of ``Dense``
+            (e.g. early stopping's best params); returned as ``Checkpoint.extra``.
+
+    Returns:
+        ``path`` as a ``Path``.
+
+    Raises:
+        TypeError, ValueError: naming the argument that cannot be stored.
+    """
+    path = check_path(path, "path")
+    if not isinstance(model, MLP):
+        raise TypeError(f"model: expected an MLP, got {type(model).__name__}")
+    check_params(model, params)
+    if step is not None:
+        step = check_int(step, "step", 0)
+    try:
+        json.dumps(metadata)
+    except (TypeError, ValueError) as err:
+        raise TypeError(f"metadata: must be JSON-serialisable ({err})") from err
+    if extra_arrays is not None and not isinstance(extra_arrays, dict):
+        raise TypeError(f"extra_arrays: expected a dict, got {type(extra_arrays).__name__}")
+    extra_arrays = dict(extra_arrays or {})
+    if any(not isinstance(k, str) for k in extra_arrays):
+        raise TypeError(f"extra_arrays: keys must be str, got {list(extra_arrays)}")
+    arrays: dict[str, np.ndarray] = {}
+    infos: dict[str, dict[str, Any]] = {}
+    add = functools.partial(flatten_into, arrays, infos)  # (prefix, tree) -> member names
+
+    trees = {
+        "params": add("params", tuple(params)),
+        "opt_state": None if opt_state is None else add("opt_state", opt_state),
+        "extra": {k: add(f"extra[{k!r}]", v) for k, v in extra_arrays.items()},
+        "extra_params": [k for k, v in extra_arrays.items() if _is_params(v)],
+    }
+    meta = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "model": model.to_dict(),
+        "versions": library_versions(),
+        "arrays": infos,
+        "trees": trees,
+        "step": step,
+        "metadata": metadata,
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    clean_stale(path)
+    write_atomic(path, arrays, meta)
+    return path
+
+
+def load_checkpoint(
+    path: PathLike, *, model: MLP | None = None, opt_state_like: Any = None
+) -> Checkpoint:
+    """Reads and verifies a checkpoint written by :func:`save_checkpoint`; never unpickles.
+
+    Args:
+        path: the checkpoint file.
+        model: when given, the stored description must equal it.
+        opt_state_like: a pytree with the optimizer state's structure, e.g.
+            ``optimizer.init(params)``; its leaves' count, shapes and dtypes must match.
+
+    Returns:
+        A :class:`Checkpoint`.
+
+    Raises:
+        FileNotFoundError: ``path`` is not an existing file (not a ``CheckpointError``, so
+            "nothing to resume from" stays distinguishable from "a bad checkpoint").
+        CheckpointError: the file is truncated, corrupted (zip CRC or SHA-256 mismatch), not a
+            jaxmlp checkpoint, of a newer format version, or does not fit ``model`` /
+            ``opt_state_like``. The message names ``path`` and what is wrong.
+    """
+    if model is not None and not isinstance(model, MLP):
+        raise TypeError(f"model: expected an MLP or None, got {type(model).__name__}")
+    path = check_path(path, "path")
+    clean_stale(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint {path}: no such file")
+    arrays, meta = read(path)
+    try:
+        return _assemble(path, arrays, meta, model, opt_state_like)
+    except (KeyError, TypeError, AttributeError, IndexError) as err:  # hand-edited metadata
+        msg = f"checkpoint {path}: malformed metadata ({type(err).__name__}: {err})"
+        raise CheckpointError(msg) from err
+
+
+def _assemble(
+    path: Path, arrays: dict[str, np.ndarray], meta: dict[str, Any], model: Any, like: Any
+) -> Checkpoint:
+    try:
+        stored = MLP.from_dict(meta["model"])
+    except ValueError as err:
+        raise CheckpointError(f"checkpoint {path}: invalid model description ({err})") from err
+    if model is not None:
+        _check_same_model(path, model, stored)
+    leaves = {n: decode(path, n, a, meta["arrays"][n]) for n, a in arrays.items()}
+    trees = meta["trees"]
+    params = _as_params(path, "params", [leaves[n] for n in trees["params"]])
+    try:
+        check_params(stored, params)
+    except (TypeError, ValueError) as err:
+        raise CheckpointError(f"checkpoint {path} does not fit its model: {err}") from err
+    opt_state = None
+    if like is not None:
+        opt_state = restore_like(path, trees["opt_state"], leaves, like)
+    elif trees["opt_state"] is not None:
+        opt_state = {n[len("opt_state") :]: jnp.asarray(leaves[n]) for n in trees["opt_state"]}
+    extra = {}
+    for k, names in trees["extra"].items():
+        got = [leaves[n] for n in names]
+        extra[k] = _as_params(path, k, got) if k in trees["extra_params"] else jnp.asarray(got[0])
+    return Checkpoint(stored, params, opt_state, meta["step"], meta["metadata"], extra)
+
+
+def _is_params(v: Any) -> bool:
+    return isinstance(v, (tuple, list)) and len(v) > 0 and all(isinstance(d, Dense) for d in v)
+
+
+def _as_params(path: Path, what: str, leaves: list[Any]) -> Params:
+    if len(leaves) % 2:
+        raise CheckpointError(f"checkpoint {path}: {what} has an odd number of arrays")
+    wide = {str(a.dtype) for a in leaves if jax.dtypes.canonicalize_dtype(a.dtype) != a.dtype}
+    if wide:  # JAX would silently narrow them: refuse rather than lose precision
+        raise CheckpointError(
+            f"checkpoint {path}: {what} are {sorted(wide)}; enable JAX's x64 mode "
+            "(jax.enable_x64 or the jax_enable_x64 flag) to load them"
+        )
+    pairs = zip(leaves[::2], leaves[1::2], strict=True)
+    return tuple(Dense(jnp.asarray(w), jnp.asarray(b)) for w, b in pairs)
+
+
+def _check_same_model(path: Path, model: MLP, stored: MLP) -> None:
+    if model == stored:
+        return
+    given, saved = model.to_dict(), stored.to_dict()
+    diffs = [f"{k}: stored {saved[k]!r}, given {given[k]!r}" for k in given if given[k] != saved[k]]
+    if model.sizes != stored.sizes:
+        diffs.append(f"layer shapes: stored {stored.layer_shapes()}, given {model.layer_shapes()}")
+    raise CheckpointError(f"checkpoint {path} was saved for a different model: {'; '.join(diffs)}")

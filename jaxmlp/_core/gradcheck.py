@@ -1,0 +1,259 @@
+"""``gradcheck``: manual gradients against ``jax.grad`` and against central finite differences.
+
+Three numbers per layer and per ``w``/``b``, for each comparison:
+    max abs error      max |g_manual - g_ref|
+    max rel error      max abs error / max |g_ref| over the whole gradient (its scale)
+    cosine similarity  <g_manual, g_ref> / (||g_manual|| ||g_ref||)
+Manual vs autodiff runs in the parameters' own dtype. Finite differences run in float64 (under
+``jax.enable_x64``) on the manual gradient recomputed in float64: along random unit directions
+for every block, and entry by entry for blocks with at most ``entrywise_max`` entries.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+
+from jaxmlp._checks import check_key
+from jaxmlp._core.backprop import loss_fn, value_and_grad
+from jaxmlp._core.losses import Loss
+from jaxmlp._core.mlp import MLP, Params, as_array, check_params
+
+# Manual vs autodiff, in the parameters' dtype: |m - a| <= atol * scale + rtol * |a|,
+# scale = max |a| over the whole gradient.
+TOLERANCES: dict[str, tuple[float, float]] = {
+    "float64": (1e-10, 1e-12),
+    "float32": (1e-5, 1e-6),
+    "bfloat16": (2e-2, 2e-3),
+    "float16": (1e-2, 1e-3),
+}
+# Finite differences (float64, central, step FD_EPS): truncation ~eps^2, rounding ~1e-16/eps.
+FD_EPS = 1e-6
+FD_RTOL, FD_ATOL = 1e-6, 1e-8
+
+
+class Comparison(NamedTuple):
+    """One block's agreement with a reference gradient."""
+
+    max_abs: float
+    max_rel: float
+    cosine: float
+    ok: bool
+
+
+class GradCheckRow(NamedTuple):
+    """One parameter block (layer ``layer``, ``w`` or ``b``)."""
+
+    layer: int
+    name: str
+    shape: tuple[int, ...]
+    autodiff: Comparison
+    finite_diff: Comparison
+    fd_kind: str
+
+
+class GradCheckReport(NamedTuple):
+    """The result of :func:`gradcheck`; ``print`` it for the per-layer table."""
+
+    rows: tuple[GradCheckRow, ...]
+    dtype: str
+    rtol: float
+    atol: float
+
+    @property
+    def ok(self) -> bool:
+        """True when every block agrees with both references within the tolerances."""
+        return all(r.autodiff.ok and r.finite_diff.ok for r in self.rows)
+
+    def __str__(self) -> str:
+        head = (
+            f"{'layer':>5} {'param':>5} {'shape':>10} | {'vs jax.grad: max abs':>20} {'max rel':>9} "
+            f"{'cosine':>10} | {'vs finite diff: max abs':>23} {'max rel':>9} {'cosine':>10} {'how':>10} | ok"
+        )
+        lines = [
+            f"gradcheck: manual backward vs jax.grad ({self.dtype}, rtol={self.rtol:g}, "
+            f"atol={self.atol:g} x scale) and vs central finite differences (float64)",
+            head,
+            "-" * len(head),
+        ]
+        for r in self.rows:
+            ad, fd = r.autodiff, r.finite_diff
+            lines.append(
+                f"{r.layer:>5} {r.name:>5} {r.shape!s:>10} | {ad.max_abs:>20.3e} {ad.max_rel:>9.2e} "
+                f"{ad.cosine:>10.7f} | {fd.max_abs:>23.3e} {fd.max_rel:>9.2e} {fd.cosine:>10.7f} "
+                f"{r.fd_kind:>10} | {'yes' if ad.ok and fd.ok else 'NO'}"
+            )
+        lines.append(f"overall: {'OK' if self.ok else 'MISMATCH'}")
+        return "\n".join(lines)
+
+
+def _compare(m: np.ndarray, ref: np.ndarray, scale: float, rtol: float, atol: float) -> Comparison:
+    m, ref = np.asarray(m, np.float64).ravel(), np.asarray(ref, np.float64).ravel()
+    err = np.abs(m - ref)
+    max_abs = float(err.max(initial=0.0))
+    denom = np.linalg.norm(m) * np.linalg.norm(ref)
+    # Two zero vectors agree perfectly; one zero and one not do not.
+    if denom > 0:
+        cosine = float(np.dot(m, ref) / denom)
+    else:
+        cosine = 1.0 if max_abs == 0 else 0.0
+    ok = bool(np.all(err <= atol * scale + rtol * np.abs(ref)))
+    return Comparison(max_abs, max_abs / scale if scale > 0 else max_abs, cosine, ok)
+
+
+def _blocks(params: Params) -> list[tuple[int, str, Any]]:
+    return [(l, name, getattr(p, name)) for l, p in enumerate(params) for name in ("w", "b")]
+
+
+def _replace(params: Params, l: int, name: str, value) -> Params:
+    return tuple(p._replace(**{name: value}) if i == l else p for i, p in enumerate(params))
+
+
+def _directions(p64: Params, key, num_directions: int, entrywise_max: int):
+    """Random unit directions per block (plus the unit vectors of blocks with at most
+    ``entrywise_max`` entries), drawn on the host from ``key``, each padded to the largest
+    block: ``(which block, direction)`` rows for :func:`_differences`."""
+    blocks = _blocks(p64)
+    width = max(p_block.size for _, _, p_block in blocks)
+    rng = np.random.default_rng(np.asarray(jax.random.key_data(key)).ravel())
+    dirs, which = [], []
+    for b, (_, _, p_block) in enumerate(blocks):
+        d = rng.standard_normal((num_directions, p_block.size))
+        d /= np.sqrt(np.sum(d**2, axis=1, keepdims=True))
+        if p_block.size <= entrywise_max:
+            d = np.concatenate([d, np.eye(p_block.size)])
+        dirs.append(np.pad(d, ((0, 0), (0, width - p_block.size))))
+        which.append(np.full(d.shape[0], b))
+    return np.concatenate(which), np.concatenate(dirs)
+
+
+def _shifted(b: int, p64: Params, v: jax.Array, step: float) -> Params:
+    l, name, p_block = _blocks(p64)[b]
+    return _replace(p64, l, name, p_block + step * v[: p_block.size].reshape(p_block.shape))
+
+
+def _differences(objective, p64: Params, data, which: jax.Array, dirs: jax.Array) -> jax.Array:
+    """Central differences of ``objective`` along each row of ``dirs`` (in block ``which``).
+
+    One copy of the objective: a ``lax.switch`` adds the direction to its block and
+    ``lax.map`` runs the directions one after another, so memory stays that of one forward
+    pass and the program compiles once for all blocks.
+    """
+    branches = [functools.partial(_shifted, b) for b in range(2 * len(p64))]
+
+    def along(args):
+        b, v = args
+        # central difference (L(p + eps v) - L(p - eps v)) / (2 eps) along v
+        plus = objective(lax.switch(b, branches, p64, v, FD_EPS), *data)
+        minus = objective(lax.switch(b, branches, p64, v, -FD_EPS), *data)
+        return (plus - minus) / (2 * FD_EPS)
+
+    return lax.map(along, (which, dirs))
+
+
+@functools.lru_cache(maxsize=32)
+def _programs(model: MLP, loss: str | Loss, l2: float):
+    """The compiled manual, autodiff and finite-difference programs, cached on the static
+    description so that repeated checks of one model compile once."""
+    return (
+        jax.jit(value_and_grad(model, loss, method="manual", l2=l2)),
+        jax.jit(value_and_grad(model, loss, method="autodiff", l2=l2)),
+        jax.jit(functools.partial(_differences, loss_fn(model, loss, l2=l2))),
+    )
+
+
+def gradcheck(
+    model: MLP,
+    params: Params,
+    x: jax.typing.ArrayLike,
+    y: jax.typing.ArrayLike,
+    loss: str | Loss,
+    *,
+    l2: float = 0.0,
+    sample_weight: jax.typing.ArrayLike | None = None,
+    grad_fn: Callable | None = None,
+    num_directions: int = 4,
+    entrywise_max: int = 64,
+    key: jax.Array | None = None,
+) -> GradCheckReport:
+    """Checks the manual gradient of ``loss`` at ``params`` against two independent references.
+
+    Args:
+        model, params: the network and the point to check at.
+        x: ``(batch, sizes[0])``; y: targets as ``loss`` expects.
+        loss: a loss name or ``jaxmlp.Loss``; l2, sample_weight: as in ``value_and_grad``.
+        grad_fn: the gradient under test, ``(params, x, y, sample_weight) -> (value, grads)``;
+            defaults to ``value_and_grad(model, loss, method="manual", l2=l2)``. Pass a
+            deliberately broken one to see the check fail.
+        num_directions: random unit directions per block for the directional differences.
+        entrywise_max: blocks with at most this many entries are also checked entry by entry.
+        key: PRNG key for the directions (default ``jax.random.key(0)``).
+
+    Returns:
+        A :class:`GradCheckReport`; ``.ok`` is the verdict, ``str()`` the table.
+    """
+    check_params(model, params)
+    for value, argname, low in (
+        (num_directions, "num_directions", 1),
+        (entrywise_max, "entrywise_max", 0),
+    ):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
+            raise ValueError(f"{argname}: expected an int >= {low}, got {value!r}")
+    if grad_fn is not None and not callable(grad_fn):
+        raise TypeError(f"grad_fn: expected a callable, got {type(grad_fn).__name__}")
+    key = jax.random.key(0) if key is None else check_key(key)
+    # Arrays before jit: jit's own error for a string or None names no argument.
+    x, y = as_array(x, "x"), as_array(y, "y")
+    sample_weight = None if sample_weight is None else as_array(sample_weight, "sample_weight")
+    dtype = jnp.dtype(params[0].w.dtype).name
+    if dtype not in TOLERANCES:
+        raise ValueError(f"params: no tolerance for dtype {dtype}")
+    rtol, atol = TOLERANCES[dtype]
+    manual, autodiff, differences = _programs(model, loss, l2)
+    grad_fn = manual if grad_fn is None else jax.jit(grad_fn)
+    _, g_manual = grad_fn(params, x, y, sample_weight)
+    _, g_auto = autodiff(params, x, y, sample_weight)
+    # NumPy, not jnp: eager jnp ops compile once per block shape.
+    scale = max(float(np.max(np.abs(np.asarray(g)))) for g in jax.tree.leaves(g_auto))
+
+    with jax.enable_x64(True):
+        f64 = lambda t: jax.tree.map(lambda a: jnp.asarray(np.asarray(a, np.float64)), t)  # noqa: E731
+        p64, x64 = f64(params), jnp.asarray(np.asarray(x, np.float64))
+        y_np = np.asarray(y)
+        y64 = jnp.asarray(
+            y_np if np.issubdtype(y_np.dtype, np.integer) else y_np.astype(np.float64)
+        )
+        sw64 = None if sample_weight is None else jnp.asarray(np.asarray(sample_weight, np.float64))
+        value64, g64 = grad_fn(p64, x64, y64, sw64)
+        gnorm = float(np.sqrt(sum(np.sum(np.asarray(g) ** 2) for g in jax.tree.leaves(g64))))
+        # Rounding in the loss values limits the differences to ~1e-16 |L| / eps.
+        fd_scale = gnorm + abs(float(value64))
+        which, dirs = _directions(p64, key, num_directions, entrywise_max)
+        fd_all = np.asarray(differences(p64, (x64, y64, sw64), which, dirs))
+
+        rows = []
+        for b, ((l, name, g_m), (_, _, g_a), (_, _, g_m64)) in enumerate(
+            zip(_blocks(g_manual), _blocks(g_auto), _blocks(g64), strict=True)
+        ):
+            ad = _compare(g_m, g_a, scale, rtol, atol)
+            size = np.size(g_m64)
+            # the analytic directional derivative <v, g> next to the difference along v
+            analytic = dirs[which == b, :size] @ np.asarray(g_m64).ravel()
+            fd = fd_all[which == b]
+            rows.append(
+                GradCheckRow(
+                    l + 1,
+                    name,
+                    tuple(np.shape(g_m64)),
+                    ad,
+                    _compare(analytic, fd, fd_scale, FD_RTOL, FD_ATOL),
+                    "entries" if size <= entrywise_max else "directions",
+                )
+            )
+    return GradCheckReport(tuple(rows), dtype, rtol, atol)

@@ -1,0 +1,112 @@
+"""``fit``'s and ``fit_ensemble``'s eager input checks and how much work one compiled call holds.
+
+Everything here runs on the host before anything compiles, so that a bad argument fails at once
+with a message naming it; the checks that need the data's values run as one compiled call.
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any
+
+import jax.numpy as jnp
+import numpy as np
+
+from jaxmlp._core.backprop import check_targets
+from jaxmlp._core.losses import Loss
+from jaxmlp._core.mlp import MLP, Params, as_array, as_batch, check_finite_params, nonfinite_and_key
+from jaxmlp.errors import JaxmlpWarning
+
+
+def prepare_data(
+    model: MLP,
+    loss: Loss,
+    params: Params,
+    x: Any,
+    y: Any,
+    names=("x", "y"),
+    finite_params=False,
+    key: Any = None,
+):
+    """Eager checks of a data set (shape, dtype, NaN/Inf, label range); returns it prepared.
+
+    Returns ``(x, y, key_words)``: ``x`` as ``(n, sizes[0])`` in the parameters' dtype, ``y`` in
+    the form the loss reads, and ``key``'s raw bits (``None`` without a key). Raises
+    ``ValueError``/``TypeError`` naming the argument. With ``finite_params`` the parameters'
+    NaN/Inf check runs in the same compiled call, and ``key``'s bits come back in the same read.
+    """
+    xn, yn = names
+    x_arr = as_array(x, xn)
+    if x_arr.ndim != 2:
+        raise ValueError(f"{xn}: expected shape (n, {model.sizes[0]}), got {tuple(x_arr.shape)}")
+    if x_arr.shape[0] == 0:
+        raise ValueError(f"{xn}: empty data (0 rows)")
+    xb, _ = as_batch(model, x_arr, params, xn)
+    n = xb.shape[0]
+    y_arr = as_array(y, yn)
+    if y_arr.ndim >= 1 and y_arr.shape[0] != n:
+        raise ValueError(f"{yn}: {y_arr.shape[0]} rows, but {xn} has {n} rows")
+    yb = check_targets(model, loss, y_arr, n, xb.dtype, yn)
+    if finite_params:
+        (bad_x, bad_y), words = check_finite_params(params, "params", xb, yb, key=key)
+    else:
+        (bad_x, bad_y), words = nonfinite_and_key((xb, yb), key)
+    if bad_x:
+        raise ValueError(f"{xn}: contains NaN or Inf")
+    if bad_y:
+        raise ValueError(f"{yn}: contains NaN or Inf")
+    k = model.sizes[-1]
+    if loss.targets == "classes" and yb.ndim == 1:
+        # On the host: jnp would first narrow int64 labels to int32, wrapping 2**32 to 0.
+        labels = np.asarray(yb)
+        lo, hi = int(labels.min()), int(labels.max())
+        if lo < 0 or hi >= k:
+            raise ValueError(f"{yn}: class labels must lie in [0, {k}), got labels in [{lo}, {hi}]")
+    elif loss.targets in ("classes", "binary") and (bool(jnp.any(yb < 0)) or bool(jnp.any(yb > 1))):
+        raise ValueError(f"{yn}: {loss.name} targets must lie in [0, 1]")
+    return xb, yb, words
+
+
+def prepare_validation(model: MLP, loss: Loss, params: Params, validation_data: Any):
+    """Checks ``validation_data`` like the training data: ``(x_val, y_val, None)``, or
+    ``(None, None, None)`` without it."""
+    if validation_data is None:
+        return None, None, None
+    if not (isinstance(validation_data, (tuple, list)) and len(validation_data) == 2):
+        raise TypeError("validation_data: expected a pair (x_val, y_val)")
+    return prepare_data(
+        model, loss, params, *validation_data, names=("validation_data[0]", "validation_data[1]")
+    )
+
+
+def clip_batch_size(batch_size: int, n: int) -> int:
+    """``batch_size`` clipped to the ``n`` rows, with a warning (as scikit-learn does)."""
+    if batch_size > n:
+        msg = f"batch_size={batch_size} exceeds the {n} rows; using {n}"
+        warnings.warn(msg, JaxmlpWarning, stacklevel=3)  # points at the caller of fit
+        return n
+    return batch_size
+
+
+# Work between two host syncs of fit: enough that the per-call overhead (argument checks,
+# transfers, reading the epoch outputs: a few ms) stays small next to the compiled work.
+_FLOPS_PER_CALL = 16e9
+_MAX_EPOCHS_PER_CALL = 64
+_PERM_BYTES_PER_CALL = 64 << 20
+
+
+def _auto_epochs_per_call(model: MLP, n_batches: int, batch_size: int, members: int = 1) -> int:
+    """Epochs per compiled call: about 16 GFLOP of training work, at most 64 epochs and 64 MiB
+    of row orders, rounded down to a power of two (so that few programs are ever compiled).
+
+    It does not depend on ``epochs``: a call stops at the run's last epoch on the device, so
+    fits of any length share one compiled program.
+    """
+    flops = 6 * batch_size * n_batches * members * sum(i * o for i, o in model.layer_shapes())
+    perm_bytes = 4 * batch_size * n_batches * members
+    e = min(
+        _MAX_EPOCHS_PER_CALL,
+        int(_FLOPS_PER_CALL // max(flops, 1)),
+        _PERM_BYTES_PER_CALL // max(perm_bytes, 1),
+    )
+    return 1 << (max(e, 1).bit_length() - 1)

@@ -1,0 +1,212 @@
+"""The ``jaxmlp`` command line: ``train``, ``predict``, ``gradcheck``, ``bench``, ``summary``.
+
+``main(argv)`` returns the exit status instead of exiting, so tests run it in-process. Every
+error a user can cause (bad flags, unreadable files, a corrupted checkpoint, a diverging run)
+ends as one line ``jaxmlp: error: <message>`` on stderr: exit status 2 for a bad command line,
+1 for anything that fails while running. matplotlib is imported only when a plot is drawn.
+
+``train`` fits the inputs' standardisation (and, for regression, the target's) on the training
+split only and stores it, with the label mapping and feature names, in the checkpoint's
+metadata; ``predict`` reads it back, so a CSV goes in raw and labels come out by name.
+
+The commands themselves live in private modules: ``_cli_data`` (CSV files, datasets, the model's
+head), ``_cli_train`` (``train``) and ``_cli_commands`` (``predict``, ``gradcheck``, ``summary``).
+Their public names are re-exported here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import jax
+
+from jaxmlp import __version__, data
+from jaxmlp._core.activations import get_activation
+from jaxmlp._core.losses import get_loss
+from jaxmlp.cli._commands import cmd_gradcheck, cmd_predict, cmd_summary
+from jaxmlp.cli._data import UsageError, _fail
+from jaxmlp.cli._train import cmd_train
+
+OPTIMIZERS = ("sgd", "momentum", "adam", "adamw")
+DATASETS = (*data.DATASETS, *data.SKLEARN_DATASETS)
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # argparse would print the usage block and exit
+        raise UsageError(f"{message} (see '{self.prog} --help')")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Runs one command; returns its exit status (0 ok, 1 failed, 2 bad command line)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        if argv[:1] == ["bench"]:
+            return _bench(argv[1:])
+        args = build_parser().parse_args(argv)
+        return args.run(args)
+    except UsageError as err:
+        return _fail(err, 2)
+    except SystemExit as err:  # --help and --version exit 0; the benchmarks exit with a message
+        if isinstance(err.code, str):
+            return _fail(err.code, 2)
+        return 0 if err.code is None else int(err.code)
+    except KeyboardInterrupt:
+        return _fail("interrupted", 130)
+    except (OSError, ValueError, TypeError, ImportError, ArithmeticError, RuntimeError) as err:
+        return _fail(err, 1)  # CheckpointError is a ValueError, DivergenceError arithmetic
+
+
+# ---------------------------------------------------------------- flag types and the parser
+
+
+def _type(name: str, convert: Callable[[str], Any]) -> Callable[[str], Any]:
+    def parse(text: str) -> Any:
+        try:
+            return convert(text)
+        except (ValueError, TypeError) as err:
+            raise argparse.ArgumentTypeError(str(err)) from None
+
+    parse.__name__ = name
+    return parse
+
+
+def _number(kind: type, minimum: float, strict: bool = False) -> Callable[[str], Any]:
+    def convert(text: str) -> Any:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise ValueError(
+                f"expected a{'n int' if kind is int else ' number'}, got {text!r}"
+            ) from None
+        if not (math.isfinite(value) and (value > minimum if strict else value >= minimum)):
+            raise ValueError(f"must be {'>' if strict else '>='} {minimum}, got {text}")
+        return value
+
+    return _type(kind.__name__, convert)
+
+
+def _ints(text: str, least: int) -> tuple[int, ...]:
+    parts = [] if text.strip().lower() in ("", "none") else text.split(",")
+    try:
+        sizes = tuple(int(p) for p in parts)
+    except ValueError:
+        sizes = (0,)
+    if len(sizes) < least or min(sizes, default=1) < 1:
+        raise ValueError(f"expected comma-separated positive ints like 64,64, got {text!r}")
+    return sizes
+
+
+def _fraction(text: str) -> float:
+    value = float(text)
+    if not 0 <= value < 1:
+        raise ValueError(f"must be in [0, 1), got {text}")
+    return value
+
+
+def _activation(text: str) -> str | tuple[str, ...]:
+    names = tuple(n.strip() for n in text.split(","))
+    for n in names:
+        get_activation(n)
+    return names[0] if len(names) == 1 else names
+
+
+POSITIVE, COUNT = _number(int, 1), _number(int, 0)
+HIDDEN = _type("hidden", lambda t: _ints(t, 0))
+SIZES = _type("sizes", lambda t: _ints(t, 2))
+ACTIVATION = _type("activation", _activation)
+OUTPUT_ACTIVATION = _type("output_activation", lambda t: get_activation(t, output=True).name)
+LOSS = _type("loss", lambda t: get_loss(t).name)
+
+
+def _network_flags(p: argparse.ArgumentParser, hidden: str, activation: str) -> None:
+    p.add_argument("--hidden", type=HIDDEN, default=None, metavar="64,64",
+                   help=f"hidden layer widths, comma-separated; 'none' for no hidden layer (default {hidden})")  # fmt: skip
+    p.add_argument("--activation", type=ACTIVATION, default=activation,
+                   help=f"hidden activation, or one per hidden layer comma-separated (default {activation})")  # fmt: skip
+    p.add_argument("--output-activation", type=OUTPUT_ACTIVATION, default=None,
+                   help="identity, sigmoid or softmax (default: the one that suits the loss)")  # fmt: skip
+
+
+def _shape_flags(p: argparse.ArgumentParser, hidden: str, activation: str) -> None:
+    _network_flags(p, hidden, activation)
+    p.add_argument("--sizes", type=SIZES, help="all layer widths, input first (e.g. 3,4,2)")
+    p.add_argument("--inputs", type=POSITIVE, help="input features (default 3)")
+    p.add_argument("--outputs", type=POSITIVE, help="output units (default 2)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argparse parser of every subcommand except ``bench`` (which forwards its flags)."""
+    p = _Parser(prog="jaxmlp", description="Train, check and inspect JAX multilayer perceptrons.")
+    p.add_argument("--version", action="version", version=f"jaxmlp {__version__} (jax {jax.__version__})")  # fmt: skip
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    t = sub.add_parser("train", help="train on a built-in dataset or a CSV file")
+    source = t.add_mutually_exclusive_group(required=True)
+    source.add_argument("--dataset", choices=DATASETS, help="a built-in dataset")
+    source.add_argument("--data", type=Path, metavar="FILE.csv", help="a CSV file with a header row")  # fmt: skip
+    t.add_argument("--target", help="the CSV's target column")
+    t.add_argument("--task", choices=("auto", "classification", "regression"), default="auto",
+                   help="for --data: auto reads non-numeric or few integer targets as classes")  # fmt: skip
+    t.add_argument("--n", type=POSITIVE, help="points to generate (default 400)")
+    t.add_argument("--noise", type=_number(float, 0.0), help="input (or target) noise, default 0")
+    _network_flags(t, "32,32", "relu")
+    t.add_argument("--loss", type=LOSS, help="default: softmax_cross_entropy or mse by task")
+    t.add_argument("--optimizer", choices=OPTIMIZERS, default="adam")
+    t.add_argument("--lr", type=_number(float, 0.0, strict=True), default=0.01)
+    t.add_argument("--epochs", type=POSITIVE, default=100)
+    t.add_argument("--batch-size", type=POSITIVE, default=32)
+    t.add_argument("--seed", type=COUNT, default=0)
+    t.add_argument("--method", choices=("manual", "autodiff"), default="manual")
+    t.add_argument("--val-split", type=_type("fraction", _fraction), default=0.2,
+                   help="fraction held out for validation (0: none; default 0.2)")  # fmt: skip
+    t.add_argument("--early-stopping", type=COUNT, default=0, metavar="PATIENCE",
+                   help="stop after PATIENCE epochs without improvement (0: off)")  # fmt: skip
+    t.add_argument("--l2", type=_number(float, 0.0), default=0.0, help="weight decay (l2/2)||w||^2")  # fmt: skip
+    t.add_argument("--out", type=Path, default=Path("jaxmlp_out"), metavar="DIR")
+    t.add_argument("--no-progress", action="store_true", help="no progress bar")
+    t.add_argument("--no-plots", action="store_true", help="skip the PNGs and the gradient check")
+    t.add_argument("--distributed", action="store_true",
+                   help="data-parallel over every device (and process: see --coordinator)")  # fmt: skip
+    t.add_argument("--coordinator", metavar="HOST:PORT",
+                   help="process 0's address for a multi-process run (or $JAXMLP_COORDINATOR_ADDRESS)")  # fmt: skip
+    t.add_argument("--num-processes", type=POSITIVE, help="processes in the run (or $JAXMLP_NUM_PROCESSES)")  # fmt: skip
+    t.add_argument("--process-id", type=COUNT, help="this process's rank (or $JAXMLP_PROCESS_ID)")
+    t.set_defaults(run=cmd_train)
+
+    r = sub.add_parser("predict", help="predict a CSV file with a trained model")
+    r.add_argument("--checkpoint", type=Path, required=True, metavar="DIR", help="train's --out (or its model.npz)")  # fmt: skip
+    r.add_argument("--data", type=Path, required=True, metavar="FILE.csv")
+    r.add_argument("--out", type=Path, metavar="FILE.csv", help="default: standard output")
+    r.set_defaults(run=cmd_predict)
+
+    g = sub.add_parser("gradcheck", help="manual vs autodiff vs finite-difference gradients")
+    _shape_flags(g, "8", "tanh")
+    g.add_argument("--loss", type=LOSS, default="mse")
+    g.add_argument("--l2", type=_number(float, 0.0), default=0.0)
+    g.add_argument("--n", type=POSITIVE, default=16, help="random examples in the batch")
+    g.add_argument("--seed", type=COUNT, default=0)
+    g.add_argument("--dtype", choices=("float32", "float64"), default="float32")
+    g.add_argument("--plot", type=Path, metavar="FILE.png", help="write the bar chart")
+    g.set_defaults(run=cmd_gradcheck)
+
+    s = sub.add_parser("summary", help="the per-layer table with parameter counts")
+    s.add_argument("--checkpoint", type=Path, metavar="DIR")
+    _shape_flags(s, "4", "sigmoid")
+    s.set_defaults(run=cmd_summary)
+
+    sub.add_parser("bench", add_help=False, help="the benchmark suite ('jaxmlp bench --help')")
+    return p
+
+
+def _bench(argv: list[str]) -> int:
+    from jaxmlp import bench as benchmarking
+
+    parser = benchmarking.build_parser("jaxmlp bench")
+    parser.error = lambda message: _Parser.error(parser, message)  # type: ignore[method-assign]
+    parser.parse_args(argv)  # flags checked (and --help answered) before any work
+    return benchmarking.main(argv, prog="jaxmlp bench")

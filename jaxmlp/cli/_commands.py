@@ -1,0 +1,140 @@
+"""``jaxmlp predict``, ``gradcheck`` and ``summary``: a trained model at work, and its checks."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import sys
+
+import jax
+import numpy as np
+
+from jaxmlp._checkpoint.files import load_checkpoint
+from jaxmlp._core.backprop import value_and_grad
+from jaxmlp._core.gradcheck import gradcheck
+from jaxmlp._core.losses import Loss, get_loss
+from jaxmlp._core.mlp import MLP
+from jaxmlp.cli import _data as _cli_data
+from jaxmlp.cli._data import (
+    CHECKPOINT,
+    UsageError,
+    _class_name,
+    _fail,
+    _is_number,
+    load_trained,
+    probabilities,
+    read_csv,
+)
+
+# ---------------------------------------------------------------- predict
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    """``jaxmlp predict``: the saved preprocessing, the model, labels or values as CSV."""
+    file, ck = load_trained(args.checkpoint)
+    meta, model = ck.metadata, ck.model
+    table = read_csv(args.data)
+    features = meta["features"]
+    if missing := [f for f in features if f not in table.header]:
+        raise ValueError(f"{args.data}: lacks the feature columns {missing} that {file} was trained on (it reads {features})")  # fmt: skip
+    x = np.stack([table.numbers(f) for f in features], axis=1)
+    x = ((x - np.asarray(meta["x_mean"])) / np.asarray(meta["x_scale"])).astype(model.param_dtype)
+    out = np.asarray(jax.jit(model.apply)(ck.params, x), np.float64)
+    truth = table.column(meta["target"]) if meta.get("target") in table.header else None
+    if meta["task"] == "classification":
+        classes = meta["classes"]
+        p = probabilities(out, model.output_activation, get_loss(meta["loss"]).logits)
+        labels = [classes[i] for i in p.argmax(axis=1)]
+        header = ["prediction", *(f"prob_{c}" for c in classes)]
+        rows = [[label, *(f"{v:.6g}" for v in row)] for label, row in zip(labels, p, strict=True)]
+        if truth is not None:
+            hits = np.mean([a == _class_name(b) for a, b in zip(labels, truth, strict=True)])
+            print(f"jaxmlp: accuracy {hits:.4f} against column {meta['target']!r}", file=sys.stderr)  # fmt: skip
+    else:
+        pred = out * np.asarray(meta["y_scale"]) + np.asarray(meta["y_mean"])
+        header = ["prediction"] if pred.shape[1] == 1 else [f"prediction_{j + 1}" for j in range(pred.shape[1])]  # fmt: skip
+        rows = [[repr(float(v)) for v in row] for row in pred]
+        if truth is not None and all(map(_is_number, truth)):
+            y = np.asarray(truth, np.float64).reshape(-1, 1)
+            rmse = float(np.sqrt(np.mean((pred - y) ** 2)))
+            print(f"jaxmlp: rmse {rmse:.4g} against column {meta['target']!r}", file=sys.stderr)
+    if args.out is None:
+        _write_rows(sys.stdout, header, rows)
+    else:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        with open(args.out, "w", newline="") as f:
+            _write_rows(f, header, rows)
+        print(f"jaxmlp: wrote {len(rows)} predictions to {args.out}", file=sys.stderr)
+    return 0
+
+
+def _write_rows(f, header: list[str], rows: list[list[str]]) -> None:
+    writer = csv.writer(f, lineterminator="\n")
+    writer.writerow(header)
+    writer.writerows(rows)
+
+
+# ---------------------------------------------------------------- gradcheck and summary
+
+
+def _sizes(args: argparse.Namespace, hidden: tuple[int, ...]) -> tuple[int, ...]:
+    if args.sizes is not None:
+        if (args.inputs, args.hidden, args.outputs) != (None, None, None):
+            raise UsageError("give either --sizes or --inputs/--hidden/--outputs")
+        return args.sizes
+    inner = hidden if args.hidden is None else args.hidden
+    return (args.inputs or 3, *inner, args.outputs or 2)
+
+
+def _random_targets(loss: Loss, key: jax.Array, n: int, k: int, dtype: str) -> jax.Array:
+    if loss.targets == "classes":
+        return jax.random.randint(key, (n,), 0, k)
+    if loss.targets == "binary":
+        return jax.random.bernoulli(key, 0.5, (n, k)).astype(dtype)
+    return jax.random.normal(key, (n, k), dtype)
+
+
+def cmd_gradcheck(args: argparse.Namespace) -> int:
+    """``jaxmlp gradcheck``: a random network and batch; exit status 1 on disagreement."""
+    sizes = _sizes(args, (8,))
+    loss = get_loss(args.loss)
+    with jax.enable_x64(args.dtype == "float64"):
+        model = MLP(sizes, args.activation, args.output_activation or "identity", param_dtype=args.dtype)  # fmt: skip
+        k_init, k_bias, k_x, k_y, k_dirs = jax.random.split(jax.random.key(args.seed), 5)
+        # Non-zero biases: a backward pass that mishandles them cannot hide behind zeros.
+        params = tuple(
+            p._replace(b=p.b + 0.1 * jax.random.normal(k, p.b.shape, p.b.dtype))
+            for p, k in zip(model.init(k_init), jax.random.split(k_bias, model.num_layers), strict=True)
+        )  # fmt: skip
+        x = jax.random.normal(k_x, (args.n, sizes[0]), args.dtype)
+        y = _random_targets(loss, k_y, args.n, sizes[-1], args.dtype)
+        grad_fn = value_and_grad(model, loss, method="manual", l2=args.l2)
+        report = gradcheck(model, params, x, y, loss, l2=args.l2, grad_fn=grad_fn, key=k_dirs)
+    print(report)
+    if args.plot is not None:
+        plot, why = _cli_data._import_plot()
+        if plot is None:
+            raise ImportError(f"--plot: {why}")
+        plot.save_figure(plot.plot_gradcheck(report), args.plot)
+        print(f"wrote {args.plot}")
+    if not report.ok:
+        return _fail("gradcheck: the manual gradient disagrees with its references", 1)
+    return 0
+
+
+def cmd_summary(args: argparse.Namespace) -> int:
+    """``jaxmlp summary``: a checkpoint's model, or one described by flags."""
+    if args.checkpoint is None:
+        model = MLP(_sizes(args, (4,)), args.activation, args.output_activation or "identity")
+        print(model.summary())
+        return 0
+    if (args.sizes, args.inputs, args.hidden, args.outputs, args.output_activation) != (None,) * 5:
+        raise UsageError("--checkpoint describes the model; drop the shape flags")
+    file = args.checkpoint / CHECKPOINT if args.checkpoint.is_dir() else args.checkpoint
+    ck = load_checkpoint(file)
+    print(ck.model.summary())
+    meta = ck.metadata if isinstance(ck.metadata, dict) else {}
+    for key in ("task", "source", "target", "features", "classes", "loss"):
+        if meta.get(key) is not None:
+            print(f"{key}: {meta[key]}")
+    return 0
