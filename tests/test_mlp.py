@@ -7,6 +7,7 @@ import functools
 import itertools
 import json
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -148,6 +149,84 @@ def test_usable_as_a_static_jit_argument():
     assert len(traces) == 1
     forward(MLP((3, 4, 2), activation="relu"), params, x)
     assert len(traces) == 2
+
+
+def test_jit_takes_an_mlp_as_an_ordinary_argument():
+    traces = []
+
+    @jax.jit
+    def forward(model, params, x):
+        traces.append(model)
+        return model.apply(params, x)
+
+    model = MLP((3, 4, 2), activation="tanh")
+    params = model.init(jax.random.key(0))
+    x = jnp.linspace(-1.0, 1.0, 15).reshape(5, 3)
+    out1 = forward(model, params, x)
+    np.testing.assert_allclose(out1, model.apply(params, x), rtol=1e-6, atol=1e-6)
+    out2 = forward(MLP((3, 4, 2), activation="tanh"), params, x)  # equal: no retrace
+    np.testing.assert_array_equal(out1, out2)
+    assert len(traces) == 1
+    assert isinstance(traces[0], MLP)  # the description itself, not a tracer
+    out3 = forward(MLP((3, 4, 2), activation="relu"), params, x)  # different: retrace
+    assert len(traces) == 2
+    assert not np.allclose(out1, out3)
+
+
+def test_lambda_under_jit_takes_an_mlp():
+    model = MLP((3, 4, 2), activation="tanh")
+    params = model.init(jax.random.key(0))
+    x = jnp.linspace(-1.0, 1.0, 15).reshape(5, 3)
+    out = jax.jit(lambda m, p, x: m.apply(p, x))(model, params, x)
+    np.testing.assert_allclose(out, model.apply(params, x), rtol=1e-6, atol=1e-6)
+
+
+def test_an_mlp_is_a_pytree_without_leaves():
+    model = MLP((3, 4, 2), activation=("tanh",))
+    leaves, treedef = jax.tree_util.tree_flatten(model)
+    assert leaves == []
+    assert jax.tree_util.tree_unflatten(treedef, []) == model
+    assert jax.tree_util.tree_map(lambda a: a + 1, model) == model
+
+
+def test_grad_over_a_function_taking_an_mlp():
+    model = MLP((3, 4, 2), activation="tanh")
+    params = model.init(jax.random.key(0))
+    x = jnp.linspace(-1.0, 1.0, 15).reshape(5, 3)
+    grads = jax.grad(lambda p, m, x: m.apply(p, x).sum())(params, model, x)
+    expected = jax.grad(lambda p: model.apply(p, x).sum())(params)
+    chex.assert_trees_all_close(grads, expected, rtol=1e-6, atol=1e-6)
+    # Differentiating with respect to the model itself gives the model back: it has no leaves.
+    loss = lambda m, p, x: m.apply(p, x).sum()  # noqa: E731
+    assert jax.grad(loss, argnums=(0, 1))(model, params, x)[0] == model
+
+
+def test_vmap_over_params_with_a_shared_mlp():
+    model = MLP((3, 4, 2), activation="tanh")
+    stacked = jax.vmap(model.init)(jax.random.split(jax.random.key(1), 4))
+    x = jnp.linspace(-1.0, 1.0, 15).reshape(5, 3)
+    out = jax.vmap(lambda m, p, x: m.apply(p, x), in_axes=(None, 0, None))(model, stacked, x)
+    assert out.shape == (4, 5, 2)
+    for k in range(4):
+        member = jax.tree_util.tree_map(lambda a, k=k: a[k], stacked)
+        np.testing.assert_allclose(out[k], model.apply(member, x), rtol=1e-6, atol=1e-6)
+    # in_axes=0 for the model is accepted too: a pytree with no leaves has nothing to map.
+    out0 = jax.vmap(lambda m, p: m.apply(p, x), in_axes=(0, 0))(model, stacked)
+    np.testing.assert_array_equal(out0, out)
+
+
+def test_an_mlp_still_keys_an_lru_cache():
+    calls = []
+
+    @functools.lru_cache(maxsize=4)
+    def build(model):
+        calls.append(model)
+        return jax.jit(model.apply)
+
+    assert build(MLP((3, 4, 2))) is build(MLP([3, 4, 2]))
+    assert len(calls) == 1
+    build(MLP((3, 5, 2)))
+    assert len(calls) == 2
 
 
 @pytest.mark.parametrize(

@@ -54,9 +54,14 @@ def _dtype_name(value: Any, argname: str, allow_none: bool = False) -> str | Non
     return name
 
 
+# A static pytree node with no leaves: jit, vmap and grad take an MLP as an ordinary argument, and
+# jit keys its cache on the description's hash and equality (an equal MLP reuses the compiled call).
+@jax.tree_util.register_static
 @dataclasses.dataclass(frozen=True)
 class MLP:
-    """A multilayer perceptron's static description: hashable, so it is a valid ``jit`` static arg.
+    """A multilayer perceptron's static description: hashable, and a static pytree node, so it
+    can be passed to ``jax.jit``, ``jax.vmap`` and ``jax.grad`` as an ordinary argument (or as a
+    ``static_argnums`` argument).
 
     Args:
         sizes: layer widths including the input, e.g. ``(3, 4, 2)`` is the lecture's
