@@ -185,9 +185,13 @@ def gradcheck(
     """Checks the manual gradient of ``loss`` at ``params`` against two independent references.
 
     Args:
-        model, params: the network and the point to check at.
-        x: ``(batch, sizes[0])``; y: targets as ``loss`` expects.
-        loss: a loss name or ``jaxmlp.Loss``; l2, sample_weight: as in ``value_and_grad``.
+        model: the network.
+        params: the point to check at.
+        x: ``(batch, sizes[0])``.
+        y: targets as ``loss`` expects.
+        loss: a loss name or ``jaxmlp.Loss``.
+        l2: as in ``value_and_grad``.
+        sample_weight: as in ``value_and_grad``.
         grad_fn: the gradient under test, ``(params, x, y, sample_weight) -> (value, grads)``;
             defaults to ``value_and_grad(model, loss, method="manual", l2=l2)``. Pass a
             deliberately broken one to see the check fail.

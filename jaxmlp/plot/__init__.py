@@ -191,11 +191,13 @@ def plot_decision_boundary(
     The title gives the accuracy (or R^2) on each set.
 
     Args:
-        model, params: a network with 2 inputs (``sizes[0] == 2``).
+        model: a network with 2 inputs (``sizes[0] == 2``).
+        params: its parameters.
         x: training points ``(batch, 2)``, drawn as circles.
         y: their class labels ``(batch,)`` (or one-hot rows), or regression targets
             ``(batch,)``/``(batch, 1)``.
-        x_test, y_test: optional test points, drawn as triangles.
+        x_test: optional test points, drawn as triangles.
+        y_test: their labels or targets.
         task: ``"classification"`` or ``"regression"`` (one output).
         resolution: grid pixels per side.
 

@@ -46,7 +46,8 @@ def plot_neurons(
     line is the unit's hyperplane ``z = x @ w[:, j] + b[j] = 0``.
 
     Args:
-        model, params: a network with 2 inputs.
+        model: a network with 2 inputs.
+        params: its parameters.
         x: ``(batch, 2)`` points; their extent frames the plane.
         resolution: grid pixels per side.
         max_neurons: draw units ``1..max_neurons`` only (the title says how many there are).
@@ -164,7 +165,8 @@ def plot_network(
     negative); a node's colour gives its bias on the same scheme (input nodes are grey).
 
     Args:
-        model, params: a small network.
+        model: a small network.
+        params: its parameters.
         max_units: the most units any layer, the input included, may have.
         max_edges: the most weights the network may have.
 
