@@ -24,7 +24,11 @@ from jaxmlp._core.activations import (
 from jaxmlp._core.backprop import (
     METHODS,
     Backward,
+    LossFn,
+    PerExampleGradNormsFn,
+    PerExampleGradsFn,
     Trace,
+    ValueAndGradFn,
     apply_manual,
     backward,
     forward_trace,
@@ -38,14 +42,15 @@ from jaxmlp._core.losses import LOSSES, Loss, get_loss
 from jaxmlp._core.metrics import accuracy, evaluate, r2_score
 from jaxmlp._core.mlp import MLP, Dense
 from jaxmlp._distributed import data_parallel_mesh
-from jaxmlp._engine.program import (
+from jaxmlp._engine.step import (
     DEFAULT_LEARNING_RATE,
     DEFAULT_OPTIMIZER,
     TrainState,
     make_train_step,
 )
+from jaxmlp._train.callbacks import Callback, CallState, EarlyStopping
 from jaxmlp._train.ensemble import EnsembleResult, ensemble_apply, fit_ensemble, predict_ensemble
-from jaxmlp._train.fit import EarlyStopping, FitResult, fit
+from jaxmlp._train.fit import FitResult, fit
 from jaxmlp.data import Standardizer, train_test_split
 from jaxmlp.errors import CheckpointError, DivergenceError, JaxmlpWarning
 
@@ -61,6 +66,8 @@ __all__ = [
     "OUTPUT_ACTIVATIONS",
     "Activation",
     "Backward",
+    "CallState",
+    "Callback",
     "Checkpoint",
     "CheckpointError",
     "Dense",
@@ -71,9 +78,13 @@ __all__ = [
     "GradCheckReport",
     "JaxmlpWarning",
     "Loss",
+    "LossFn",
+    "PerExampleGradNormsFn",
+    "PerExampleGradsFn",
     "Standardizer",
     "Trace",
     "TrainState",
+    "ValueAndGradFn",
     "__version__",
     "accuracy",
     "apply_manual",

@@ -52,6 +52,8 @@ class Checkpoint(NamedTuple):
         metadata: the saved metadata as ``json.loads`` returns it (tuples become lists).
         extra: the saved ``extra_arrays`` as JAX arrays (so 64-bit ones follow JAX's x64 setting);
             a params-like entry comes back as a tuple of ``Dense``.
+        members: for an ensemble's checkpoint, the number of members K (every parameter array
+            then has a leading member axis of size K); ``None`` for one model.
     """
 
     model: MLP
@@ -60,6 +62,7 @@ class Checkpoint(NamedTuple):
     step: int | None
     metadata: Any
     extra: dict[str, Any]
+    members: int | None = None
 
 
 def checkpoint_path(directory: PathLike, epoch: int) -> Path:
@@ -101,6 +104,7 @@ def save_checkpoint(
     step: int | None = None,
     metadata: Any = None,
     extra_arrays: dict[str, Any] | None = None,
+    members: int | None = None,
 ) -> Path:
     """Writes one checkpoint file atomically (temp file, fsync, rename, directory fsync).
 
@@ -113,6 +117,7 @@ def save_checkpoint(
         metadata: anything ``json.dumps`` accepts.
         extra_arrays: name -> array (typed PRNG keys included) or params-like tuple of ``Dense``
             (e.g. early stopping's best params); returned as ``Checkpoint.extra``.
+        members: an ensemble's checkpoint: ``params`` carry a leading member axis of this size.
 
     Returns:
         ``path`` as a ``Path``.
@@ -123,7 +128,9 @@ def save_checkpoint(
     path = check_path(path, "path")
     if not isinstance(model, MLP):
         raise TypeError(f"model: expected an MLP, got {type(model).__name__}")
-    check_params(model, params)
+    if members is not None:
+        members = check_int(members, "members", 1)
+    _check_members_params(model, params, members)
     if step is not None:
         step = check_int(step, "step", 0)
     try:
@@ -154,6 +161,7 @@ def save_checkpoint(
         "trees": trees,
         "step": step,
         "metadata": metadata,
+        "members": members,
     }
     path.parent.mkdir(parents=True, exist_ok=True)
     clean_stale(path)
@@ -208,8 +216,9 @@ def _assemble(
     leaves = {n: decode(path, n, a, meta["arrays"][n]) for n, a in arrays.items()}
     trees = meta["trees"]
     params = _as_params(path, "params", [leaves[n] for n in trees["params"]])
+    members = meta.get("members")
     try:
-        check_params(stored, params)
+        _check_members_params(stored, params, members)
     except (TypeError, ValueError) as err:
         raise CheckpointError(f"checkpoint {path} does not fit its model: {err}") from err
     opt_state = None
@@ -221,7 +230,18 @@ def _assemble(
     for k, names in trees["extra"].items():
         got = [leaves[n] for n in names]
         extra[k] = _as_params(path, k, got) if k in trees["extra_params"] else jnp.asarray(got[0])
-    return Checkpoint(stored, params, opt_state, meta["step"], meta["metadata"], extra)
+    return Checkpoint(stored, params, opt_state, meta["step"], meta["metadata"], extra, members)
+
+
+def _check_members_params(model: MLP, params: Any, members: int | None) -> None:
+    """``check_params``, member by member for an ensemble's stacked parameters."""
+    if members is None:
+        check_params(model, params)
+        return
+    leaves = jax.tree.leaves(params)
+    if not leaves or any(np.ndim(a) == 0 or np.shape(a)[0] != members for a in leaves):
+        raise ValueError(f"params: every array needs a leading member axis of size {members}")
+    check_params(model, jax.tree.map(lambda a: a[0], params))
 
 
 def _is_params(v: Any) -> bool:

@@ -15,11 +15,12 @@ materialises a transposed copy of ``a`` or ``w``.
 from __future__ import annotations
 
 import functools
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Protocol
 
 import jax
 import jax.numpy as jnp
 from jax import lax
+from jax.typing import ArrayLike
 
 from jaxmlp._checks import check_choice, check_nonnegative
 from jaxmlp._core.activations import get_activation
@@ -39,6 +40,37 @@ class Trace(NamedTuple):
 
     z: tuple[jax.Array, ...]
     a: tuple[jax.Array, ...]
+
+
+class LossFn(Protocol):
+    """What :func:`loss_fn` builds: ``f(params, x, y, sample_weight=None) -> loss_value``,
+    a scalar."""
+
+    def __call__(
+        self, params: Params, x: ArrayLike, y: ArrayLike, sample_weight: ArrayLike | None = None
+    ) -> jax.Array: ...
+
+
+class ValueAndGradFn(Protocol):
+    """What :func:`value_and_grad` builds: ``f(params, x, y, sample_weight=None) ->
+    (loss_value, grads)``, ``grads`` shaped like ``params``."""
+
+    def __call__(
+        self, params: Params, x: ArrayLike, y: ArrayLike, sample_weight: ArrayLike | None = None
+    ) -> tuple[jax.Array, Params]: ...
+
+
+class PerExampleGradsFn(Protocol):
+    """What :func:`per_example_grads` builds: ``f(params, x, y) -> grads``, every leaf with a
+    leading ``(batch,)`` axis."""
+
+    def __call__(self, params: Params, x: ArrayLike, y: ArrayLike) -> Params: ...
+
+
+class PerExampleGradNormsFn(Protocol):
+    """What :func:`per_example_grad_norms` builds: ``f(params, x, y) -> (batch,)``."""
+
+    def __call__(self, params: Params, x: ArrayLike, y: ArrayLike) -> jax.Array: ...
 
 
 class Backward(NamedTuple):
@@ -98,19 +130,20 @@ def backward(
     """
     _check_backward_args(model, params, trace, dz_out)
     L = model.num_layers
-    grads: list[Dense] = [None] * L  # type: ignore[list-item]
-    deltas: list[jax.Array] = [None] * L  # type: ignore[list-item]
+    # Filled from the last layer back to the first, then reversed.
+    grads: list[Dense] = []
+    deltas: list[jax.Array] = []
     dz = dz_out  # dL/dz[L] = dL/da[L] * da[L]/dz[L]        (eqs. 23, 44)
     dx = None
     for l in reversed(range(L)):
         w = params[l].w
         a_prev = trace.a[l]
-        deltas[l] = dz
+        deltas.append(dz)
         # dL/dw[l] = a[l-1]^T dz[l]: dz[l]/dw[l] = a[l-1]       (eqs. 23, 44, 48, 57)
         dw = _mm(model, a_prev, dz, (0, 0), w.dtype)
         # dL/db[l] = sum over the batch of dz[l]: dz[l]/db[l] = 1 (eqs. 24, 45, 49, 58)
         db = jnp.sum(dz, axis=0)
-        grads[l] = Dense(dw, db)
+        grads.append(Dense(dw, db))
         if l == 0 and not need_dx:
             break
         # dL/da[l-1] = dz[l] w[l]^T: dz[l]/da[l-1] = w[l]       (eqs. 32, 48)
@@ -121,7 +154,7 @@ def backward(
         act = get_activation(model.activations[l - 1])
         # dL/dz[l-1] = dL/da[l-1] * f'(z[l-1])                 (eqs. 33-34, 52, 63-64)
         dz = act.vjp(trace.z[l - 1], trace.a[l], da)
-    return Backward(tuple(grads), tuple(deltas), dx)
+    return Backward(tuple(reversed(grads)), tuple(reversed(deltas)), dx)
 
 
 def _check_backward_args(model: MLP, params: Params, trace: Any, dz_out: Any) -> None:
@@ -240,19 +273,23 @@ def check_model_loss(model: Any, loss: str | Loss) -> Loss:
     return loss
 
 
-def loss_fn(model: MLP, loss: str | Loss, *, l2: float = 0.0):
+def loss_fn(model: MLP, loss: str | Loss, *, l2: float = 0.0) -> LossFn:
     """Builds ``f(params, x, y, sample_weight=None) -> loss_value`` (the objective alone)."""
     loss = check_model_loss(model, loss)
     l2 = check_nonnegative(l2, "l2")
 
-    def f(params, x, y, sample_weight=None):
+    def f(
+        params: Params, x: ArrayLike, y: ArrayLike, sample_weight: ArrayLike | None = None
+    ) -> jax.Array:
         xb, yb, sw = _prepare(model, loss, params, x, y, sample_weight)
         return _objective(model, loss, l2, params, xb, yb, sw)
 
     return f
 
 
-def value_and_grad(model: MLP, loss: str | Loss, *, method: str = "manual", l2: float = 0.0):
+def value_and_grad(
+    model: MLP, loss: str | Loss, *, method: str = "manual", l2: float = 0.0
+) -> ValueAndGradFn:
     """Builds ``f(params, x, y, sample_weight=None) -> (loss_value, grads)``.
 
     Args:
@@ -272,7 +309,9 @@ def value_and_grad(model: MLP, loss: str | Loss, *, method: str = "manual", l2: 
 
     objective = functools.partial(_objective, model, loss, l2)
 
-    def manual(params, x, y, sample_weight=None):
+    def manual(
+        params: Params, x: ArrayLike, y: ArrayLike, sample_weight: ArrayLike | None = None
+    ) -> tuple[jax.Array, Params]:
         xb, yb, sw = _prepare(model, loss, params, x, y, sample_weight)
         trace = forward(model, params, xb)
         value, dz_out = loss_head(model, loss, trace, yb, sw)
@@ -283,16 +322,21 @@ def value_and_grad(model: MLP, loss: str | Loss, *, method: str = "manual", l2: 
             grads = tuple(Dense(g.w + l2 * p.w, g.b) for g, p in zip(grads, params, strict=True))
         return value, grads
 
-    def autodiff(params, x, y, sample_weight=None):
+    def autodiff(
+        params: Params, x: ArrayLike, y: ArrayLike, sample_weight: ArrayLike | None = None
+    ) -> tuple[jax.Array, Params]:
         xb, yb, sw = _prepare(model, loss, params, x, y, sample_weight)
         return jax.value_and_grad(objective)(params, xb, yb, sw)
 
     return manual if method == "manual" else autodiff
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
-def _apply_manual(model: MLP, params: Params, x: jax.Array) -> jax.Array:
+def _output(model: MLP, params: Params, x: jax.Array) -> jax.Array:
     return forward(model, params, x).a[-1]
+
+
+# Called rather than used through functools.partial so that type checkers keep the return type.
+_apply_manual = jax.custom_vjp(_output, nondiff_argnums=(0,))
 
 
 def _apply_manual_fwd(model, params, x):
@@ -341,7 +385,7 @@ def _per_example_deltas(model, loss, params, x, y):
     return trace, backward(model, params, trace, dz_out).deltas
 
 
-def per_example_grads(model: MLP, loss: str | Loss, *, l2: float = 0.0):
+def per_example_grads(model: MLP, loss: str | Loss, *, l2: float = 0.0) -> PerExampleGradsFn:
     """Builds ``f(params, x, y) -> grads`` with a leading batch axis on every leaf.
 
     ``grads[l].w[n]`` is the gradient of the loss of example ``n`` alone (a batch of one), from
@@ -349,7 +393,7 @@ def per_example_grads(model: MLP, loss: str | Loss, *, l2: float = 0.0):
     """
     loss, l2 = _per_example_setup(model, loss, l2)
 
-    def f(params, x, y):
+    def f(params: Params, x: ArrayLike, y: ArrayLike) -> Params:
         trace, deltas = _per_example_deltas(model, loss, params, x, y)
         out = []
         for p, a_prev, dz in zip(params, trace.a[:-1], deltas, strict=True):
@@ -361,7 +405,9 @@ def per_example_grads(model: MLP, loss: str | Loss, *, l2: float = 0.0):
     return f
 
 
-def per_example_grad_norms(model: MLP, loss: str | Loss, *, l2: float = 0.0):
+def per_example_grad_norms(
+    model: MLP, loss: str | Loss, *, l2: float = 0.0
+) -> PerExampleGradNormsFn:
     """Builds ``f(params, x, y) -> (batch,)``, each example's gradient L2 norm.
 
     Never materialises the per-example gradients: for a dense layer
@@ -370,7 +416,7 @@ def per_example_grad_norms(model: MLP, loss: str | Loss, *, l2: float = 0.0):
     """
     loss, l2 = _per_example_setup(model, loss, l2)
 
-    def f(params, x, y):
+    def f(params: Params, x: ArrayLike, y: ArrayLike) -> jax.Array:
         trace, deltas = _per_example_deltas(model, loss, params, x, y)
         total = 0.0
         for p, a_prev, dz in zip(params, trace.a[:-1], deltas, strict=True):

@@ -51,13 +51,23 @@ def epoch_permutations(seed: np.ndarray, epochs: Sequence[int], n: int) -> np.nd
     return out
 
 
-def call_permutations(spec, seed: np.ndarray, done: int, limit: int, n: int):
-    """The permutations argument of one compiled call covering epochs ``done, done+1, ...``:
-    ``None`` without shuffling; rows for epochs at or past ``limit`` (which the call does not
+def call_permutations(spec, seed: np.ndarray, done: int, limit: int, n: int) -> np.ndarray | None:
+    """The row orders of one compiled call covering epochs ``done, done+1, ...``: ``None``
+    without shuffling, else ``(epochs_per_call, n)`` for one model (``seed`` ``(2,)``) or
+    ``(epochs_per_call, members, n)`` for an ensemble (``seed`` ``(members, 2)``; members that
+    share a seed share one draw). Rows for epochs at or past ``limit`` (which the call does not
     run) are left as zeros."""
     if not spec.shuffle:
         return None
     epochs = range(done, min(done + spec.epochs_per_call, limit))
-    out = np.zeros((spec.epochs_per_call, n), np.int32)
-    out[: len(epochs)] = epoch_permutations(seed, epochs, n)
+    if spec.members is None:
+        out = np.zeros((spec.epochs_per_call, n), np.int32)
+        out[: len(epochs)] = epoch_permutations(seed, epochs, n)
+        return out
+    out = np.zeros((spec.epochs_per_call, spec.members, n), np.int32)
+    drawn: dict[bytes, np.ndarray] = {}
+    for m, s in enumerate(seed):
+        if s.tobytes() not in drawn:
+            drawn[s.tobytes()] = epoch_permutations(s, epochs, n)
+        out[: len(epochs), m] = drawn[s.tobytes()]
     return out

@@ -1,11 +1,19 @@
-"""The compiled programs: the jitted training step and the fused multi-epoch program.
+"""The one multi-epoch program: whole epochs of minibatch steps in one compiled call.
 
-One compiled program runs up to ``epochs_per_call`` whole epochs (a while loop that ends with the
-run, early stopping or divergence): for each epoch it takes the row
-order drawn on the host (:func:`epoch_permutations`), gathers the padded minibatches, runs every
-step with ``lax.scan`` and computes the epoch's metrics, early-stopping bookkeeping and
-divergence flag, all on the device. ``training.fit`` drives it from the host;
-``ensemble.fit_ensemble`` vmaps :func:`make_epoch` over members.
+One compiled call runs up to ``epochs_per_call`` epochs (a while loop that ends with the run, early
+stopping or divergence): for each epoch it takes the row order drawn on the host
+(:mod:`jaxmlp._engine.orders`), gathers the padded minibatches, scans every step and computes the
+epoch's metrics, the early-stopping bookkeeping and the divergence flag, all on the device.
+
+The program has an optional *member axis*. Without it (``Spec.members is None``) it trains one
+model: ``fit``. With it (``members=K``) every leaf of the carry has a leading axis of size K and the
+per-member epoch is vmapped: ``fit_ensemble``. A member that stops early or diverges keeps its state
+while the others go on; the loop ends when every member has finished. Both are the same code
+(:func:`member_epoch`), so everything one model gets, each member gets.
+
+One call's run-time arguments travel to the device as one int32 vector (its *plan*) and its results
+come back as one vector (its *report*): on a GPU every separate host-device copy costs about
+0.1-0.2 ms, as much as an epoch of a small model.
 """
 
 from __future__ import annotations
@@ -21,183 +29,17 @@ import optax
 from jax import lax
 from jax.sharding import Mesh
 
-from jaxmlp._checks import check_choice, check_nonnegative, check_optimizer
-from jaxmlp._core.backprop import METHODS, check_model_loss, value_and_grad
+from jaxmlp._core.backprop import value_and_grad
 from jaxmlp._core.losses import Loss
 from jaxmlp._core.metrics import evaluate
-from jaxmlp._core.mlp import MLP, Dense, Params
-from jaxmlp._distributed import check_mesh, put, replicated, sharded
-from jaxmlp._engine.orders import call_permutations, epoch_permutations, order_seed  # noqa: F401
-
-DEFAULT_LEARNING_RATE = 0.01
-# Plain gradient descent, the lecture's eq. 17: w <- w - eta dL/dw. One shared object, so that
-# repeated calls without an optimizer reuse the compiled programs.
-DEFAULT_OPTIMIZER = optax.sgd(DEFAULT_LEARNING_RATE)
-
-# Python-level trace counts per compiled function kind (tests assert nothing retraces).
-TRACE_COUNTS: dict[str, int] = {"step": 0, "epochs": 0, "ensemble": 0}
+from jaxmlp._core.mlp import MLP, Params
+from jaxmlp._distributed import replicated, sharded
+from jaxmlp._engine.step import TRACE_COUNTS, TrainState, apply_update, compiled_init, init_state
 
 
-class TrainState(NamedTuple):
-    """The training state pytree: parameters, optimizer state and the step counter."""
+class Spec(NamedTuple):
+    """The static configuration of one compiled program (hashable: programs are cached on it)."""
 
-    params: Params
-    opt_state: Any
-    step: jax.Array
-
-    @classmethod
-    def create(
-        cls,
-        params: Params,
-        optimizer: optax.GradientTransformation | None = None,
-        *,
-        mesh: Mesh | None = None,
-    ) -> TrainState:
-        """A fresh state; copies ``params`` so that donating the state never invalidates them.
-
-        With ``mesh`` the state is replicated on every device of the mesh.
-        """
-        optimizer = check_optimizer(optimizer, DEFAULT_OPTIMIZER)
-        _check_state_params(params)
-        state = _compiled_init(_init_state, params, optimizer)
-        return state if mesh is None else put(state, replicated(mesh))
-
-
-def _init_state(params: Params, optimizer) -> TrainState:
-    # Inside jit the outputs are new buffers: the copies that donation may consume.
-    params = jax.tree.map(jnp.copy, params)
-    return TrainState(params, optimizer.init(params), jnp.zeros((), jnp.int32))
-
-
-def _init_carry(params: Params, optimizer, dtype, track_best: bool) -> _Carry:
-    """``fit``'s starting carry: a fresh state, no best score yet, nothing stopped or diverged."""
-    return _Carry(
-        _init_state(params, optimizer),
-        jax.tree.map(jnp.copy, params) if track_best else None,
-        jnp.asarray(jnp.inf, dtype),
-        jnp.zeros((), jnp.int32),
-        jnp.zeros((), bool),
-        jnp.zeros((), bool),
-        jnp.asarray(-1, jnp.int32),
-        jnp.asarray(-1, jnp.int32),
-    )
-
-
-def _init_member_states(params: Params, optimizer) -> TrainState:
-    """Fresh states for members stacked on a leading axis (``fit_ensemble``)."""
-    return jax.vmap(lambda p: _init_state(p, optimizer))(params)
-
-
-@functools.lru_cache(maxsize=64)
-def _init_program(init: Callable, static: tuple) -> Callable:
-    # The static arguments closed over: the compiled call takes the parameters alone, which keeps
-    # it on JAX's fast C++ dispatch path.
-    return jax.jit(lambda params: init(params, *static))
-
-
-def _compiled_init(init: Callable, params: Params, *static) -> Any:
-    """``init(params, *static)`` as one compiled call (a dispatch per leaf costs more than the
-    work), or eagerly when ``static`` cannot be cached on (an unhashable optimizer)."""
-    try:
-        program = _init_program(init, static)
-    except TypeError:
-        return init(params, *static)
-    return program(params)
-
-
-def member_states(params: Params, optimizer) -> TrainState:
-    """``TrainState.create`` for every member of stacked ``params``, in one compiled call."""
-    return _compiled_init(_init_member_states, params, optimizer)
-
-
-def fresh_carry(params: Params, optimizer, dtype, track_best: bool) -> _Carry:
-    """The carry ``fit`` starts from (``params`` are copied, never donated)."""
-    return _compiled_init(_init_carry, params, optimizer, jnp.dtype(dtype), bool(track_best))
-
-
-def _check_state_params(params: Any) -> None:
-    """Model-free structure check: a tuple of ``Dense`` holding float arrays."""
-    if not (isinstance(params, (tuple, list)) and all(isinstance(p, Dense) for p in params)):
-        raise TypeError(f"params: expected a tuple of Dense, got {type(params).__name__}")
-    for l, layer in enumerate(params):
-        for name in ("w", "b"):
-            a = getattr(layer, name)
-            if not (hasattr(a, "dtype") and jnp.issubdtype(a.dtype, jnp.floating)):
-                got = getattr(a, "dtype", type(a).__name__)
-                raise TypeError(f"params[{l}].{name}: expected a float array, got {got}")
-
-
-def _apply_update(optimizer, state: TrainState, grads: Params) -> TrainState:
-    updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
-    return TrainState(optax.apply_updates(state.params, updates), opt_state, state.step + 1)
-
-
-def make_train_step(
-    model: MLP,
-    loss: str | Loss,
-    optimizer: optax.GradientTransformation | None = None,
-    *,
-    method: str = "manual",
-    l2: float = 0.0,
-    mesh: Mesh | None = None,
-) -> Callable:
-    """Builds ``step(state, x, y, sample_weight=None) -> (state, loss_value)``, jitted.
-
-    The state argument is donated: pass a ``TrainState`` from ``TrainState.create`` (which
-    copies the parameters) and use only the returned state afterwards. With ``mesh`` (see
-    ``data_parallel_mesh``) the batch rows are split across its ``"data"`` axis (the batch
-    must divide evenly) and the state is replicated: create it with ``TrainState.create(...,
-    mesh=mesh)``.
-    """
-    loss = check_model_loss(model, loss)
-    check_choice(method, "method", METHODS)
-    if mesh is not None:
-        check_mesh(mesh)
-    return _train_step(
-        model,
-        loss,
-        check_optimizer(optimizer, DEFAULT_OPTIMIZER),
-        method,
-        check_nonnegative(l2, "l2"),
-        mesh,
-    )
-
-
-@functools.lru_cache(maxsize=64)
-def _train_step(model, loss, optimizer, method, l2, mesh):
-    vg = value_and_grad(model, loss, method=method, l2=l2)
-
-    def step(state, x, y, sample_weight=None):
-        TRACE_COUNTS["step"] += 1
-        if not isinstance(state, TrainState):
-            raise TypeError(
-                f"state: expected a jaxmlp.TrainState (TrainState.create), got {type(state).__name__}"
-            )
-        if mesh is not None:
-            check_mesh(mesh, jnp.shape(x)[0] if jnp.ndim(x) == 2 else None, "mesh")
-            x, y, sample_weight = lax.with_sharding_constraint(
-                (x, y, sample_weight),
-                (sharded(mesh), sharded(mesh), None if sample_weight is None else sharded(mesh)),
-            )
-        value, grads = vg(state.params, x, y, sample_weight)
-        return _apply_update(optimizer, state, grads), value
-
-    out = None if mesh is None else replicated(mesh)
-    return jax.jit(step, donate_argnums=0, out_shardings=out)
-
-
-class _Carry(NamedTuple):
-    state: TrainState
-    best_params: Params | None
-    best_score: jax.Array
-    wait: jax.Array
-    stopped: jax.Array
-    diverged: jax.Array
-    bad_epoch: jax.Array
-    bad_step: jax.Array
-
-
-class _Spec(NamedTuple):
     model: MLP
     loss: Loss
     optimizer: Any
@@ -209,7 +51,48 @@ class _Spec(NamedTuple):
     epochs_per_call: int
     track_best: bool
     has_val: bool
+    members: int | None = None
     mesh: Mesh | None = None
+
+
+class Carry(NamedTuple):
+    """What one call hands to the next (every leaf with a leading member axis for ensembles)."""
+
+    state: TrainState
+    best_params: Params | None
+    best_score: jax.Array
+    wait: jax.Array
+    stopped: jax.Array
+    diverged: jax.Array
+    bad_epoch: jax.Array
+    bad_step: jax.Array
+
+
+def _init_carry(params: Params, optimizer, dtype, track_best: bool) -> Carry:
+    """A fresh state, no best score yet, nothing stopped or diverged."""
+    return Carry(
+        init_state(params, optimizer),
+        jax.tree.map(jnp.copy, params) if track_best else None,
+        jnp.asarray(jnp.inf, dtype),
+        jnp.zeros((), jnp.int32),
+        jnp.zeros((), bool),
+        jnp.zeros((), bool),
+        jnp.asarray(-1, jnp.int32),
+        jnp.asarray(-1, jnp.int32),
+    )
+
+
+def _init_member_carries(params: Params, optimizer, dtype, track_best: bool) -> Carry:
+    return jax.vmap(lambda p: _init_carry(p, optimizer, dtype, track_best))(params)
+
+
+def fresh_carry(
+    params: Params, optimizer: optax.GradientTransformation, dtype, track_best: bool, members=None
+) -> Carry:
+    """The carry a run starts from (``params`` are copied, never donated); with ``members`` the
+    parameters carry a leading member axis and so does every leaf of the carry."""
+    init = _init_carry if members is None else _init_member_carries
+    return compiled_init(init, params, optimizer, jnp.dtype(dtype), bool(track_best))
 
 
 # Steps per loop trip of an epoch's step scan: the same arithmetic, less loop overhead. On GPUs and
@@ -234,16 +117,16 @@ def _param_total(params: Params) -> jax.Array:
     return jnp.sum(jnp.concatenate([a.ravel() for a in jax.tree.leaves(params)]))
 
 
-def make_epoch(spec: _Spec, *, check_steps: bool = True) -> Callable:
+def make_epoch(spec: Spec, *, check_steps: bool = True) -> Callable:
     """One training epoch for one model, pure: ``(state, bad, bad_step, x, y, sw, perm)
-    -> (state, bad, bad_step, train_loss)``. ``fit`` runs it in a loop; ``fit_ensemble`` vmaps it.
+    -> (state, bad, bad_step, train_loss)``.
 
-    The epoch visits the rows in the order ``perm`` (see :func:`epoch_permutations`; ``None``
+    The epoch visits the rows in the order ``perm`` (see :mod:`jaxmlp._engine.orders`; ``None``
     without shuffling: the stored order), pads the last batch with weight-0 rows, and stops
     applying updates at the first non-finite step (``bad``), whose 1-based index it records in
     ``bad_step``. ``sw`` holds per-row sample weights, or ``None`` when every row weighs 1.
 
-    With ``check_steps=False`` (the fast path of ``fit`` and ``fit_ensemble``) no step is checked:
+    With ``check_steps=False`` (the fast path of the multi-epoch program) no step is checked:
     the finiteness check runs once, on the epoch's losses and final parameters. A non-finite epoch
     (or one entered with ``bad`` set) returns its *starting* state with ``bad`` set and
     ``bad_step`` unchanged (-1), and ``fit`` replays it with the per-step checks to find the step
@@ -254,11 +137,13 @@ def make_epoch(spec: _Spec, *, check_steps: bool = True) -> Callable:
     """
     vg = value_and_grad(spec.model, spec.loss, method=spec.method, l2=spec.l2)
     B = spec.batch_size
+    # Data parallelism splits each minibatch's rows; an ensemble's mesh splits its members instead.
+    split_rows = spec.mesh is not None and spec.members is None
 
     def step(c, batch):
         state, bad, bad_step, i = c
         value, grads = vg(state.params, *batch)
-        new = _apply_update(spec.optimizer, state, grads)
+        new = apply_update(spec.optimizer, state, grads)
         if not check_steps:
             return (new, bad, bad_step, i + 1), value
         ok = jnp.isfinite(value) & jnp.isfinite(_param_total(new.params)) & ~bad
@@ -280,7 +165,7 @@ def make_epoch(spec: _Spec, *, check_steps: bool = True) -> Callable:
         else:
             w = None  # every row weighs 1: the plain mean, no weights to gather or sum
         batches = (x[idx].reshape(nb, B, x.shape[1]), y[idx].reshape(nb, B, *y.shape[1:]), w)
-        if spec.mesh is not None:
+        if split_rows:
             # Rows of every minibatch split across the "data" axis; XLA adds the all-reduce.
             batches = lax.with_sharding_constraint(batches, sharded(spec.mesh, axis=1))
 
@@ -304,22 +189,66 @@ def make_epoch(spec: _Spec, *, check_steps: bool = True) -> Callable:
 
 
 @functools.lru_cache(maxsize=64)
-def replay_program(spec: _Spec) -> Callable:
+def replay_program(spec: Spec) -> Callable:
     """The jitted epoch with a check after every step, for ``fit`` to replay a non-finite epoch of
-    its fast path (compiled only when a run diverges)."""
+    the fast path (compiled only when a run diverges)."""
     return jax.jit(make_epoch(spec))
 
 
-# One call's run-time arguments travel to the device as one int32 vector (its plan) and its results
-# come back as one vector (its report): on a GPU every separate host-device copy costs about
-# 0.1-0.2 ms, as much as an epoch of a small model.
+def member_epoch(spec: Spec) -> Callable:
+    """One epoch of one member with its bookkeeping, pure: ``(carry, e, perm, x, y, sw, x_val,
+    y_val, patience, min_delta) -> (carry, (ran, train_loss, val_loss, val_metric, improved))``.
+
+    The epoch (:func:`make_epoch`'s fast path), the validation metrics, and early stopping: the
+    monitored score is the validation loss (else the training loss); ``improved`` when it beats the
+    best by more than ``min_delta``; stopped after ``patience`` epochs without. In an ensemble a
+    member that has stopped or diverged sits the epoch out (its carry is kept; ``ran`` is False):
+    one model's program never needs that, since its loop ends at once.
+    """
+    train_epoch = make_epoch(spec, check_steps=False)
+    masked = spec.members is not None
+
+    def run(carry: Carry, e, perm, x, y, sw, x_val, y_val, patience, min_delta):
+        state, bad, bad_step, train_loss = train_epoch(
+            carry.state, carry.diverged, carry.bad_step, x, y, sw, perm
+        )
+        if spec.has_val:
+            val_loss, val_metric = evaluate(spec.model, spec.loss, state.params, x_val, y_val)
+            score = val_loss
+        else:
+            val_loss = val_metric = jnp.asarray(jnp.nan, x.dtype)
+            score = train_loss
+        improved = score < carry.best_score - min_delta
+        best_params = (
+            _tree_where(improved, state.params, carry.best_params) if spec.track_best else None
+        )
+        wait = jnp.where(improved, 0, carry.wait + 1)
+        new = Carry(
+            state,
+            best_params,
+            jnp.where(improved, score, carry.best_score),
+            wait,
+            wait >= patience,
+            bad,
+            jnp.where(bad & ~carry.diverged, e, carry.bad_epoch),
+            bad_step,
+        )
+        ran = jnp.ones((), bool)
+        if masked:
+            ran = ~carry.stopped & ~carry.diverged
+            new = _tree_where(ran, new, carry)
+            improved = improved & ran  # the host reads the other metrics where ``ran`` only
+        return new, (ran, train_loss, val_loss, val_metric, improved)
+
+    return run
 
 
 class Report(NamedTuple):
     """What the host reads after one call of the multi-epoch program (NumPy values).
 
     ``ran``, ``train_loss``, ``val_loss``, ``val_metric`` and ``improved`` have one entry per
-    epoch slot of the call (``ran`` tells which slots ran); the rest are the carry's counters.
+    epoch slot of the call, ``(epochs_per_call, *members)``; ``ran`` tells which slots ran (for
+    each member). The rest are the carry's counters, ``members``-shaped (scalars for one model).
     """
 
     ran: np.ndarray
@@ -327,11 +256,11 @@ class Report(NamedTuple):
     val_loss: np.ndarray
     val_metric: np.ndarray
     improved: np.ndarray
-    stopped: bool
-    diverged: bool
-    bad_epoch: int
-    bad_step: int
-    step: int
+    stopped: np.ndarray
+    diverged: np.ndarray
+    bad_epoch: np.ndarray
+    bad_step: np.ndarray
+    step: np.ndarray
 
 
 def _wide(dtype) -> np.dtype:
@@ -348,16 +277,17 @@ def make_plan(offset: int, total: int, patience: int, min_delta, dtype, perms) -
     return head if perms is None else np.concatenate([head, np.asarray(perms, np.int32).ravel()])
 
 
-def _read_plan(plan: jax.Array, dtype, epochs: int, n: int, shuffle: bool):
+def _read_plan(plan: jax.Array, dtype, spec: Spec, n: int):
     wide = _wide(dtype)
     k = wide.itemsize // 4
     bits = plan[3 : 3 + k] if k > 1 else plan[3]
     min_delta = lax.bitcast_convert_type(bits, wide).astype(dtype)
-    perms = plan[3 + k :].reshape(epochs, n) if shuffle else None
+    members = () if spec.members is None else (spec.members,)
+    perms = plan[3 + k :].reshape(spec.epochs_per_call, *members, n) if spec.shuffle else None
     return plan[0], plan[1], plan[2], min_delta, perms
 
 
-def _report(hist, carry: _Carry, dtype) -> jax.Array:
+def _report(hist, carry: Carry, dtype) -> jax.Array:
     wide = _wide(dtype)
     word = jnp.int64 if wide.itemsize == 8 else jnp.int32
     ran, train_loss, val_loss, val_metric, improved = hist
@@ -366,79 +296,66 @@ def _report(hist, carry: _Carry, dtype) -> jax.Array:
     return jnp.concatenate([
         lax.bitcast_convert_type(losses, word).ravel(),
         jnp.stack([ran, improved]).astype(word).ravel(),
-        jnp.stack(counters).astype(word),
+        jnp.stack(counters).astype(word).ravel(),
     ])  # fmt: skip
 
 
-def read_report(report: np.ndarray, epochs: int, dtype) -> Report:
+def read_report(report: np.ndarray, epochs: int, dtype, members: int | None = None) -> Report:
     """:class:`Report` of one call's report vector (already on the host)."""
-    E = epochs
-    losses = np.ascontiguousarray(report[: 3 * E]).view(_wide(dtype)).reshape(3, E)
-    ran, improved = report[3 * E : 5 * E].reshape(2, E).astype(bool)
-    stopped, diverged, bad_epoch, bad_step, step = (int(v) for v in report[5 * E :])
-    return Report(ran, *losses, improved, bool(stopped), bool(diverged), bad_epoch, bad_step, step)
+    E, M = epochs, () if members is None else (members,)
+    size = int(np.prod(M, dtype=int))
+    losses = np.ascontiguousarray(report[: 3 * E * size]).view(_wide(dtype)).reshape(3, E, *M)
+    flags = report[3 * E * size : 5 * E * size].reshape(2, E, *M).astype(bool)
+    counters = report[5 * E * size :].reshape(5, *M)
+    stopped, diverged = counters[:2].astype(bool)
+    return Report(flags[0], *losses, flags[1], stopped, diverged, *counters[2:])
 
 
 @functools.lru_cache(maxsize=64)
-def _epochs_program(spec: _Spec):
+def epochs_program(spec: Spec) -> Callable:
     """The jitted multi-epoch program for one static configuration (cached):
     ``(carry, x, y, sw, plan, x_val, y_val) -> (carry, report)`` (see :func:`make_plan`,
-    :func:`read_report`)."""
-    train_epoch = make_epoch(spec, check_steps=False)
+    :func:`read_report`). ``sw`` is ``(n,)`` for one model, ``(members, n)`` for an ensemble, or
+    ``None`` when every row weighs 1."""
+    one_epoch = member_epoch(spec)
+    if spec.members is not None:
+        # perm: (K, n) per epoch slot; the data and the run's settings are shared.
+        one_epoch = jax.vmap(one_epoch, in_axes=(0, None, 0, None, None, 0, None, None, None, None))
 
     def run(carry, x, y, sw, plan, x_val, y_val):
-        TRACE_COUNTS["epochs"] += 1
+        TRACE_COUNTS["epochs" if spec.members is None else "ensemble"] += 1
         E = spec.epochs_per_call
-        offset, total, patience, min_delta, perms = _read_plan(
-            plan, x.dtype, E, x.shape[0], spec.shuffle
-        )
-
-        def one_epoch(carry: _Carry, e, perm):
-            state, bad, bad_step, train_loss = train_epoch(
-                carry.state, carry.diverged, carry.bad_step, x, y, sw, perm
-            )
-            if spec.has_val:
-                val_loss, val_metric = evaluate(spec.model, spec.loss, state.params, x_val, y_val)
-                score = val_loss
-            else:
-                val_loss = val_metric = jnp.asarray(jnp.nan, x.dtype)
-                score = train_loss
-            improved = score < carry.best_score - min_delta
-            best_params = (
-                _tree_where(improved, state.params, carry.best_params) if spec.track_best else None
-            )
-            wait = jnp.where(improved, 0, carry.wait + 1)
-            new_carry = _Carry(
-                state,
-                best_params,
-                jnp.where(improved, score, carry.best_score),
-                wait,
-                wait >= patience,
-                bad,
-                jnp.where(bad & ~carry.diverged, e, carry.bad_epoch),
-                bad_step,
-            )
-            return new_carry, (train_loss, val_loss, val_metric, improved)
+        offset, total, patience, min_delta, perms = _read_plan(plan, x.dtype, spec, x.shape[0])
 
         # A while loop, not a scan with a skip branch: it stops at the run's last epoch, early
-        # stopping or divergence, so a call spends nothing on the epoch slots it doesn't use (on a
-        # GPU each skipped slot of a scan still cost a loop trip and a conditional).
-
+        # stopping or divergence (of every member), so a call spends nothing on the epoch slots it
+        # doesn't use (on a GPU each skipped slot of a scan still cost a loop trip and a
+        # conditional).
         def more(c):
             i, carry, _ = c
-            return (i < E) & (offset + i < total) & ~carry.stopped & ~carry.diverged
+            going = jnp.any(~carry.stopped & ~carry.diverged)
+            return (i < E) & (offset + i < total) & going
 
         def epoch(c):
             i, carry, hist = c
-            carry, out = one_epoch(carry, offset + i, None if perms is None else perms[i])
-            hist = tuple(h.at[i].set(v) for h, v in zip(hist, (True, *out), strict=True))
+            perm = None if perms is None else perms[i]
+            carry, out = one_epoch(
+                carry, offset + i, perm, x, y, sw, x_val, y_val, patience, min_delta
+            )
+            hist = tuple(h.at[i].set(v) for h, v in zip(hist, out, strict=True))
             return i + 1, carry, hist
 
-        nan = jnp.full((E,), jnp.nan, x.dtype)
-        no = jnp.zeros((E,), bool)
+        shape = (E,) if spec.members is None else (E, spec.members)
+        nan = jnp.full(shape, jnp.nan, x.dtype)
+        no = jnp.zeros(shape, bool)
         hist = (no, nan, nan, nan, no)  # ran, train loss, val loss, val metric, improved
         _, carry, hist = lax.while_loop(more, epoch, (jnp.zeros((), jnp.int32), carry, hist))
         return carry, _report(hist, carry, x.dtype)
 
-    out = None if spec.mesh is None else replicated(spec.mesh)
+    if spec.mesh is None:
+        return jax.jit(run, donate_argnums=0)
+    if spec.members is None:
+        return jax.jit(run, donate_argnums=0, out_shardings=replicated(spec.mesh))
+    # Members split across the "data" axis: carry leaves (K, ...); the report is replicated.
+    out = (sharded(spec.mesh, 0), replicated(spec.mesh))
     return jax.jit(run, donate_argnums=0, out_shardings=out)

@@ -1,44 +1,54 @@
-"""Ensembles and sweeps: K independent models trained in one compiled program with ``jax.vmap``.
+"""Ensembles and sweeps: K independent models trained by the engine's program with a member axis.
 
 Every member has its own initialisation key and, by default, its own data order; optionally
 a bootstrap resample of the rows (as integer sample weights, so shapes stay fixed) and its own
 learning rate (a sweep, through ``optax.inject_hyperparams``). The per-member epoch is the very
-function ``fit`` scans (``engine.make_epoch``), vmapped over the member axis.
+function ``fit`` runs (:func:`jaxmlp._engine.program.member_epoch`), vmapped over the member axis,
+and the host loop is ``fit``'s (:func:`jaxmlp._train.driver.drive`): early stopping, sample weights,
+checkpoints and callbacks work per member.
 """
 
 from __future__ import annotations
 
 import functools
 import inspect
+import os
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from jax import lax
 from jax.sharding import Mesh
 
 from jaxmlp._checks import check_choice, check_int, check_key, check_nonnegative, check_optimizer
 from jaxmlp._core.backprop import METHODS, check_model_loss
 from jaxmlp._core.losses import Loss
-from jaxmlp._core.metrics import evaluate, metric_name
+from jaxmlp._core.metrics import metric_name
 from jaxmlp._core.mlp import MLP, Params, as_batch, check_finite_params, check_params
 from jaxmlp._distributed import check_mesh, put, replicated, sharded
 from jaxmlp._engine.orders import seed_from_words
-from jaxmlp._engine.program import (
-    DEFAULT_OPTIMIZER,
-    TRACE_COUNTS,
-    _check_state_params,
-    _Spec,
-    call_permutations,
-    make_epoch,
-    member_states,
+from jaxmlp._engine.program import Spec, fresh_carry
+from jaxmlp._engine.step import DEFAULT_OPTIMIZER, check_state_params
+from jaxmlp._train import resume as _resume
+from jaxmlp._train.callbacks import (
+    Callback,
+    CallState,
+    Checkpoints,
+    EarlyStopping,
+    History,
+    ProgressBar,
+    as_callbacks,
 )
+from jaxmlp._train.driver import Data, Run, drive, host
 from jaxmlp._train.inputs import (
-    _auto_epochs_per_call,
+    check_checkpointing,
+    check_early_stopping,
+    check_sample_weight,
+    choose_epochs_per_call,
     clip_batch_size,
     prepare_data,
     prepare_validation,
@@ -50,14 +60,21 @@ class EnsembleResult(NamedTuple):
     """What ``fit_ensemble`` returns.
 
     Attributes:
-        params: the members' parameters stacked on a leading axis of size K.
+        params: the members' parameters stacked on a leading axis of size K (with early
+            stopping and ``restore_best``, each member's best).
         opt_state: the members' optimizer states, stacked likewise.
         history: ``loss`` (and ``val_loss``, ``val_metric`` with validation data) as
-            ``(epochs, K)`` NumPy arrays.
+            ``(epochs, K)`` NumPy arrays; NaN where a member had stopped or diverged.
         diverged: ``(K,)`` bool; a diverged member keeps its parameters (and optimizer state) from
             the end of its last finite epoch: steps run unchecked, one finiteness check per epoch.
         learning_rates: the sweep's ``(K,)`` learning rates, or None.
         metric: the name of ``val_metric``.
+        best_epoch: ``(K,)`` 1-based epoch of each member's best monitored loss (0: none) with
+            early stopping, else None.
+        stopped_epoch: ``(K,)`` the epoch at which early stopping ended each member (0: it ran
+            to the end).
+        diverged_epoch: ``(K,)`` the 1-based epoch in which each member diverged (0: never).
+        step: ``(K,)`` optimizer steps each member took.
     """
 
     params: Params
@@ -66,61 +83,10 @@ class EnsembleResult(NamedTuple):
     diverged: np.ndarray
     learning_rates: np.ndarray | None
     metric: str
-
-
-@functools.lru_cache(maxsize=32)
-def _ensemble_program(spec: _Spec):
-    # Unchecked steps, one finiteness check per member and epoch (engine.make_epoch): under vmap
-    # the per-step check's selects ran for every member at every step.
-    train_epoch = jax.vmap(make_epoch(spec, check_steps=False), in_axes=(0, 0, 0, None, None, 0, 0))
-    member_eval = jax.vmap(
-        functools.partial(evaluate, spec.model, spec.loss), in_axes=(0, None, None)
-    )
-
-    def run(carry, x, y, sw, perms, x_val, y_val, offset, total):
-        TRACE_COUNTS["ensemble"] += 1
-        E, K = spec.epochs_per_call, carry[1].shape[0]
-
-        def epoch(c):
-            i, carry, hist = c
-            # perms: (epochs, K, n), every member's row order for every epoch of this call.
-            perm = None if perms is None else perms[i]
-            state, bad, bad_step, train_loss = train_epoch(*carry, x, y, sw, perm)
-            if spec.has_val:
-                val_loss, val_metric = member_eval(state.params, x_val, y_val)
-            else:
-                val_loss = val_metric = jnp.full_like(train_loss, jnp.nan)
-            out = (train_loss, val_loss, val_metric)
-            hist = tuple(h.at[i].set(v) for h, v in zip(hist, out, strict=True))
-            return i + 1, (state, bad, bad_step), hist
-
-        # As in fit's program: a while loop that stops at the run's last epoch (a scan over every
-        # slot of the call would still spend a loop trip and a conditional on each unused one).
-        def more(c):
-            return (c[0] < E) & (offset + c[0] < total)
-
-        nan = jnp.full((E, K), jnp.nan, x.dtype)
-        _, carry, hist = lax.while_loop(more, epoch, (jnp.zeros((), jnp.int32), carry, (nan,) * 3))
-        return carry, hist
-
-    if spec.mesh is None:
-        return jax.jit(run, donate_argnums=0)
-    # Members split across the "data" axis: carry leaves (K, ...), metrics (epochs, K).
-    return jax.jit(
-        run, donate_argnums=0, out_shardings=(sharded(spec.mesh, 0), sharded(spec.mesh, 1))
-    )
-
-
-def _member_permutations(spec: _Spec, seeds, done: int, limit: int, n: int):
-    """``(epochs_per_call, K, n)`` row orders for one call (``None`` without shuffling); members
-    sharing a seed (``same_order``) share one draw."""
-    if not spec.shuffle:
-        return None
-    drawn: dict[bytes, np.ndarray] = {}
-    for seed in seeds:
-        if seed.tobytes() not in drawn:
-            drawn[seed.tobytes()] = call_permutations(spec, seed, done, limit, n)
-    return np.stack([drawn[seed.tobytes()] for seed in seeds], axis=1)
+    best_epoch: np.ndarray | None = None
+    stopped_epoch: np.ndarray | None = None
+    diverged_epoch: np.ndarray | None = None
+    step: np.ndarray | None = None
 
 
 def fit_ensemble(
@@ -146,23 +112,61 @@ def fit_ensemble(
     epochs_per_call: int | None = None,
     progress: bool = True,
     mesh: Mesh | None = None,
+    early_stopping: EarlyStopping | None = None,
+    sample_weight: jax.typing.ArrayLike | None = None,
+    drop_last: bool = False,
+    checkpoint_dir: str | os.PathLike | None = None,
+    checkpoint_every: int = 1,
+    keep: int = 3,
+    resume: bool = False,
+    callbacks: Sequence[Callback | Callable[[int, Mapping[str, Any]], Any]] | None = None,
 ) -> EnsembleResult:
-    """Trains ``num_models`` independent members at once (one vmapped, fused program).
+    """Trains ``num_models`` independent members at once: the engine's program with a member axis.
+
+    Member ``k`` trains exactly as ``fit`` would train it alone, with the starting parameters
+    ``jax.vmap(model.init)(jax.random.split(k_init, K))[k]`` and the key
+    ``jax.random.split(k_order, K)[k]``, where ``k_init, k_order, k_boot =
+    jax.random.split(key, 3)``: early stopping, sample weights and checkpoints included.
 
     Args:
         model: the shared architecture.
-        x, y: the training data, shared by all members.
+        x: the training inputs, shared by all members.
+        y: the training targets, shared by all members.
         num_models: K, the number of members.
-        loss, key, epochs, batch_size, method, l2, shuffle, validation_data: as in ``fit``.
+        loss: as in ``fit``.
+        key: the ensemble's PRNG key (see above).
         optimizer: the members' optimizer (default ``optax.sgd(0.01)``); not with a sweep.
         learning_rates: K learning rates for a sweep; the optimizer is then
             ``optax.inject_hyperparams(optimizer_fn)(learning_rate=...)``.
+        optimizer_fn: the optax factory of a sweep.
+        epochs: as in ``fit``.
+        batch_size: as in ``fit``.
+        method: as in ``fit``.
+        l2: as in ``fit``.
+        shuffle: as in ``fit``.
         same_order: every member sees the same data order (default: its own).
-        bootstrap: each member trains on a bootstrap resample (n rows drawn with replacement).
+        bootstrap: each member trains on a bootstrap resample (n rows drawn with replacement,
+            as integer sample weights, multiplied by ``sample_weight``).
+        validation_data: as in ``fit``.
         params: starting parameters stacked on a leading K axis (default: ``model.init``
             with K different keys).
+        epochs_per_call: as in ``fit``.
+        progress: show a tqdm progress bar.
         mesh: shard the member axis across the mesh's ``"data"`` axis (one group of members
             per device; ``num_models`` must divide evenly). The data are replicated.
+        early_stopping: as in ``fit``, per member: each member stops, and restores its own
+            best, on its own; the call ends when every member has stopped.
+        sample_weight: ``(n,)`` non-negative weights per row, shared by the members.
+        drop_last: as in ``fit``.
+        checkpoint_dir: as in ``fit``; a checkpoint holds every member.
+        checkpoint_every: as in ``fit``.
+        keep: as in ``fit``.
+        resume: as in ``fit``.
+        callbacks: as in ``fit``; every metric is a ``(K,)`` array.
+
+    Returns:
+        An :class:`EnsembleResult`. A member whose loss became NaN or Inf is reported in
+        ``diverged`` (with a ``JaxmlpWarning``) and keeps its last finite state; the others go on.
     """
     lossf = check_model_loss(model, loss)
     check_choice(method, "method", METHODS)
@@ -171,6 +175,9 @@ def fit_ensemble(
     K = check_int(num_models, "num_models", 1)
     epochs = check_int(epochs, "epochs", 1)
     batch_size = check_int(batch_size, "batch_size", 1)
+    ckpt = check_checkpointing(checkpoint_dir, checkpoint_every, keep, resume)
+    users = as_callbacks(callbacks)
+    stopping = check_early_stopping(early_stopping)
     k_init, k_order, k_boot = jax.random.split(key, 3)
     if params is None:
         params = _init_members(model, jax.random.split(k_init, K))
@@ -210,61 +217,79 @@ def fit_ensemble(
         _check_optimizer_fn(optimizer_fn)
         optimizer = _sweep_optimizer(optimizer_fn)
     optimizer = check_optimizer(optimizer, DEFAULT_OPTIMIZER)
-    _check_state_params(params)
-    states = member_states(params, optimizer)
+    check_state_params(params)
+    sw = check_sample_weight(sample_weight, n, xb.dtype)
+    carry = fresh_carry(params, optimizer, xb.dtype, stopping.track_best, members=K)
     if lrs is not None:
-        hyper = {**states.opt_state.hyperparams, "learning_rate": jnp.asarray(lrs, xb.dtype)}
-        states = states._replace(opt_state=states.opt_state._replace(hyperparams=hyper))
+        opt_state = carry.state.opt_state
+        hyper = {**opt_state.hyperparams, "learning_rate": jnp.asarray(lrs, xb.dtype)}
+        state = carry.state._replace(opt_state=opt_state._replace(hyperparams=hyper))
+        carry = carry._replace(state=state)
 
     if bootstrap:
         draws = jax.random.randint(k_boot, (K, n), 0, n)
-        sw = jax.vmap(lambda d: jnp.bincount(d, length=n))(draws).astype(xb.dtype)
-    else:
-        sw = None  # every row weighs 1 for every member
+        boot = jax.vmap(lambda d: jnp.bincount(d, length=n))(draws).astype(xb.dtype)
+        sw = boot if sw is None else boot * sw[None]
+    elif sw is not None:
+        sw = jnp.broadcast_to(sw, (K, n))
     has_val = validation_data is not None
     xv, yv, _ = prepare_validation(model, lossf, member0, validation_data)
-    n_batches = -(-n // batch_size)
-    if epochs_per_call is None:
-        epochs_per_call = _auto_epochs_per_call(model, n_batches, batch_size, K)
+    n_batches = n // batch_size if drop_last else -(-n // batch_size)
+    every = None if ckpt.directory is None else ckpt.every
+    epochs_per_call = choose_epochs_per_call(
+        epochs_per_call, model, n_batches, batch_size, K, checkpoint_every=every
+    )
     if mesh is not None:
         size = check_mesh(mesh)
         if K % size:
             raise ValueError(
                 f"num_models: {K} members do not divide across the {size} devices of the mesh"
             )
-    spec = _Spec(model, lossf, optimizer, method, l2, batch_size, False, bool(shuffle),
-                 check_int(epochs_per_call, "epochs_per_call", 1), False, has_val, mesh)  # fmt: skip
-    program = _ensemble_program(spec)
-
-    carry = (states, jnp.zeros((K,), bool), jnp.full((K,), -1, jnp.int32))
+    spec = Spec(
+        model=model,
+        loss=lossf,
+        optimizer=optimizer,
+        method=method,
+        l2=l2,
+        batch_size=batch_size,
+        drop_last=bool(drop_last),
+        shuffle=bool(shuffle),
+        epochs_per_call=epochs_per_call,
+        track_best=stopping.track_best,
+        has_val=has_val,
+        members=K,
+        mesh=mesh,
+    )
+    done, history = 0, History(has_val, members=K)
+    if ckpt.resume:
+        restored = _resume.resume(ckpt.directory, model, carry, stopping.track_best, members=K)
+        if restored is not None:
+            carry, _, done, past, best = restored
+            history = History(has_val, past, best, members=K)
+    stopped = bool(np.all(np.asarray(carry.stopped) | np.asarray(carry.diverged))) and done > 0
+    data = Data(xb, yb, sw, xv, yv)
     if mesh is not None:
         carry, sw = put((carry, sw), sharded(mesh, 0))
-        xb, yb, xv, yv = put((xb, yb, xv, yv), replicated(mesh))
+        data = put(data._replace(sw=None), replicated(mesh))._replace(sw=sw)
+    run = Run(spec, epochs, stopping.patience, stopping.min_delta, every, seeds)
 
-    def orders(start: int):
-        perms = _member_permutations(spec, seeds, start, epochs, n)
-        return perms if mesh is None or perms is None else put(perms, sharded(mesh, 1))
+    def save(path: Path, state: CallState) -> None:
+        _resume.save(path, model, state.carry, key, state.epoch, state.history,
+                     state.best_epoch, members=K)  # fmt: skip
 
-    chunks = []
-    from tqdm.auto import tqdm
-
-    with tqdm(total=epochs, disable=not progress, unit="epoch", desc=f"fit_ensemble K={K}") as bar:
-        done, perms = 0, orders(0)
-        while done < epochs:
-            carry, out = program(carry, xb, yb, sw, perms, xv, yv, done, epochs)
-            ran = min(spec.epochs_per_call, epochs - done)
-            # The call runs asynchronously (every call runs its whole length: no early stopping
-            # here): draw the next call's row orders meanwhile, as fit does.
-            if done + ran < epochs:
-                perms = orders(done + ran)
-            chunks.append([np.asarray(o)[:ran] for o in jax.device_get(out)])
-            done += ran
-            bar.update(ran)
-            bar.set_postfix(loss=f"{np.nanmean(chunks[-1][0][-1]):.4g}")
-    names = ("loss", "val_loss", "val_metric") if has_val else ("loss",)
-    history = {name: np.concatenate([c[i] for c in chunks]) for i, name in enumerate(names)}
-    states, bad, _ = carry
-    diverged = np.asarray(bad)
+    bar = ProgressBar(epochs, done, f"fit_ensemble K={K}", progress)
+    internal: list[Callback] = [bar]
+    if ckpt.directory is not None:
+        internal.append(Checkpoints(ckpt.directory, ckpt.every, ckpt.keep, save))
+    try:
+        carry, done, _ = drive(run, carry, data, key, history, [*internal, *users],
+                               done=done, stopped=stopped)  # fmt: skip
+    finally:
+        bar.bar.close()
+    stopped_flags, diverged, bad_epoch, steps = host(
+        (carry.stopped, carry.diverged, carry.bad_epoch, carry.state.step)
+    )
+    diverged = np.asarray(diverged, bool)
     if diverged.any():
         warnings.warn(
             f"fit_ensemble: members {np.flatnonzero(diverged).tolist()} diverged (non-finite loss); "
@@ -272,9 +297,29 @@ def fit_ensemble(
             JaxmlpWarning,
             stacklevel=2,
         )
-    return EnsembleResult(
-        states.params, states.opt_state, history, diverged, lrs, metric_name(lossf)
+    names = ("loss", "val_loss", "val_metric") if has_val else ("loss",)
+    hist = {k: np.asarray(history.history[k], np.dtype(xb.dtype)).reshape(-1, K) for k in names}
+    stopped_at = np.zeros(K, np.int64)
+    if early_stopping is not None:
+        # A member stopped in the epoch after which its patience ran out: the last it trained.
+        trained = np.isfinite(hist["loss"])
+        last = trained.shape[0] - np.argmax(trained[::-1], axis=0)
+        stopped_at = np.where(np.asarray(stopped_flags, bool), last, 0)
+    result = EnsembleResult(
+        carry.best_params if stopping.track_best else carry.state.params,
+        carry.state.opt_state,
+        hist,
+        diverged,
+        lrs,
+        metric_name(lossf),
+        np.asarray(history.best_epoch) if early_stopping is not None else None,
+        stopped_at,
+        np.where(diverged, np.asarray(bad_epoch) + 1, 0),
+        np.asarray(steps),
     )
+    for cb in users:
+        cb.on_train_end(result)
+    return result
 
 
 def _check_optimizer_fn(optimizer_fn: Any) -> None:

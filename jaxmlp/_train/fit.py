@@ -1,9 +1,9 @@
-"""Training on the host side: ``fit``, early stopping, checkpoints and resume.
+"""``fit``: one model trained by the engine's multi-epoch program, driven from the host.
 
-``fit`` checks its inputs eagerly, then calls the fused multi-epoch program of
-``jaxmlp._engine.program`` until the epochs are done; the host syncs only between calls (progress bar,
-divergence and early-stopping checks, checkpoints). The input checks live in ``_fit_inputs``, the
-checkpoint contents and resuming in ``_fit_checkpoint``.
+``fit`` checks its inputs eagerly (:mod:`jaxmlp._train.inputs`), builds the program's static
+configuration, and hands the call loop to :func:`jaxmlp._train.driver.drive`; the history, the
+progress bar and checkpoints are callbacks of that loop, beside the user's own. A non-finite epoch
+is replayed step by step to find the step and the last finite state, then raised.
 
 What triggers a compile: a new model description, loss, optimizer *object*, method, ``l2``,
 batch size, ``drop_last``/``shuffle``/``epochs_per_call``/early stopping on or off, a mesh, a new
@@ -15,63 +15,53 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import optax
 from jax.sharding import Mesh
 
-from jaxmlp._checkpoint.files import (
-    checkpoint_path,
-    prune_checkpoints,
-)
 from jaxmlp._checks import check_choice, check_int, check_key, check_nonnegative, check_optimizer
 from jaxmlp._core.backprop import METHODS, check_model_loss
 from jaxmlp._core.losses import Loss
 from jaxmlp._core.metrics import metric_name
-from jaxmlp._core.mlp import MLP, Params, as_array, check_params, nonfinite
-from jaxmlp._distributed import check_mesh, local, put, replicated
+from jaxmlp._core.mlp import MLP, Params, check_params
+from jaxmlp._distributed import check_mesh, put, replicated
 from jaxmlp._engine.orders import order_seed, seed_from_words
-from jaxmlp._engine.program import (
-    DEFAULT_OPTIMIZER,
-    _epochs_program,
-    _Spec,
-    call_permutations,
-    fresh_carry,
-    make_plan,
-    read_report,
-    replay_program,
+from jaxmlp._engine.program import Carry, Report, Spec, fresh_carry, replay_program
+from jaxmlp._engine.step import DEFAULT_OPTIMIZER
+from jaxmlp._train import resume as _resume
+from jaxmlp._train.callbacks import (
+    Callback,
+    CallState,
+    Checkpoints,
+    EarlyStopping,
+    History,
+    ProgressBar,
+    as_callbacks,
 )
+from jaxmlp._train.driver import Data, Run, drive, host
 from jaxmlp._train.inputs import (
-    _auto_epochs_per_call,
+    check_checkpointing,
+    check_early_stopping,
+    check_sample_weight,
+    choose_epochs_per_call,
     clip_batch_size,
     prepare_data,
     prepare_validation,
 )
-from jaxmlp._train.resume import _history_upto, _resume, _save
 from jaxmlp.errors import DivergenceError
-
-
-class EarlyStopping(NamedTuple):
-    """Stop when the monitored loss has not improved by ``min_delta`` for ``patience`` epochs.
-
-    The monitored loss is the validation loss when validation data is given, else the
-    training loss. With ``restore_best`` the result holds the best epoch's parameters.
-    """
-
-    patience: int = 10
-    min_delta: float = 0.0
-    restore_best: bool = True
 
 
 class FitResult(NamedTuple):
     """What ``fit`` returns.
 
     Attributes:
-        params, opt_state: the final (or, with early stopping, best) state.
+        params: the final (or, with early stopping, best) parameters.
+        opt_state: the final optimizer state.
         history: per-epoch lists: ``loss`` (training objective, l2 included), and with
             validation data ``val_loss`` (data loss) and ``val_metric`` (accuracy or R^2).
         step: optimizer steps taken.
@@ -114,31 +104,36 @@ def fit(
     keep: int = 3,
     resume: bool = False,
     mesh: Mesh | None = None,
+    callbacks: Sequence[Callback | Callable[[int, Mapping[str, Any]], Any]] | None = None,
 ) -> FitResult:
     """Trains ``params`` with minibatch gradient steps, whole epochs fused on the device.
 
     Args:
-        model, params: the network and its starting parameters (left untouched: donation
-            only ever consumes copies).
-        x: ``(n, sizes[0])``; y: targets as ``loss`` expects (``(n,)`` labels, ``(n, k)``).
+        model: the network.
+        params: its starting parameters (left untouched: donation only ever consumes copies).
+        x: ``(n, sizes[0])`` inputs.
+        y: targets as ``loss`` expects (``(n,)`` labels, ``(n, k)``).
         loss: a loss name or ``jaxmlp.Loss``.
-        key: PRNG key; epoch ``e``'s row order depends only on ``(key, e)``
-            (:func:`jaxmlp._engine.program.epoch_permutations`).
+        key: PRNG key; epoch ``e``'s row order depends only on ``(key, e)``.
         optimizer: any optax ``GradientTransformation``; default ``optax.sgd(0.01)`` (eq. 17).
-        epochs: total epochs; batch_size: rows per step (clipped to ``n`` with a warning).
+        epochs: total epochs.
+        batch_size: rows per step (clipped to ``n`` with a warning).
         method: ``"manual"`` or ``"autodiff"`` gradients.
-        shuffle: reshuffle every epoch; drop_last: drop the last partial batch instead of
-            padding it (padded rows carry ``sample_weight`` 0, so no data is lost).
+        shuffle: reshuffle every epoch.
         validation_data: ``(x_val, y_val)``, evaluated after every epoch on the device.
         early_stopping: an :class:`EarlyStopping`, monitoring ``val_loss`` (else ``loss``).
         progress: show a tqdm progress bar.
         l2: weight decay term ``(l2/2) sum ||w||^2`` in the objective.
         sample_weight: ``(n,)`` non-negative weights per row.
+        drop_last: drop the last partial batch instead of padding it (padded rows carry
+            ``sample_weight`` 0, so no data is lost).
         epochs_per_call: epochs per compiled call (host syncs between calls); default: about
             16 GFLOP of work per call, at most 64 epochs (a divisor of ``checkpoint_every``).
         checkpoint_dir: write ``ckpt_{epoch:06d}.npz`` there every ``checkpoint_every``
             epochs and at the end, keeping the newest ``keep``; on divergence the last finite
             state goes to ``diverged.npz`` there.
+        checkpoint_every: epochs between checkpoints.
+        keep: checkpoints kept.
         resume: continue from the newest checkpoint in ``checkpoint_dir`` (if any), with
             ``epochs`` counting the total. Parameters, optimizer state, history, early-stopping
             state and the shuffling key (the stored one) resume exactly.
@@ -147,9 +142,15 @@ def fit(
             must divide evenly), parameters and optimizer state are replicated. In a
             multi-process run every process passes the same data and key; process 0 writes
             the checkpoints.
+        callbacks: functions ``f(epoch, metrics)`` or :class:`Callback` objects, called after
+            every epoch (see :class:`Callback`).
+
+    Returns:
+        A :class:`FitResult`.
 
     Raises:
-        ValueError/TypeError: bad arguments, checked before anything compiles.
+        ValueError: a bad argument value, checked before anything compiles.
+        TypeError: an argument of the wrong type, checked before anything compiles.
         DivergenceError: the loss became NaN/Inf; it carries the last finite state.
     """
     lossf = check_model_loss(model, loss)
@@ -160,191 +161,126 @@ def fit(
     epochs = check_int(epochs, "epochs", 1)
     batch_size = check_int(batch_size, "batch_size", 1)
     check_params(model, params)
-    if checkpoint_dir is not None and not isinstance(checkpoint_dir, (str, os.PathLike)):
-        raise TypeError(
-            f"checkpoint_dir: expected a str or os.PathLike, got {type(checkpoint_dir).__name__}"
-        )
+    ckpt = check_checkpointing(checkpoint_dir, checkpoint_every, keep, resume)
+    users = as_callbacks(callbacks)
     # The key's bits come back with the value checks' read: one device-to-host copy for both.
     xb, yb, key_words = prepare_data(model, lossf, params, x, y, finite_params=True, key=key)
     n = xb.shape[0]
     batch_size = clip_batch_size(batch_size, n)
-    sw = None  # every row weighs 1
-    if sample_weight is not None:
-        sw = as_array(sample_weight, "sample_weight")
-        if jnp.issubdtype(sw.dtype, jnp.complexfloating):
-            raise TypeError(f"sample_weight: dtype {sw.dtype}, expected a real array")
-        sw = jnp.asarray(sw, xb.dtype)
-        if sw.shape != (n,):
-            raise ValueError(f"sample_weight: expected shape ({n},), got {tuple(sw.shape)}")
-        if nonfinite(sw)[0] or bool(jnp.any(sw < 0)):
-            raise ValueError("sample_weight: must be finite and non-negative")
+    sw = check_sample_weight(sample_weight, n, xb.dtype)
     xv, yv, _ = prepare_validation(model, lossf, params, validation_data)
     n_batches = n // batch_size if drop_last else math.ceil(n / batch_size)
-    checkpoint_every = check_int(checkpoint_every, "checkpoint_every", 1)
-    keep = check_int(keep, "keep", 1)
-    if resume and checkpoint_dir is None:
-        raise ValueError("resume: needs checkpoint_dir")
-    if epochs_per_call is None:
-        epochs_per_call = _auto_epochs_per_call(model, n_batches, batch_size)
-        if checkpoint_dir is not None:
-            epochs_per_call = max(
-                d for d in range(1, epochs_per_call + 1) if checkpoint_every % d == 0
-            )
-    epochs_per_call = check_int(epochs_per_call, "epochs_per_call", 1)
-    if early_stopping is not None and not isinstance(early_stopping, EarlyStopping):
-        raise TypeError(
-            f"early_stopping: expected a jaxmlp.EarlyStopping, got {type(early_stopping).__name__}"
-        )
-    track_best = early_stopping is not None and early_stopping.restore_best
-    patience = early_stopping.patience if early_stopping is not None else np.iinfo(np.int32).max
-    min_delta = early_stopping.min_delta if early_stopping is not None else 0.0
-    patience = np.int32(check_int(patience, "early_stopping.patience", 1))
-    real = isinstance(min_delta, (int, float, np.integer, np.floating))
-    if isinstance(min_delta, bool) or not (real and math.isfinite(min_delta) and min_delta >= 0):
-        raise ValueError(
-            f"early_stopping.min_delta: expected a finite number >= 0, got {min_delta!r}"
-        )
+    every = None if ckpt.directory is None else ckpt.every
+    epochs_per_call = choose_epochs_per_call(
+        epochs_per_call, model, n_batches, batch_size, checkpoint_every=every
+    )
+    stopping = check_early_stopping(early_stopping)
     if mesh is not None:
         check_mesh(mesh, batch_size)
-    spec = _Spec(
-        model, lossf, optimizer, method, l2, batch_size, bool(drop_last), bool(shuffle),
-        epochs_per_call, track_best, validation_data is not None, mesh,
-    )  # fmt: skip
-    program = _epochs_program(spec)
+    spec = Spec(
+        model=model,
+        loss=lossf,
+        optimizer=optimizer,
+        method=method,
+        l2=l2,
+        batch_size=batch_size,
+        drop_last=bool(drop_last),
+        shuffle=bool(shuffle),
+        epochs_per_call=epochs_per_call,
+        track_best=stopping.track_best,
+        has_val=validation_data is not None,
+        mesh=mesh,
+    )
 
     # The row orders' seed, from the bits read before the initialisation below was dispatched (a
     # read after it would wait for it on the device).
     seed = seed_from_words(key_words)
-    dtype = xb.dtype
-    carry = fresh_carry(params, optimizer, dtype, track_best)
-    has_val = validation_data is not None
-    history: dict[str, list[float]] = {"loss": []}
-    if has_val:
-        history.update(val_loss=[], val_metric=[])
-    best_epoch = stopped_epoch = None
-    done, stopped, step = 0, False, 0
-    if resume:
-        restored = _resume(checkpoint_dir, model, optimizer, carry, track_best)
+    carry = fresh_carry(params, optimizer, xb.dtype, stopping.track_best)
+    done, stopped, history = 0, False, History(spec.has_val)
+    if ckpt.resume:
+        restored = _resume.resume(ckpt.directory, model, carry, stopping.track_best)
         if restored is not None:
-            carry, key, done, history, best_epoch = restored
-            stopped, step = bool(carry.stopped), int(carry.state.step)
+            carry, key, done, past, best = restored
+            history = History(spec.has_val, past, best)
+            stopped = bool(carry.stopped)
             seed = order_seed(key)  # the stored key's
+    data = Data(xb, yb, sw, xv, yv)
     if mesh is not None:
         # Global, replicated inputs: every process holds the same data and key.
-        carry, xb, yb, sw, key, xv, yv = put((carry, xb, yb, sw, key, xv, yv), replicated(mesh))
+        carry, data, key = put((carry, data, key), replicated(mesh))
+    run = Run(spec, epochs, stopping.patience, stopping.min_delta, every, seed)
 
-    from tqdm.auto import tqdm
+    def save(path: Path, state: CallState, info: dict[str, Any] | None = None) -> None:
+        _resume.save(path, model, state.carry, key, state.epoch, state.history,
+                     state.best_epoch, info=info)  # fmt: skip
 
-    with tqdm(
-        total=epochs, initial=min(done, epochs), disable=not progress, unit="epoch", desc="fit"
-    ) as bar:
+    def on_report(r: Report, carry: Carry, perms, start: int) -> Carry:
+        if not r.diverged:
+            return carry
+        carry, bad_step = _locate_divergence(spec, carry, r, start, perms, data)
+        bad_epoch = int(r.bad_epoch) + 1
+        past = history.upto(len(history.history["loss"]))
+        for i in range(bad_epoch - 1 - start):  # the finite epochs of this call
+            if r.ran[i]:
+                past["loss"].append(float(r.train_loss[i]))
+                if spec.has_val:
+                    past["val_loss"].append(float(r.val_loss[i]))
+                    past["val_metric"].append(float(r.val_metric[i]))
+        if ckpt.directory is not None:
+            info = {"diverged_epoch": bad_epoch, "diverged_step": bad_step}
+            state = CallState(start, epochs, carry, key, history.history, history.best_epoch, True)
+            save(ckpt.directory / "diverged.npz", state, info)
+        where = "step unknown" if bad_step is None else f"step {bad_step}"
+        raise DivergenceError(
+            f"loss became non-finite in epoch {bad_epoch}, {where}; "
+            f".params and .opt_state hold the last finite state",
+            epoch=bad_epoch,
+            step=bad_step,
+            params=carry.state.params,
+            opt_state=carry.state.opt_state,
+            history=past,
+        )
 
-        def orders(start: int):
-            """``(start, limit, row orders)`` of the call that begins at epoch ``start``."""
-            # With checkpoints, a call never runs past the next multiple of checkpoint_every.
-            limit = epochs
-            if checkpoint_dir is not None:
-                limit = min(epochs, (start // checkpoint_every + 1) * checkpoint_every)
-            perms = call_permutations(spec, seed, start, limit, n)
-            plan = make_plan(start, limit, patience, min_delta, dtype, perms)
-            if mesh is not None:
-                plan = put(plan, replicated(mesh))
-            return start, plan, perms
-
-        upcoming = orders(done) if done < epochs else None
-        while done < epochs and not stopped:
-            if upcoming[0] != done:  # the last call ended early (a checkpoint boundary)
-                upcoming = orders(done)
-            _, plan, perms = upcoming
-            carry, report = program(carry, xb, yb, sw, plan, xv, yv)
-            # The call runs asynchronously: draw the next call's row orders meanwhile.
-            nxt = done + spec.epochs_per_call
-            upcoming = orders(nxt) if nxt < epochs else upcoming
-            # One read per call: the epochs' outputs and the counters the loop needs.
-            r = read_report(_host(report), spec.epochs_per_call, dtype)
-            ran, tl, vl, vm, improved = r.ran, r.train_loss, r.val_loss, r.val_metric, r.improved
-            stopped, step = r.stopped, r.step
-            if r.diverged:
-                carry, bad_step = _locate_divergence(spec, carry, r, done, perms, xb, yb, sw)
-                bad_epoch = r.bad_epoch + 1
-                if checkpoint_dir is not None:
-                    _save(Path(checkpoint_dir) / "diverged.npz", model, carry, key, done, history,
-                          best_epoch, {"diverged_epoch": bad_epoch, "diverged_step": bad_step})  # fmt: skip
-                where = "step unknown" if bad_step is None else f"step {bad_step}"
-                raise DivergenceError(
-                    f"loss became non-finite in epoch {bad_epoch}, {where}; "
-                    f".params and .opt_state hold the last finite state",
-                    epoch=bad_epoch,
-                    step=bad_step,
-                    params=carry.state.params,
-                    opt_state=carry.state.opt_state,
-                    history=_history_upto(history, ran, tl, vl, vm, bad_epoch - 1 - done),
-                )
-            for i in np.flatnonzero(ran):
-                history["loss"].append(float(tl[i]))
-                if has_val:
-                    history["val_loss"].append(float(vl[i]))
-                    history["val_metric"].append(float(vm[i]))
-                if improved[i]:
-                    best_epoch = done + int(i) + 1
-            n_ran = int(np.sum(ran))
-            if n_ran == 0:
-                break
-            done += n_ran
-            finished = done >= epochs or stopped
-            if checkpoint_dir is not None and (finished or done % checkpoint_every == 0):
-                _save(
-                    checkpoint_path(checkpoint_dir, done),
-                    model,
-                    carry,
-                    key,
-                    done,
-                    history,
-                    best_epoch,
-                )
-                prune_checkpoints(checkpoint_dir, keep)
-            bar.update(n_ran)
-            post = {"loss": f"{history['loss'][-1]:.4g}"}
-            if has_val:
-                post.update(
-                    val_loss=f"{history['val_loss'][-1]:.4g}",
-                    val=f"{history['val_metric'][-1]:.4g}",
-                )
-            bar.set_postfix(post)
-            if stopped:
-                stopped_epoch = done
-    final = carry.state
-    result_params = carry.best_params if track_best else final.params
-    return FitResult(
-        result_params,
-        final.opt_state,
-        history,
-        int(step),
-        best_epoch if early_stopping is not None else None,
+    bar = ProgressBar(epochs, done, "fit", progress)
+    internal: list[Callback] = [bar]
+    if ckpt.directory is not None:
+        internal.append(Checkpoints(ckpt.directory, ckpt.every, ckpt.keep, save))
+    try:
+        carry, done, report = drive(run, carry, data, key, history, [*internal, *users],
+                                    done=done, stopped=stopped, on_report=on_report)  # fmt: skip
+    finally:
+        bar.bar.close()
+    step = int(carry.state.step) if report is None else int(report.step)
+    stopped_epoch = done if report is not None and bool(report.stopped) else None
+    result = FitResult(
+        carry.best_params if stopping.track_best else carry.state.params,
+        carry.state.opt_state,
+        history.history,
+        step,
+        history.best_epoch if early_stopping is not None else None,
         stopped_epoch,
         metric_name(lossf),
     )
+    for cb in users:
+        cb.on_train_end(result)
+    return result
 
 
-def _locate_divergence(spec, carry, r, done: int, perms, xb, yb, sw):
+def _locate_divergence(spec: Spec, carry: Carry, r: Report, done: int, perms, data: Data):
     """The fast path found the non-finite epoch and kept the state it started from: replay that
-    epoch with a check after every step (:func:`jaxmlp._engine.program.replay_program`) for the last finite
-    state and the first non-finite step. Returns the carry holding that state, and the step:
-    ``None`` if the replay stayed finite (it is another compiled program, which may round
-    differently near a blow-up; on a GPU the two sum some reductions in another order), and the
-    carry then keeps the epoch's starting state."""
-    perm = None if perms is None else perms[r.bad_epoch - done]
+    epoch with a check after every step (:func:`jaxmlp._engine.program.replay_program`) for the
+    last finite state and the first non-finite step. Returns the carry holding that state, and
+    the step: ``None`` if the replay stayed finite (it is another compiled program, which may
+    round differently near a blow-up; on a GPU the two sum some reductions in another order),
+    and the carry then keeps the epoch's starting state."""
+    perm = None if perms is None else perms[int(r.bad_epoch) - done]
     if spec.mesh is not None and perm is not None:
         perm = put(perm, replicated(spec.mesh))
     replay = replay_program(spec)
-    state, bad, bad_step, _ = replay(carry.state, False, np.int32(-1), xb, yb, sw, perm)
-    bad, bad_step = _host((bad, bad_step))
+    state, bad, bad_step, _ = replay(
+        carry.state, False, np.int32(-1), data.x, data.y, data.sw, perm
+    )
+    bad, bad_step = host((bad, bad_step))
     if not bad:
         return carry, None
     return carry._replace(state=state), int(bad_step)
-
-
-def _host(tree):
-    """NumPy copies of (replicated) device arrays, also when they span several processes; all
-    leaves in one transfer."""
-    return jax.tree.map(np.asarray, jax.device_get(jax.tree.map(local, tree)))

@@ -7,14 +7,26 @@ with a message naming it; the checks that need the data's values run as one comp
 from __future__ import annotations
 
 import warnings
-from typing import Any
+from pathlib import Path
+from typing import Any, NamedTuple
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxmlp._checks import check_int, check_nonnegative, check_path
 from jaxmlp._core.backprop import check_targets
 from jaxmlp._core.losses import Loss
-from jaxmlp._core.mlp import MLP, Params, as_array, as_batch, check_finite_params, nonfinite_and_key
+from jaxmlp._core.mlp import (
+    MLP,
+    Params,
+    as_array,
+    as_batch,
+    check_finite_params,
+    nonfinite,
+    nonfinite_and_key,
+)
+from jaxmlp._train.callbacks import EarlyStopping
 from jaxmlp.errors import JaxmlpWarning
 
 
@@ -110,3 +122,77 @@ def _auto_epochs_per_call(model: MLP, n_batches: int, batch_size: int, members: 
         _PERM_BYTES_PER_CALL // max(perm_bytes, 1),
     )
     return 1 << (max(e, 1).bit_length() - 1)
+
+
+def check_sample_weight(sample_weight: Any, n: int, dtype) -> jax.Array | None:
+    """``sample_weight`` as ``(n,)`` non-negative finite weights in ``dtype`` (``None``: all 1)."""
+    if sample_weight is None:
+        return None
+    sw = as_array(sample_weight, "sample_weight")
+    if jnp.issubdtype(sw.dtype, jnp.complexfloating):
+        raise TypeError(f"sample_weight: dtype {sw.dtype}, expected a real array")
+    sw = jnp.asarray(sw, dtype)
+    if sw.shape != (n,):
+        raise ValueError(f"sample_weight: expected shape ({n},), got {tuple(sw.shape)}")
+    if nonfinite(sw)[0] or bool(jnp.any(sw < 0)):
+        raise ValueError("sample_weight: must be finite and non-negative")
+    return sw
+
+
+class Stopping(NamedTuple):
+    """Early stopping, checked: what the program needs."""
+
+    track_best: bool
+    patience: int
+    min_delta: float
+
+
+def check_early_stopping(early_stopping: Any) -> Stopping:
+    """``early_stopping`` (``None`` or an ``EarlyStopping``) as run-time settings."""
+    if early_stopping is None:
+        return Stopping(False, int(np.iinfo(np.int32).max), 0.0)
+    if not isinstance(early_stopping, EarlyStopping):
+        raise TypeError(
+            f"early_stopping: expected a jaxmlp.EarlyStopping, got {type(early_stopping).__name__}"
+        )
+    patience = check_int(early_stopping.patience, "early_stopping.patience", 1)
+    min_delta = check_nonnegative(early_stopping.min_delta, "early_stopping.min_delta")
+    return Stopping(bool(early_stopping.restore_best), patience, min_delta)
+
+
+class Checkpointing(NamedTuple):
+    """Checkpoint settings, checked (``directory`` ``None``: no checkpoints)."""
+
+    directory: Path | None
+    every: int
+    keep: int
+    resume: bool
+
+
+def check_checkpointing(directory: Any, every: Any, keep: Any, resume: Any) -> Checkpointing:
+    """The ``checkpoint_dir``, ``checkpoint_every``, ``keep`` and ``resume`` arguments."""
+    path = None if directory is None else check_path(directory, "checkpoint_dir")
+    every = check_int(every, "checkpoint_every", 1)
+    keep = check_int(keep, "keep", 1)
+    if resume and path is None:
+        raise ValueError("resume: needs checkpoint_dir")
+    return Checkpointing(path, every, keep, bool(resume))
+
+
+def choose_epochs_per_call(
+    epochs_per_call: Any,
+    model: MLP,
+    n_batches: int,
+    batch_size: int,
+    members: int = 1,
+    checkpoint_every: int | None = None,
+) -> int:
+    """``epochs_per_call`` as given, or the automatic choice (a divisor of ``checkpoint_every``
+    when checkpointing, so that calls end on checkpoint epochs)."""
+    if epochs_per_call is None:
+        epochs_per_call = _auto_epochs_per_call(model, n_batches, batch_size, members)
+        if checkpoint_every is not None:
+            epochs_per_call = max(
+                d for d in range(1, epochs_per_call + 1) if checkpoint_every % d == 0
+            )
+    return check_int(epochs_per_call, "epochs_per_call", 1)

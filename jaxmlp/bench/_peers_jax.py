@@ -56,10 +56,9 @@ class JaxmlpStep(_JaxImpl):
 
     def __init__(self, problem: Problem, method: str, *, grad: bool = False, seed: int = 0):
         super().__init__(problem)
-        from jaxmlp import __version__
+        from jaxmlp import TrainState, __version__, make_train_step
         from jaxmlp._core.backprop import value_and_grad
         from jaxmlp._core.mlp import MLP
-        from jaxmlp._engine.program import TrainState, make_train_step
 
         self.version, self.method, self.grad = __version__, method, grad
         compute = None if problem.dtype == "float32" else problem.dtype
@@ -120,7 +119,7 @@ class JaxmlpFit(JaxmlpStep):
     name = "jaxmlp.fit (fused)"
 
     def train(self, epochs, batch, seed):
-        from jaxmlp._train.fit import fit
+        from jaxmlp import fit
 
         result = fit(
             self.model,

@@ -247,9 +247,8 @@ def bench_train(cfg: Config, s: Settings) -> list[dict[str, Any]]:
 
 def bench_ensemble(cfg: Config, s: Settings) -> list[dict[str, Any]]:
     """``fit_ensemble`` with K members vs K sequential ``fit`` calls: model-steps/s."""
+    from jaxmlp import fit, fit_ensemble
     from jaxmlp._core.mlp import MLP
-    from jaxmlp._train.ensemble import fit_ensemble
-    from jaxmlp._train.fit import fit
 
     model = MLP(cfg.sizes, "relu", compute_dtype=None if s.dtype == "float32" else s.dtype)
     x, y = (jnp.asarray(a) for a in _data(cfg, s.samples, seed=2))

@@ -20,13 +20,12 @@ from typing import Any
 import jax
 import numpy as np
 
-from jaxmlp import __version__, data
+from jaxmlp import EarlyStopping, __version__, data, fit
 from jaxmlp._checkpoint.files import save_checkpoint
 from jaxmlp._core.gradcheck import gradcheck
 from jaxmlp._core.metrics import evaluate
 from jaxmlp._core.mlp import MLP
 from jaxmlp._distributed import ENV_COORDINATOR, check_mesh, data_parallel_mesh, initialize, local
-from jaxmlp._train.fit import EarlyStopping, fit
 from jaxmlp.cli import _data as _cli_data
 from jaxmlp.cli._data import (
     CHECKPOINT,

@@ -16,9 +16,8 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted, validate_data
 
+from jaxmlp import EarlyStopping, TrainState, fit, make_train_step
 from jaxmlp._core.mlp import MLP, Dense
-from jaxmlp._engine.program import TrainState, make_train_step
-from jaxmlp._train.fit import EarlyStopping, fit
 from jaxmlp.errors import JaxmlpWarning
 from jaxmlp.sklearn._utils import (
     _ACTIVATION_ALIASES,
