@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint format bench clean venv
+.PHONY: demo test lint format bench clean venv docs
 
 venv: $(STAMP)
 
@@ -37,5 +37,10 @@ format: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python benchmarks/run.py --quick
 
+# The documentation site in site/ (open site/index.html), built in strict mode: any warning (a broken
+# link, a docstring griffe cannot read, a public name without a reference entry) fails the build.
+docs: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
+
 clean:
-	rm -rf $(VENV) build dist *.egg-info .pytest_cache .ruff_cache demo_out
+	rm -rf $(VENV) build dist *.egg-info .pytest_cache .ruff_cache demo_out site

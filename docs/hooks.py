@@ -23,7 +23,9 @@ from urllib.parse import unquote, urlsplit
 
 log = logging.getLogger("mkdocs.hooks.jaxmlp")
 
-_NOT_FOUND = re.compile(r"^Doc file '(?P<page>[^']+)' contains a link '(?P<url>[^']+)', but the target")
+_NOT_FOUND = re.compile(
+    r"^Doc file '(?P<page>[^']+)' contains a link '(?P<url>[^']+)', but the target"
+)
 
 
 class _RepositoryLinks(logging.Filter):
