@@ -124,7 +124,11 @@ def backward(
     """The manual backward pass from the output delta ``dz_out = dL/dz[L]``.
 
     Args:
-        trace: the forward :class:`Trace`; dz_out: ``(batch, sizes[-1])``.
+        model: the network description.
+        params: its parameters, the point the trace was computed at.
+        trace: the forward :class:`Trace`.
+        dz_out: ``(batch, sizes[-1])``, dL/dz of the output layer.
+        need_dx: also return dL/dx ``(batch, sizes[0])`` in ``Backward.dx``.
 
     Each line carries the chain-rule factor it computes (eqs. 44-64).
     """

@@ -25,6 +25,7 @@ def accuracy(logits: jax.Array, y: jax.Array, targets: str = "classes") -> jax.A
         logits: ``(batch, k)`` output-layer pre-activations.
         y: integer labels ``(batch,)`` or probabilities ``(batch, k)`` (``targets="classes"``),
             or 0/1 targets ``(batch, k)`` (``targets="binary"``, every output counted).
+        targets: ``"classes"`` (one class per row) or ``"binary"`` (one 0/1 decision per output).
     """
     logits, y = as_array(logits, "logits"), as_array(y, "y")
     if targets not in ("classes", "binary"):
