@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
@@ -72,7 +73,7 @@ def put(tree: Any, sharding: NamedSharding) -> Any:
     """Places every leaf with ``sharding``; works across processes when all hold the same values."""
 
     def one(leaf):
-        if isinstance(leaf, jax.Array) and jax.dtypes.issubdtype(leaf.dtype, jax.dtypes.prng_key):
+        if isinstance(leaf, jax.Array) and jnp.issubdtype(leaf.dtype, jax.dtypes.prng_key):
             return jax.random.wrap_key_data(
                 one(jax.random.key_data(leaf)), impl=jax.random.key_impl(leaf)
             )

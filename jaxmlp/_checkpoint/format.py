@@ -31,7 +31,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
-import jaxlib
+import jaxlib.version
 import numpy as np
 
 from jaxmlp.errors import CheckpointError
@@ -80,7 +80,7 @@ def decode(path: Path, name: str, arr: np.ndarray, info: dict[str, Any]) -> Any:
     against the shape ``info`` records."""
     try:
         if "key_impl" in info:
-            out = jax.random.wrap_key_data(arr, impl=info["key_impl"])
+            out = jax.random.wrap_key_data(jnp.asarray(arr), impl=info["key_impl"])
         else:
             dtype = jnp.dtype(info["dtype"])
             out = arr if arr.dtype == dtype else arr.view(dtype)
@@ -232,4 +232,4 @@ def library_versions() -> dict[str, str]:
     import jaxmlp  # at call time: jaxmlp/__init__ imports this module (via jaxmlp._checkpoint.files)
 
     found = {"jaxmlp": getattr(jaxmlp, "__version__", "unknown"), "jax": jax.__version__}
-    return found | {"jaxlib": jaxlib.__version__, "numpy": np.__version__}
+    return found | {"jaxlib": jaxlib.version.__version__, "numpy": np.__version__}

@@ -105,7 +105,7 @@ def parse_configs(spec: str) -> list[Config]:
 
 def matmul_precision() -> str:
     """The matmul precision in force (``jax_default_matmul_precision``), ``"default"`` if unset."""
-    return str(jax.config.jax_default_matmul_precision or "default")
+    return str(jax.default_matmul_precision.value or "default")
 
 
 def _cpu_model() -> str:
@@ -127,7 +127,7 @@ def _usable_cpus() -> int | None:
 
 def environment(argv: Sequence[str] | None = None) -> dict[str, Any]:
     """Where and how a run happened: merged into every JSON record."""
-    import jaxlib
+    import jaxlib.version
 
     from jaxmlp import __version__
 
@@ -144,7 +144,7 @@ def environment(argv: Sequence[str] | None = None) -> dict[str, Any]:
         # Other processes competing for the cores make CPU timings noisy: record the load.
         "load_average_1min": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
         "jax": jax.__version__,
-        "jaxlib": jaxlib.__version__,
+        "jaxlib": jaxlib.version.__version__,
         "jaxmlp": __version__,
         "numpy": np.__version__,
         "python": platform.python_version(),

@@ -82,7 +82,7 @@ class Impl:
         self.temp_bytes: int | None = None
         self.step_bytes: int | None = None
         self.device = str(jax.devices()[0].platform)
-        self.matmul_precision = str(jax.config.jax_default_matmul_precision or "default")
+        self.matmul_precision = str(jax.default_matmul_precision.value or "default")
 
     def _memory(self, compiled) -> None:
         """Fills ``temp_bytes`` and ``step_bytes`` from a compiled program's memory analysis."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import itertools
 import time
+from typing import cast
 
 import jax
 import jax.numpy as jnp
@@ -15,6 +16,8 @@ from jaxmlp.bench._peers_base import Impl, Problem, Unavailable, _import, _versi
 
 class _JaxImpl(Impl):
     """Shared by the JAX libraries: data on the device, NumPy host batches in the loop."""
+
+    _loss: jax.Array | float  # the last loss, set by each subclass's ``step`` (or ``train``)
 
     def load(self, x, y):
         super().load(x, y)
@@ -68,7 +71,9 @@ class JaxmlpStep(_JaxImpl):
         if grad:
             self.jitted = jax.jit(value_and_grad(self.model, problem.loss, method=method))
         else:
-            self.jitted = make_train_step(self.model, problem.loss, self.optimizer, method=method)
+            # make_train_step returns jax.jit's wrapper; TrainStep declares only its call.
+            step = make_train_step(self.model, problem.loss, self.optimizer, method=method)
+            self.jitted = cast(jax.stages.Wrapped, step)
             self.state = TrainState.create(self.params, self.optimizer)
 
     def prepare(self):
@@ -148,7 +153,7 @@ class LinenStep(_JaxImpl):
     def __init__(self, problem: Problem, seed: int = 0):
         super().__init__(problem)
         nn = _import("flax.linen")
-        from flax.training import train_state
+        train_state = _import("flax.training.train_state")
 
         self.version = _version("flax")
         act, half, sizes = _jax_activation(problem.activation), _half(problem), problem.sizes

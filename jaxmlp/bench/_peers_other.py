@@ -84,7 +84,7 @@ _TORCH_PRECISION = {"default": "high", "high": "high", "tensorfloat32": "high",
 
 def _match_jax_precision(torch) -> str:
     """Sets torch's float32 matmul precision to JAX's (process-wide) and returns torch's name."""
-    jax_precision = str(jax.config.jax_default_matmul_precision or "default")
+    jax_precision = str(jax.default_matmul_precision.value or "default")
     torch.set_float32_matmul_precision(_TORCH_PRECISION.get(jax_precision, "highest"))
     return torch.get_float32_matmul_precision()
 

@@ -9,6 +9,12 @@ from __future__ import annotations
 from typing import Any
 
 
+def _column(line: str) -> tuple[str, str, str, float]:
+    """``header|key[|format[|scale]]`` as ``(header, key, format, scale)``."""
+    header, key, *rest = line.strip().split("|")
+    return header, key, rest[0] if rest else "", float(rest[1]) if len(rest) > 1 else 1.0
+
+
 def _f(value: Any, spec: str = "", scale: float = 1.0) -> str:
     if value is None:
         return "–"
@@ -78,10 +84,10 @@ def markdown(records: list[dict[str, Any]]) -> str:
         rows = [r for r in records if r["suite"] == suite and r.get("status", "ok") == "ok"]
         if not rows:
             continue
-        cols = [line.strip().split("|") for line in spec.splitlines()]
+        cols = [_column(line) for line in spec.splitlines()]
         lines = ["| " + " | ".join(c[0] for c in cols) + " |", "|" + "---|" * len(cols)]
         for r in rows:
-            cells = [_f(r.get(c[1]), *c[2:3], *(float(v) for v in c[3:])) for c in cols]
+            cells = [_f(r.get(key), fmt, scale) for _, key, fmt, scale in cols]
             lines.append("| " + " | ".join(cells) + " |")
         out += [f"### {_TITLES[suite].format(**rows[0])}", "\n".join(lines)]
     missing = [r for r in records if r.get("status") in ("skipped", "failed")]

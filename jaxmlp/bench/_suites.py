@@ -20,7 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxmlp.bench import _peers
-from jaxmlp.bench._peers import Problem, Unavailable
+from jaxmlp.bench._peers import Impl, Problem, Unavailable
 
 if TYPE_CHECKING:
     from jaxmlp.bench import Config, Settings
@@ -58,7 +58,8 @@ def _time_matmul(run: Callable[[], Any], sync: Callable[[Any], Any], s: Settings
     inner = max(1, math.ceil(s.target_s / (time.perf_counter() - t)))
 
     def chunk():
-        for _ in range(inner):
+        c = run()
+        for _ in range(inner - 1):
             c = run()
         sync(c)
 
@@ -84,7 +85,7 @@ def measure_roofline(n: int, dtype: str, s: Settings) -> dict[str, Any]:
         "library": "jax",
         "dtype": dtype,
         "n": n,
-        "impl_matmul_precision": str(jax.config.jax_default_matmul_precision or "default"),
+        "impl_matmul_precision": str(jax.default_matmul_precision.value or "default"),
     }
     return {**rec, **st, "flops_per_s": 2 * n**3 / st["median_s"]}
 
@@ -134,20 +135,20 @@ def _record(suite: str, cfg: Config, impl: _peers.Impl, s: Settings, times, **ex
 
 
 def _build_peer(suite: str, cfg: Config, name: str, problem: Problem, s: Settings, data=None,
-                **extra):  # fmt: skip
-    """``(impl, None)``, or ``(None, record)`` saying why peer ``name`` cannot run. With
-    ``data`` the peer also loads it and compiles (warms up) its step."""
+                **extra) -> Impl | dict[str, Any]:  # fmt: skip
+    """The peer ``name``, or a record saying why it cannot run. With ``data`` the peer also
+    loads it and compiles (warms up) its step."""
     try:
         impl = _peers.make_peer(name, problem)
         if data is not None:
             impl.load(*data)
             impl.prepare()
-        return impl, None
+        return impl
     except Unavailable as err:
         status, reason = "skipped", str(err)
     except Exception as err:  # a peer that breaks here (torch.compile, say) is reported
         status, reason = "failed", f"{type(err).__name__}: {err}"[:300]
-    return None, {**_base(suite, cfg, name, s.dtype, **extra), "status": status, "reason": reason}
+    return {**_base(suite, cfg, name, s.dtype, **extra), "status": status, "reason": reason}
 
 
 def bench_steps(
@@ -164,11 +165,11 @@ def bench_steps(
     impls: dict[str, _peers.Impl] = dict(ours)
     records: list[dict[str, Any]] = []
     for name in () if grad else s.peers:
-        impl, missing = _build_peer(suite, cfg, name, problem, s, (x, y), activation=activation)
-        if missing is None:
-            impls[name] = impl
+        built = _build_peer(suite, cfg, name, problem, s, (x, y), activation=activation)
+        if isinstance(built, dict):
+            records.append(built)
         else:
-            records.append(missing)
+            impls[name] = built
     # Calibrate on the first method: chunks of >= target_s; cap the timed work at max_s.
     first = ours[s.methods[0]]
     t1 = min(time_chunks({"c": lambda: first.run(1)}, 3)["c"])
@@ -211,11 +212,11 @@ def bench_train(cfg: Config, s: Settings) -> list[dict[str, Any]]:
     records: list[dict[str, Any]] = []
     ours = list(impls)
     for name in s.peers:
-        impl, missing = _build_peer("train", cfg, name, problem, s)
-        if missing is None:
-            impls[name] = impl
+        built = _build_peer("train", cfg, name, problem, s)
+        if isinstance(built, dict):
+            records.append(built)
         else:
-            records.append(missing)
+            impls[name] = built
     steps = s.epochs * (s.samples // cfg.batch)
     for k, impl in list(impls.items()):
         impl.load(x, y)
@@ -264,10 +265,11 @@ def bench_ensemble(cfg: Config, s: Settings) -> list[dict[str, Any]]:
         jax.block_until_ready(r.params)
 
     def sequential(k, epochs):
+        params = None
         for _ in range(k):
             k_init, k_fit = jax.random.split(jax.random.key(next(seeds)))
-            r = fit(model, model.init(k_init), x, y, key=k_fit, epochs=epochs, **common)
-        jax.block_until_ready(r.params)
+            params = fit(model, model.init(k_init), x, y, key=k_fit, epochs=epochs, **common).params
+        jax.block_until_ready(params)
 
     records = []
     for k in s.ks:

@@ -80,13 +80,15 @@ class Table(NamedTuple):
             values = np.asarray(cells, np.float64)
         except ValueError:
             values = None
-        if values is None or not np.all(np.isfinite(values)):
-            for cell, line in zip(cells, self.lines, strict=True):
-                if not (_is_number(cell) and math.isfinite(float(cell))):
-                    raise ValueError(
-                        f"{self.path}: line {line}, column {name!r}: expected a finite number, got {cell!r}"
-                    )
-        return values
+        if values is not None and np.all(np.isfinite(values)):
+            return values
+        for cell, line in zip(cells, self.lines, strict=True):
+            if not (_is_number(cell) and math.isfinite(float(cell))):
+                raise ValueError(
+                    f"{self.path}: line {line}, column {name!r}: expected a finite number, got {cell!r}"
+                )
+        # Every cell is a finite float to Python although NumPy refused the column as a whole.
+        return np.array([float(cell) for cell in cells], np.float64)
 
 
 def _is_number(text: str) -> bool:
@@ -269,14 +271,15 @@ def fold_preprocessing(params, x_mean, x_scale, y_mean=None, y_scale=None) -> tu
     ``((x - m) / s) @ w + b = x @ (w / s^T) + (b - (m / s) @ w)``; the plots use this to draw
     the input plane in the data's own units.
     """
-    layers = [Dense(np.asarray(p.w, np.float64), np.asarray(p.b, np.float64)) for p in params]
+    # (w, b) pairs on the host in float64; they become Dense (device arrays) at the end.
+    layers = [(np.asarray(p.w, np.float64), np.asarray(p.b, np.float64)) for p in params]
     w, b = layers[0]
     m, s = np.asarray(x_mean, np.float64), np.asarray(x_scale, np.float64)
-    layers[0] = Dense(w / s[:, None], b - (m / s) @ w)
+    layers[0] = (w / s[:, None], b - (m / s) @ w)
     if y_mean is not None:
         w, b = layers[-1]
         ym, ys = np.asarray(y_mean, np.float64), np.asarray(y_scale, np.float64)
-        layers[-1] = Dense(w * ys[None, :], b * ys + ym)
+        layers[-1] = (w * ys[None, :], b * ys + ym)
     dtype = params[0].w.dtype
     return tuple(Dense(jax.numpy.asarray(w, dtype), jax.numpy.asarray(b, dtype)) for w, b in layers)
 

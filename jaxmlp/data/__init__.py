@@ -19,6 +19,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.core import Tracer
 from jax.typing import ArrayLike
 
 from jaxmlp._checks import check_int
@@ -118,7 +119,7 @@ class Standardizer(NamedTuple):
             raise ValueError(f"x: need at least one row, got shape {x.shape}")
         mean, scale, finite = _moments(x)
         # Value checks need concrete data; under jit the caller owns them.
-        if not isinstance(finite, jax.core.Tracer) and not finite:
+        if not isinstance(finite, Tracer) and not finite:
             raise ValueError("x: contains NaN or Inf; standardisation needs finite data")
         return cls(mean, scale)
 

@@ -10,6 +10,7 @@ blue for positive values and class 1, orange for negative values and class 0.
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -229,7 +230,7 @@ def plot_decision_boundary(
     out = out[: len(grid)]
     fig = _new_figure((6.6, 5.6))
     ax = fig.add_subplot()
-    image = dict(origin="lower", extent=extent, aspect="auto")
+    show = functools.partial(ax.imshow, origin="lower", extent=extent, aspect="auto")
     handles = [
         Line2D([], [], ls="", marker=m, mfc="0.7", mec="0.2", label=n) for n, _, _, m, _ in sets
     ]
@@ -239,11 +240,11 @@ def plot_decision_boundary(
             *np.nanpercentile(np.concatenate([out[:, 0], *(s[2] for s in sets)]), [0, 100])
         )
         fig.colorbar(
-            ax.imshow(surface, cmap="viridis", norm=norm, **image),
+            show(surface, cmap="viridis", norm=norm),
             ax=ax,
             label="prediction (points: target)",
         )
-        colour = lambda ys: dict(c=ys, cmap="viridis", norm=norm)  # noqa: E731
+        cmap, point_colours = "viridis", lambda ys: ys
         title = "Prediction surface"
     else:
         probs = _class_probs(model, out)
@@ -252,7 +253,7 @@ def plot_decision_boundary(
         )
         if classes == 2:
             p1 = probs[:, 1].reshape(res, res)
-            im = ax.imshow(p1, cmap=_diverging(pale=0.45), vmin=0, vmax=1, **image)
+            im = show(p1, cmap=_diverging(pale=0.45), vmin=0, vmax=1)
             if p1.min() < 0.5 < p1.max():
                 ax.contour(cx, cy, p1, levels=[0.5], colors="k", linewidths=1.0)
             fig.colorbar(im, ax=ax, label="P(class 1)")
@@ -260,13 +261,21 @@ def plot_decision_boundary(
             rgb = np.array([to_rgb(c) for c in palette])[probs.argmax(axis=1)]
             # a guess (probability 1/k) stays white; certainty deepens towards the class colour
             sure = np.clip((probs.max(axis=1) - 1 / classes) / (1 - 1 / classes), 0, 1)[:, None]
-            ax.imshow((1 - 0.55 * sure * (1 - rgb)).reshape(res, res, 3), **image)
+            show((1 - 0.55 * sure * (1 - rgb)).reshape(res, res, 3))
         handles += [Patch(color=palette[c], label=f"class {c}") for c in range(classes)]
-        colour = lambda ys: dict(c=list(palette[ys]))  # noqa: E731
+        cmap, norm, point_colours = None, None, lambda ys: list(palette[ys])
         title = "Decision boundary"
     for _, xs, ys, marker, edge in sets:
         ax.scatter(
-            xs[:, 0], xs[:, 1], marker=marker, s=28, edgecolors=edge, linewidths=0.7, **colour(ys)
+            xs[:, 0],
+            xs[:, 1],
+            marker=marker,
+            s=28,
+            c=point_colours(ys),
+            cmap=cmap,
+            norm=norm,
+            edgecolors=edge,
+            linewidths=0.7,
         )
     scores = ", ".join(
         f"{s[0]} {_score(model, o, s[2], classes)}" for s, o in zip(sets, at_points, strict=True)

@@ -31,7 +31,8 @@ def _new_figure(figsize: tuple[float, float]) -> Figure:
 def _diverging(pale: float = 0.0) -> LinearSegmentedColormap:
     """Orange (negative) through white to blue (positive); ``pale`` mixes the ends with white."""
     ends = [pale + (1.0 - pale) * np.array(to_rgb(c)) for c in (_NEG, _POS)]
-    return LinearSegmentedColormap.from_list("jaxmlp_playground", [ends[0], "#f7f7f7", ends[1]])
+    colours = np.array([ends[0], to_rgb("#f7f7f7"), ends[1]])
+    return LinearSegmentedColormap.from_list("jaxmlp_playground", colours)
 
 
 def _positive_int(value: Any, argname: str, minimum: int) -> int:

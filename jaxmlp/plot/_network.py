@@ -206,7 +206,7 @@ def plot_network(
         colours.append(rgba)
     ax.add_collection(
         LineCollection(
-            np.concatenate(segments).reshape(-1, 2, 2),
+            list(np.concatenate(segments).reshape(-1, 2, 2)),
             linewidths=np.concatenate(widths),
             colors=np.concatenate(colours),
             zorder=1,
@@ -214,8 +214,8 @@ def plot_network(
     )
     node = min(220.0, (0.55 * 72 * fig.get_figheight() / tallest) ** 2)  # points^2
     ax.scatter(np.zeros(model.sizes[0]), ys[0], s=node, c="0.85", edgecolors="k", zorder=2)
-    for l, b in enumerate(bs):
-        nodes = ax.scatter(
+    layers = [
+        ax.scatter(
             np.full(b.size, l + 1),
             ys[l + 1],
             s=node,
@@ -225,7 +225,9 @@ def plot_network(
             edgecolors="k",
             zorder=2,
         )
-    fig.colorbar(nodes, ax=ax, label="bias b", shrink=0.6)
+        for l, b in enumerate(bs)
+    ]
+    fig.colorbar(layers[-1], ax=ax, label="bias b", shrink=0.6)
     names = ["input", *(f"hidden {l}" for l in range(1, model.num_layers)), "output"]
     for l, (name, size, act) in enumerate(
         zip(names, model.sizes, ("", *model.activations), strict=True)

@@ -18,6 +18,8 @@ Needs scikit-learn >= 1.6 (``validate_data``, ``__sklearn_tags__``).
 
 from __future__ import annotations
 
+from typing import cast
+
 import numpy as np
 from sklearn.base import ClassifierMixin, RegressorMixin
 from sklearn.utils.multiclass import check_classification_targets, type_of_target
@@ -65,15 +67,20 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
     map to ``0..k-1`` and back through ``classes_``. Computation is float32.
     """
 
-    __doc__ += _PARAMS_DOC
+    __doc__ = (__doc__ or "") + _PARAMS_DOC
 
     def partial_fit(self, X, y, sample_weight=None, classes=None):
         """One epoch over ``(X, y)`` continuing the optimizer state; ``classes`` (every label of
         the problem) is required on the first call."""
         return self._fit(X, y, sample_weight, incremental=True, classes=classes)
 
-    def _validate_input(self, X, y, reset, incremental, classes):
-        X, y = validate_data(self, X, y, reset=reset, multi_output=True, dtype=np.float32)
+    def _validate_input(
+        self, X, y, reset: bool, incremental: bool, classes
+    ) -> tuple[np.ndarray, np.ndarray, int]:
+        X, y = cast(
+            tuple[np.ndarray, np.ndarray],
+            validate_data(self, X, y, reset=reset, multi_output=True, dtype=np.float32),
+        )
         if y.ndim == 2 and y.shape[1] == 1:
             y = column_or_1d(y, warn=True)
         check_classification_targets(y)
@@ -166,15 +173,20 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
     Computation is float32; predictions are returned as float64.
     """
 
-    __doc__ += _PARAMS_DOC
+    __doc__ = (__doc__ or "") + _PARAMS_DOC
 
     def partial_fit(self, X, y, sample_weight=None):
         """One epoch over ``(X, y)``, continuing the optimizer state."""
         return self._fit(X, y, sample_weight, incremental=True)
 
-    def _validate_input(self, X, y, reset, incremental, classes):
-        X, y = validate_data(
-            self, X, y, reset=reset, multi_output=True, y_numeric=True, dtype=np.float32
+    def _validate_input(
+        self, X, y, reset: bool, incremental: bool, classes
+    ) -> tuple[np.ndarray, np.ndarray, int]:
+        X, y = cast(
+            tuple[np.ndarray, np.ndarray],
+            validate_data(
+                self, X, y, reset=reset, multi_output=True, y_numeric=True, dtype=np.float32
+            ),
         )
         if y.ndim == 2 and y.shape[1] == 1:
             y = column_or_1d(y, warn=True)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import numbers
 import warnings
+from typing import cast
 
 import jax
 import jax.numpy as jnp
@@ -17,6 +18,7 @@ from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from jaxmlp import EarlyStopping, TrainState, fit, make_train_step
+from jaxmlp._core.losses import Loss
 from jaxmlp._core.mlp import MLP, Dense
 from jaxmlp.errors import JaxmlpWarning
 from jaxmlp.sklearn._utils import (
@@ -40,6 +42,12 @@ from jaxmlp.sklearn._utils import (
 
 class _BaseMLP(BaseEstimator):
     """Constructor, training and prediction shared by the two estimators."""
+
+    # Fitted attributes the shared code reads: ``n_features_in_`` is set by scikit-learn's
+    # ``validate_data``, the others by ``_initialize`` and the estimators' ``_validate_input``.
+    n_features_in_: int
+    n_outputs_: int
+    out_activation_: str
 
     def __init__(
         self,
@@ -108,13 +116,14 @@ class _BaseMLP(BaseEstimator):
     def _batch_size(self, n: int) -> int:
         if self.batch_size == "auto":
             return min(200, n)
-        if self.batch_size > n:
+        batch_size = int(self.batch_size)
+        if batch_size > n:
             warnings.warn(
-                f"batch_size={self.batch_size} exceeds the {n} training rows; using {n}",
+                f"batch_size={batch_size} exceeds the {n} training rows; using {n}",
                 JaxmlpWarning,
                 stacklevel=5,
             )
-        return min(int(self.batch_size), n)
+        return min(batch_size, n)
 
     def _l2(self, batch_size: int, sw: np.ndarray | None) -> float:
         # scikit-learn's penalty alpha / (2 * batch weight sum) * ||W||^2 beside a mean loss.
@@ -282,7 +291,7 @@ class _BaseMLP(BaseEstimator):
     def _logits(self, X) -> np.ndarray:
         """The output layer's pre-activation ``(n_samples, n_outputs)``, as float64."""
         check_is_fitted(self)
-        X = validate_data(self, X, reset=False, dtype=np.float32)
+        X = cast(np.ndarray, validate_data(self, X, reset=False, dtype=np.float32))
         program = _logits_program(self._model())
         params = _device_params(self.coefs_, self.intercepts_)
         out = []
@@ -302,3 +311,12 @@ class _BaseMLP(BaseEstimator):
 
     def _stratify(self) -> bool:
         return False
+
+    def _validate_input(
+        self, X, y, reset: bool, incremental: bool, classes
+    ) -> tuple[np.ndarray, np.ndarray, int]:
+        """``(X, Y, n_outputs)``: the checked rows and the targets as the loss reads them."""
+        raise NotImplementedError
+
+    def _loss(self) -> Loss:
+        raise NotImplementedError

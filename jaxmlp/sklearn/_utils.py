@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import numbers
+from typing import cast
 
 import jax
 import jax.numpy as jnp
@@ -161,7 +162,8 @@ def _check_sample_weight(sample_weight, n: int) -> np.ndarray | None:
         return None
     if isinstance(sample_weight, numbers.Number):
         sample_weight = np.full(n, sample_weight, np.float32)
-    sw = check_array(sample_weight, ensure_2d=False, dtype=np.float32, input_name="sample_weight")
+    # scikit-learn is unannotated: pyright takes check_array's dtype to be a str (its default).
+    sw = check_array(sample_weight, ensure_2d=False, dtype=np.float32, input_name="sample_weight")  # pyright: ignore[reportArgumentType]
     if sw.shape != (n,):
         raise ValueError(f"sample_weight: expected shape ({n},), got {sw.shape}")
     if np.any(sw < 0) or not np.any(sw > 0):
@@ -169,17 +171,23 @@ def _check_sample_weight(sample_weight, n: int) -> np.ndarray | None:
     return sw
 
 
-def _validation_split(X, Y, sw, fraction: float, rs, stratify: bool):
+def _validation_split(
+    X: np.ndarray, Y: np.ndarray, sw: np.ndarray | None, fraction: float, rs, stratify: bool
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, tuple[np.ndarray, np.ndarray]]:
     """Holds out ``fraction`` of the rows for early stopping.
 
     Returns:
         ``(X, Y, sw)`` of the training rows and ``(X_val, Y_val)``.
     """
-    parts = train_test_split(
-        *((X, Y) if sw is None else (X, Y, sw)),
-        test_size=fraction,
-        random_state=rs,
-        stratify=Y if stratify else None,
+    # scikit-learn is unannotated: its splits of arrays are arrays.
+    parts = cast(
+        list[np.ndarray],
+        train_test_split(
+            *((X, Y) if sw is None else (X, Y, sw)),
+            test_size=fraction,
+            random_state=rs,
+            stratify=Y if stratify else None,
+        ),
     )
     X, X_val, Y, Y_val = parts[:4]
     sw = None if sw is None else parts[4]
