@@ -25,8 +25,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import jax
 
+from jaxmlp import fit
 from jaxmlp._engine import program as engine
-from jaxmlp._train.fit import fit
 from jaxmlp.bench import CONFIGS, _peers, environment
 from jaxmlp.bench._suites import _data
 
@@ -77,7 +77,7 @@ def main() -> int:
     seeds = iter(range(1, 10**6))
     for label, unroll in variants.items():
         lax_proxy.unroll = {"step": unroll}
-        engine._epochs_program.cache_clear()
+        engine.epochs_program.cache_clear()
         t = time.perf_counter()
         run_fit(20, 0)  # compiles (one program serves 20 and 60 epochs)
         compile_s = time.perf_counter() - t

@@ -35,8 +35,8 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from jaxmlp import TrainState, make_train_step
 from jaxmlp._core.mlp import MLP, Dense
-from jaxmlp._engine.program import TrainState, make_train_step
 from jaxmlp.bench import CONFIGS, _peers
 from jaxmlp.bench._suites import _data
 

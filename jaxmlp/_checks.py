@@ -88,17 +88,3 @@ def check_optimizer(
             f"got {type(optimizer).__name__}"
         )
     return optimizer
-
-
-def check_callables(values: Any, argname: str) -> list[Any]:
-    """``values`` (``None``, one callable or a sequence of them) as a list of callables."""
-    if values is None:
-        return []
-    if callable(values):
-        return [values]
-    if not isinstance(values, (list, tuple)):
-        raise TypeError(f"{argname}: expected a list of callables, got {type(values).__name__}")
-    for i, v in enumerate(values):
-        if not callable(v):
-            raise TypeError(f"{argname}[{i}]: expected a callable, got {type(v).__name__}")
-    return list(values)

@@ -12,30 +12,31 @@ import pytest
 import jaxmlp
 from jaxmlp._core.losses import get_loss
 from jaxmlp._core.mlp import check_finite_params, nonfinite, nonfinite_and_key
-from jaxmlp._engine.orders import seed_from_words
-from jaxmlp._engine.program import (
-    DEFAULT_OPTIMIZER,
-    TrainState,
-    _read_plan,
-    _report,
-    _Spec,
+from jaxmlp._engine.orders import (
     call_permutations,
     epoch_permutations,
+    order_seed,
+    seed_from_words,
+)
+from jaxmlp._engine.program import (
+    Spec,
+    _read_plan,
+    _report,
     fresh_carry,
     make_epoch,
     make_plan,
-    order_seed,
     read_report,
 )
-from jaxmlp._train.fit import _auto_epochs_per_call
+from jaxmlp._engine.step import DEFAULT_OPTIMIZER, TrainState
+from jaxmlp._train.inputs import _auto_epochs_per_call
 
 MODEL = jaxmlp.MLP((3, 8, 2), activation="tanh")
 
 
-def spec(shuffle=True, epochs_per_call=4) -> _Spec:
-    loss = get_loss("mse")
-    return _Spec(MODEL, loss, DEFAULT_OPTIMIZER, "manual", 0.0, 8, False, shuffle, epochs_per_call,
-                 False, False)  # fmt: skip
+def spec(shuffle=True, epochs_per_call=4, members=None, optimizer=DEFAULT_OPTIMIZER) -> Spec:
+    return Spec(model=MODEL, loss=get_loss("mse"), optimizer=optimizer, method="manual", l2=0.0,
+                batch_size=8, drop_last=False, shuffle=shuffle, epochs_per_call=epochs_per_call,
+                track_best=False, has_val=False, members=members)  # fmt: skip
 
 
 def test_epoch_permutations_are_permutations_that_depend_only_on_key_and_epoch():
@@ -162,11 +163,11 @@ def test_call_plan_and_report_round_trip_exactly(dtype):
         min_delta = np.asarray(1e-3, dtype)  # fit rounds it to the data's dtype
         plan = make_plan(7, 40, 2**31 - 1, min_delta, dtype, perms)
         assert plan.dtype == np.int32
-        got = jax.jit(lambda p: _read_plan(p, jnp.dtype(dtype), 3, 4, True))(plan)
+        got = jax.jit(lambda p: _read_plan(p, jnp.dtype(dtype), spec(epochs_per_call=3), 4))(plan)
         assert [int(v) for v in got[:3]] == [7, 40, 2**31 - 1]
         assert got[3].dtype == jnp.dtype(dtype) and got[3] == min_delta
         np.testing.assert_array_equal(got[4], perms)
-        no_shuffle = jax.jit(lambda p: _read_plan(p, jnp.dtype(dtype), 3, 4, False))
+        no_shuffle = jax.jit(lambda p: _read_plan(p, jnp.dtype(dtype), spec(False, 3), 4))
         assert no_shuffle(make_plan(0, 1, 5, 0.0, dtype, None))[4] is None
 
         carry = fresh_carry(MODEL.init(jax.random.key(0)), DEFAULT_OPTIMIZER, dtype, False)
@@ -219,11 +220,11 @@ def test_unchecked_epoch_matches_the_checked_one_and_keeps_the_start_state_on_fa
     params = MODEL.init(jax.random.key(41))
     for lr, finite in ((0.1, True), (1e30, False)):
         opt = optax.sgd(lr)
-        spec = _Spec(MODEL, get_loss("mse"), opt, "manual", 0.0, 8, False, False, 1, False, False)
+        s = spec(shuffle=False, epochs_per_call=1, optimizer=opt)
         args = (jnp.asarray(False), jnp.asarray(-1, jnp.int32), x, y, None, None)
         state = TrainState.create(params, opt)
-        checked = jax.jit(make_epoch(spec))(state, *args)
-        fast = jax.jit(make_epoch(spec, check_steps=False))(state, *args)
+        checked = jax.jit(make_epoch(s))(state, *args)
+        fast = jax.jit(make_epoch(s, check_steps=False))(state, *args)
         assert bool(checked[1]) == bool(fast[1]) == (not finite)
         assert int(fast[2]) == -1  # the fast path never locates the step
         if finite:

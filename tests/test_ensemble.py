@@ -10,7 +10,7 @@ import optax
 import pytest
 
 import jaxmlp
-from jaxmlp._engine.program import TRACE_COUNTS
+from jaxmlp._engine.step import TRACE_COUNTS
 
 MODEL = jaxmlp.MLP((1, 16, 1), activation="tanh")
 
@@ -155,3 +155,139 @@ def test_bad_ensemble_arguments(data, kwargs, exc, match):
     args = dict(num_models=2, loss="mse", key=jax.random.key(6), epochs=1, progress=False) | kwargs
     with pytest.raises(exc, match=match):
         jaxmlp.fit_ensemble(MODEL, x, y, **args)
+
+
+# --- one engine: everything fit offers, per member -------------------------------------------
+
+
+def test_each_member_equals_its_own_fit_with_early_stopping_and_weights():
+    # Members stop at different epochs; each restores its own best, exactly as fit alone would.
+    # In float64: over 60 Adam epochs float32 rounding differences between the vmapped and the
+    # single program (1 ulp per reduction) grow past float32 tolerances in the small biases.
+    with jax.enable_x64(True):
+        model = jaxmlp.MLP((1, 16, 1), activation="tanh", param_dtype="float64")
+        x = jnp.linspace(-2, 2, 40, dtype=jnp.float64)[:, None]
+        y = jnp.sin(2 * x)
+        sw = jnp.linspace(0.5, 1.5, x.shape[0])
+        kwargs = dict(
+            loss="mse", optimizer=optax.adam(0.05), epochs=60, batch_size=16, progress=False,
+            validation_data=(x[::3], y[::3]), sample_weight=sw,
+            early_stopping=jaxmlp.EarlyStopping(patience=3, min_delta=1e-3),
+        )  # fmt: skip
+        K = 4
+        result = jaxmlp.fit_ensemble(model, x, y, num_models=K, key=jax.random.key(11), **kwargs)
+        k_init, k_order, _ = jax.random.split(jax.random.key(11), 3)
+        inits = jax.vmap(model.init)(jax.random.split(k_init, K))
+        orders = jax.random.split(k_order, K)
+        stops = set()
+        for m in range(K):
+            single = jaxmlp.fit(model, member(inits, m), x, y, key=orders[m], **kwargs)
+            chex.assert_trees_all_close(member(result.params, m), single.params, rtol=1e-10)
+            assert result.best_epoch[m] == single.best_epoch
+            assert result.stopped_epoch[m] == (single.stopped_epoch or 0)
+            assert result.step[m] == single.step
+            ran = len(single.history["loss"])
+            np.testing.assert_allclose(
+                result.history["val_loss"][:ran, m], single.history["val_loss"], rtol=1e-10
+            )
+            assert np.isnan(result.history["loss"][ran:, m]).all()  # it sat the later epochs out
+            stops.add(single.stopped_epoch)
+        assert len(stops) > 1, stops  # the members really stopped at different epochs
+        assert result.history["loss"].shape[0] == max(s or 60 for s in stops)
+
+
+def test_diverged_member_is_reported_and_the_others_go_on(data):
+    x, y = data
+    with pytest.warns(jaxmlp.JaxmlpWarning, match=r"members \[2\] diverged"):
+        result = jaxmlp.fit_ensemble(
+            MODEL, x, y * 100, num_models=3, loss="mse", key=jax.random.key(12),
+            learning_rates=[1e-3, 2e-3, 1e20], epochs=6, batch_size=40, progress=False,
+            early_stopping=jaxmlp.EarlyStopping(patience=100, restore_best=False),
+        )  # fmt: skip
+    assert result.diverged.tolist() == [False, False, True]
+    assert result.diverged_epoch[2] >= 1 and result.diverged_epoch[:2].tolist() == [0, 0]
+    assert np.isfinite(result.history["loss"][:, :2]).all()
+    assert result.step[:2].tolist() == [6, 6]
+
+
+def test_ensemble_resumes_from_its_checkpoints_bit_for_bit(data, tmp_path):
+    x, y = data
+    kwargs = dict(
+        num_models=3, loss="mse", optimizer=optax.adam(0.01),
+        batch_size=16, bootstrap=True, progress=False, validation_data=(x, y),
+        early_stopping=jaxmlp.EarlyStopping(patience=50),
+    )  # fmt: skip
+
+    def run(**more):
+        return jaxmlp.fit_ensemble(MODEL, x, y, key=jax.random.key(13), **(kwargs | more))
+
+    whole = run(epochs=8)
+    first = run(epochs=5, checkpoint_dir=tmp_path)
+    assert [p.name for _, p in jaxmlp.list_checkpoints(tmp_path)] == [
+        "ckpt_000003.npz", "ckpt_000004.npz", "ckpt_000005.npz",
+    ]  # fmt: skip
+    ck = jaxmlp.load_checkpoint(tmp_path / "ckpt_000005.npz")
+    assert ck.members == 3 and ck.params[0].w.shape[0] == 3
+    chex.assert_trees_all_equal(ck.extra["best_params"], first.params)  # restore_best
+    # The stored key wins, as in fit: another key resumes the same run.
+    resumed = jaxmlp.fit_ensemble(
+        MODEL,
+        x,
+        y,
+        key=jax.random.key(99),
+        epochs=8,
+        checkpoint_dir=tmp_path,
+        resume=True,
+        **kwargs,
+    )
+    chex.assert_trees_all_equal(resumed.params, whole.params)
+    chex.assert_trees_all_equal(resumed.opt_state, whole.opt_state)
+    for k in whole.history:
+        np.testing.assert_array_equal(resumed.history[k], whole.history[k])
+    np.testing.assert_array_equal(resumed.best_epoch, whole.best_epoch)
+    # A one-model checkpoint folder is refused by name.
+    with pytest.raises(jaxmlp.CheckpointError, match="ensemble of 2"):
+        run(epochs=8, checkpoint_dir=tmp_path, resume=True, num_models=2)
+
+
+def test_callbacks_see_every_epoch_of_fit_and_ensembles(data, tmp_path):
+    x, y = data
+    seen = []
+
+    class Recorder(jaxmlp.Callback):
+        def __init__(self):
+            self.calls, self.result = [], None
+
+        def on_call_end(self, state):
+            self.calls.append(state.epoch)
+
+        def on_train_end(self, result):
+            self.result = result
+
+    rec = Recorder()
+    r = jaxmlp.fit(MODEL, MODEL.init(jax.random.key(0)), x, y, loss="mse", key=jax.random.key(1),
+                   epochs=7, epochs_per_call=3, validation_data=(x, y), progress=False,
+                   callbacks=[lambda e, m: seen.append((e, dict(m))), rec])  # fmt: skip
+    assert [e for e, _ in seen] == list(range(1, 8))
+    assert [m["loss"] for _, m in seen] == r.history["loss"]
+    assert [m["val_metric"] for _, m in seen] == r.history["val_metric"]
+    assert rec.calls == [3, 6, 7] and rec.result is r
+    # An ensemble's metrics are (K,) arrays; a CSV logger needs nothing but the standard library.
+    import csv
+
+    class CSVLogger(jaxmlp.Callback):
+        def __init__(self, path):
+            self.path = path
+
+        def on_epoch_end(self, epoch, metrics):
+            with open(self.path, "a", newline="") as f:
+                csv.writer(f).writerow([epoch, *np.ravel(metrics["loss"])])
+
+    ens = jaxmlp.fit_ensemble(MODEL, x, y, num_models=2, loss="mse", key=jax.random.key(2),
+                              epochs=4, progress=False, callbacks=[CSVLogger(tmp_path / "log.csv")])  # fmt: skip
+    rows = list(csv.reader(open(tmp_path / "log.csv")))
+    assert [int(r[0]) for r in rows] == [1, 2, 3, 4]
+    np.testing.assert_allclose(np.asarray(rows, float)[:, 1:], ens.history["loss"], rtol=1e-6)
+    with pytest.raises(TypeError, match=r"^callbacks\[0\]: "):
+        jaxmlp.fit_ensemble(MODEL, x, y, num_models=2, loss="mse", key=jax.random.key(2),
+                            callbacks=["not callable"])  # fmt: skip

@@ -10,7 +10,8 @@ import optax
 import pytest
 
 import jaxmlp
-from jaxmlp._engine.program import TRACE_COUNTS, epoch_permutations, order_seed
+from jaxmlp._engine.orders import epoch_permutations, order_seed
+from jaxmlp._engine.step import TRACE_COUNTS
 
 REG = jaxmlp.MLP((3, 8, 2), activation="tanh")
 CLS = jaxmlp.MLP((2, 8, 3), activation="relu", output_activation="softmax")

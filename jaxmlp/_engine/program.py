@@ -138,7 +138,7 @@ def make_epoch(spec: Spec, *, check_steps: bool = True) -> Callable:
     vg = value_and_grad(spec.model, spec.loss, method=spec.method, l2=spec.l2)
     B = spec.batch_size
     # Data parallelism splits each minibatch's rows; an ensemble's mesh splits its members instead.
-    split_rows = spec.mesh is not None and spec.members is None
+    mesh = spec.mesh if spec.members is None else None
 
     def step(c, batch):
         state, bad, bad_step, i = c
@@ -165,9 +165,9 @@ def make_epoch(spec: Spec, *, check_steps: bool = True) -> Callable:
         else:
             w = None  # every row weighs 1: the plain mean, no weights to gather or sum
         batches = (x[idx].reshape(nb, B, x.shape[1]), y[idx].reshape(nb, B, *y.shape[1:]), w)
-        if split_rows:
+        if mesh is not None:
             # Rows of every minibatch split across the "data" axis; XLA adds the all-reduce.
-            batches = lax.with_sharding_constraint(batches, sharded(spec.mesh, axis=1))
+            batches = lax.with_sharding_constraint(batches, sharded(mesh, axis=1))
 
         init = (state, bad, bad_step, jnp.ones((), jnp.int32))
         (new, bad_new, bad_step, _), values = lax.scan(step, init, batches, unroll=_step_unroll(nb))
@@ -308,7 +308,10 @@ def read_report(report: np.ndarray, epochs: int, dtype, members: int | None = No
     flags = report[3 * E * size : 5 * E * size].reshape(2, E, *M).astype(bool)
     counters = report[5 * E * size :].reshape(5, *M)
     stopped, diverged = counters[:2].astype(bool)
-    return Report(flags[0], *losses, flags[1], stopped, diverged, *counters[2:])
+    bad_epoch, bad_step, step = counters[2:]
+    train_loss, val_loss, val_metric = losses
+    return Report(flags[0], train_loss, val_loss, val_metric, flags[1], stopped, diverged,
+                  bad_epoch, bad_step, step)  # fmt: skip
 
 
 @functools.lru_cache(maxsize=64)

@@ -17,7 +17,6 @@ import jax
 import numpy as np
 
 from jaxmlp._checkpoint.files import checkpoint_path, prune_checkpoints
-from jaxmlp._checks import check_callables
 
 
 class EarlyStopping(NamedTuple):
@@ -86,10 +85,24 @@ class _Function(Callback):
 
 
 def as_callbacks(values: Any) -> list[Callback]:
-    """``callbacks=`` as a list of :class:`Callback` (plain functions wrapped)."""
-    return [
-        v if isinstance(v, Callback) else _Function(v) for v in check_callables(values, "callbacks")
-    ]
+    """``callbacks=`` (``None``, one callback or a list of them) as a list of :class:`Callback`,
+    plain functions wrapped."""
+    if values is None:
+        return []
+    if isinstance(values, Callback) or callable(values):
+        values = [values]
+    if not isinstance(values, (list, tuple)):
+        raise TypeError(f"callbacks: expected a list of callbacks, got {type(values).__name__}")
+    out: list[Callback] = []
+    for i, v in enumerate(values):
+        if isinstance(v, Callback):
+            out.append(v)
+        elif callable(v):
+            out.append(_Function(v))
+        else:
+            kind = type(v).__name__
+            raise TypeError(f"callbacks[{i}]: expected a function or a jaxmlp.Callback, got {kind}")
+    return out
 
 
 class History(Callback):
@@ -107,6 +120,7 @@ class History(Callback):
             for k in names:
                 self.history[k] = [_entry(v, members) for v in history[k]]
         self.members = members
+        self.best_epoch: Any
         if members is None:
             self.best_epoch = best_epoch
         else:

@@ -87,7 +87,7 @@ def drive(
     everyone = [history, *callbacks]
     report = None
     finished = stopped or done >= run.epochs
-    upcoming = orders(done) if not finished else None
+    upcoming = orders(done)
     while not finished:
         if upcoming[0] != done:  # the last call ended early (a checkpoint boundary)
             upcoming = orders(done)

@@ -30,7 +30,7 @@ from jaxmlp._core.losses import Loss
 from jaxmlp._core.metrics import metric_name
 from jaxmlp._core.mlp import MLP, Params, as_batch, check_finite_params, check_params
 from jaxmlp._distributed import check_mesh, put, replicated, sharded
-from jaxmlp._engine.orders import seed_from_words
+from jaxmlp._engine.orders import order_seed, seed_from_words
 from jaxmlp._engine.program import Spec, fresh_carry
 from jaxmlp._engine.step import DEFAULT_OPTIMIZER, check_state_params
 from jaxmlp._train import resume as _resume
@@ -196,6 +196,7 @@ def fit_ensemble(
         y,
         key=order_keys[np.zeros(K, np.int32)] if same_order else order_keys,
     )
+    assert words is not None  # a key was passed
     seeds = seed_from_words(words)
     n = xb.shape[0]
     batch_size = clip_batch_size(batch_size, n)
@@ -218,6 +219,7 @@ def fit_ensemble(
         optimizer = _sweep_optimizer(optimizer_fn)
     optimizer = check_optimizer(optimizer, DEFAULT_OPTIMIZER)
     check_state_params(params)
+    assert params is not None
     sw = check_sample_weight(sample_weight, n, xb.dtype)
     carry = fresh_carry(params, optimizer, xb.dtype, stopping.track_best, members=K)
     if lrs is not None:
@@ -226,12 +228,6 @@ def fit_ensemble(
         state = carry.state._replace(opt_state=opt_state._replace(hyperparams=hyper))
         carry = carry._replace(state=state)
 
-    if bootstrap:
-        draws = jax.random.randint(k_boot, (K, n), 0, n)
-        boot = jax.vmap(lambda d: jnp.bincount(d, length=n))(draws).astype(xb.dtype)
-        sw = boot if sw is None else boot * sw[None]
-    elif sw is not None:
-        sw = jnp.broadcast_to(sw, (K, n))
     has_val = validation_data is not None
     xv, yv, _ = prepare_validation(model, lossf, member0, validation_data)
     n_batches = n // batch_size if drop_last else -(-n // batch_size)
@@ -264,8 +260,19 @@ def fit_ensemble(
     if ckpt.resume:
         restored = _resume.resume(ckpt.directory, model, carry, stopping.track_best, members=K)
         if restored is not None:
-            carry, _, done, past, best = restored
+            carry, stored, done, past, best = restored
             history = History(has_val, past, best, members=K)
+            # The stored key wins, as in fit: its members' orders and bootstrap draws.
+            key = check_key(stored)
+            _, k_order, k_boot = jax.random.split(key, 3)
+            order_keys = jax.random.split(k_order, K)
+            seeds = order_seed(order_keys[np.zeros(K, np.int32)] if same_order else order_keys)
+    if bootstrap:
+        draws = jax.random.randint(k_boot, (K, n), 0, n)
+        boot = jax.vmap(lambda d: jnp.bincount(d, length=n))(draws).astype(xb.dtype)
+        sw = boot if sw is None else boot * sw[None]
+    elif sw is not None:
+        sw = jnp.broadcast_to(sw, (K, n))
     stopped = bool(np.all(np.asarray(carry.stopped) | np.asarray(carry.diverged))) and done > 0
     data = Data(xb, yb, sw, xv, yv)
     if mesh is not None:

@@ -194,6 +194,7 @@ def fit(
 
     # The row orders' seed, from the bits read before the initialisation below was dispatched (a
     # read after it would wait for it on the device).
+    assert key_words is not None  # a key was passed
     seed = seed_from_words(key_words)
     carry = fresh_carry(params, optimizer, xb.dtype, stopping.track_best)
     done, stopped, history = 0, False, History(spec.has_val)

@@ -74,24 +74,19 @@ def resume(directory: Any, model: MLP, carry: Carry, track_best: bool, members: 
     path = latest_checkpoint(directory)
     if path is None:
         return None
-    ck = load_checkpoint(path, model=model, opt_state_like=carry.state.opt_state)
+    try:
+        ck = load_checkpoint(path, model=model, opt_state_like=carry.state.opt_state)
+    except CheckpointError:
+        _check_members(path, load_checkpoint(path, model=model).members, members)
+        raise
+    _check_members(path, ck.members, members)
     meta = ck.metadata
     if not isinstance(meta, dict) or not {"epoch", "history"} <= set(meta):
         raise CheckpointError(f"checkpoint {path}: not written by fit (no epoch/history metadata)")
-    if ck.members != members:
-
-        def what(m):
-            return "one model" if m is None else f"an ensemble of {m}"
-
-        raise CheckpointError(
-            f"checkpoint {path}: holds {what(ck.members)}, this run trains {what(members)}"
-        )
     extra = ck.extra
     if members is None:
-        step = jnp.asarray(ck.step, jnp.int32)
-    else:
-        step = jnp.full((members,), ck.step, jnp.int32)
-    if members is not None and "step" in extra:
+        step = jnp.asarray(ck.step or 0, jnp.int32)
+    else:  # the members' own counts (one that stopped early took fewer steps)
         step = jnp.asarray(extra["step"], jnp.int32)
     state = TrainState(ck.params, ck.opt_state, step)
     best_params = None
@@ -110,3 +105,16 @@ def resume(directory: Any, model: MLP, carry: Carry, track_best: bool, members: 
             bad_epoch=jnp.asarray(extra["bad_epoch"], jnp.int32),
         )
     return carry, extra["key"], int(meta["epoch"]), meta["history"], meta.get("best_epoch")
+
+
+def _check_members(path: Path, stored: int | None, members: int | None) -> None:
+    """A one-model checkpoint never resumes an ensemble, nor one ensemble another's size."""
+    if stored == members:
+        return
+
+    def what(m: int | None) -> str:
+        return "one model" if m is None else f"an ensemble of {m}"
+
+    raise CheckpointError(
+        f"checkpoint {path}: holds {what(stored)}, this run trains {what(members)}"
+    )
