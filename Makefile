@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint format bench clean venv docs
+.PHONY: demo test test-fast lint format bench clean venv docs
 
 venv: $(STAMP)
 
@@ -30,6 +30,11 @@ lint: $(STAMP)
 # Two workers (one per core); --dist loadfile keeps each module's shared compiled fixtures in one worker.
 test: lint
 	$(BIN)/python -m pytest -q -p no:cacheprovider -n 2 --dist loadfile
+
+# The inner-loop tier: all but the tests marked slow (subprocess and end-to-end runs, the examples,
+# scikit-learn's estimator checks, benchmark smoke runs), and no lint. See tests/conftest.py.
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -q -p no:cacheprovider -n 2 --dist loadfile -m "not slow"
 
 format: $(STAMP)
 	$(BIN)/ruff format .

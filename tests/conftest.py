@@ -6,6 +6,16 @@
 - hypothesis runs a bounded number of examples with no deadline (compilation is slow);
 - on GPUs and TPUs float32 matmuls run at full precision (``"highest"``): by default they may use
   TF32 or bfloat16 passes, and the gradient comparisons' float32 tolerances assume true float32.
+
+Two tiers. ``make test`` (CI) runs lint and every test. ``make test-fast`` runs
+``pytest -m "not slow"`` for the inner loop: the core maths, backprop and gradient checks, the
+training engine, checkpoints and the error/robustness tests, in about a minute or two on two cores.
+Tests marked ``@pytest.mark.slow`` (or a module's ``pytestmark``) are left to ``make test``: runs
+in subprocesses (the ``python -m jaxmlp`` and CLI end-to-end runs, the 8-device and 2-process
+distributed runs, the process-to-process reproducibility run, the SIGKILL checkpoint test), the
+examples, scikit-learn's estimator checks and its real-data accuracy runs, and the benchmark
+script smoke runs. Mark a new test slow when it starts a process or trains end to end for seconds;
+nothing is ever skipped, the marker only chooses the tier.
 """
 
 from __future__ import annotations

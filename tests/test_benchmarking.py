@@ -57,6 +57,7 @@ def _records(quick_run, suite):
     return [r for r in quick_run[1]["records"] if r["suite"] == suite]
 
 
+@pytest.mark.slow
 def test_every_record_carries_the_environment(quick_run):
     data = quick_run[1]
     assert data["records"]
@@ -69,6 +70,7 @@ def test_every_record_carries_the_environment(quick_run):
         assert "--quick" in rec["command"] and rec["argv"] == ["--quick", "--json", rec["argv"][2]]
 
 
+@pytest.mark.slow
 def test_step_records(quick_run):
     steps = _records(quick_run, "step")
     # --quick runs S and one small custom config, both methods, and skips L.
@@ -99,6 +101,7 @@ def test_step_records(quick_run):
             assert r["time_over_jaxmlp"] == 1.0
 
 
+@pytest.mark.slow
 def test_train_and_ensemble_records(quick_run):
     train = {r["impl"]: r for r in _records(quick_run, "train")}
     assert set(train) == {
@@ -117,6 +120,7 @@ def test_train_and_ensemble_records(quick_run):
         assert r["model_steps_per_s"] == pytest.approx(r["members"] * r["steps"] / r["median_s"])
 
 
+@pytest.mark.slow
 def test_markdown_tables(quick_run):
     stdout = quick_run[0]
     for heading in (
@@ -249,6 +253,7 @@ def test_peer_roofline(monkeypatch):
     assert "- torch.matmul float32 64x64 (roofline, -, float32): skipped, not installed" in table
 
 
+@pytest.mark.slow
 def test_bfloat16_steps_and_unavailable_peer():
     """The mixed-precision policy runs; a peer without one is reported, not silently dropped."""
     cfg = parse_configs("custom:8,16,3:32")[0]
@@ -276,6 +281,7 @@ def _script(
     return proc
 
 
+@pytest.mark.slow
 def test_probe_fit_script(tmp_path):
     """The fit probe times each unroll variant against loop (a) and profiles short fits."""
     out = tmp_path / "probe.json"
@@ -289,6 +295,7 @@ def test_probe_fit_script(tmp_path):
     assert "fit(epochs=1) x 30" in proc.stdout and "fit.py" in proc.stdout
 
 
+@pytest.mark.slow
 def test_probe_mixed_script(tmp_path):
     """The mixed-precision probe trains each layout on the same rows to the same loss and times it
     against the first variant in the same rounds."""
@@ -306,6 +313,7 @@ def test_probe_mixed_script(tmp_path):
     assert bad.returncode == 2 and "--variants: unknown ['fp8']" in bad.stderr
 
 
+@pytest.mark.slow
 def test_profile_step_script_without_device(tmp_path):
     """On a CPU the trace has no device plane: the script says so instead of failing."""
     proc = _script("profile_step.py", "--config", "S", "--dtype", "float32", "--methods",

@@ -523,6 +523,7 @@ while True:
 """
 
 
+@pytest.mark.slow
 def test_sigkill_during_large_saves_never_breaks_the_checkpoint(tmp_path):
     """A writer saving 64 MiB checkpoints in a loop is SIGKILLed at random moments: every time,
     the file loads, verifies, and is one whole saved version (w and b all equal to its step)."""

@@ -77,6 +77,7 @@ def circle_run(tmp_path_factory):
     return code, out
 
 
+@pytest.mark.slow
 def test_train_builtin_writes_every_file(circle_run, capsys):
     code, out = circle_run
     assert code == 0
@@ -102,6 +103,7 @@ def test_train_builtin_writes_every_file(circle_run, capsys):
     assert len(ck.metadata["x_mean"]) == len(ck.metadata["x_scale"]) == 2
 
 
+@pytest.mark.slow
 def test_summary_of_a_checkpoint(circle_run, capsys):
     code, out, err = run(capsys, "summary", "--checkpoint", circle_run[1])
     assert code == 0 and err == ""
@@ -166,6 +168,7 @@ def test_predict_to_stdout_reports_accuracy_when_target_present(classifier, caps
     assert "accuracy" in err and "species" in err
 
 
+@pytest.mark.slow
 def test_regression_csv_then_predict(tmp_path, capsys):
     rng = np.random.default_rng(0)
     x = rng.uniform(-1, 1, (80, 2))
@@ -235,6 +238,7 @@ GRADCHECK = [
 ]
 
 
+@pytest.mark.slow
 def test_gradcheck_agrees_and_plots(tmp_path, capsys):
     code, out, err = run(capsys, *GRADCHECK, "--plot", tmp_path / "g.png")
     assert code == 0 and err == ""
@@ -303,6 +307,7 @@ def test_bench_forwards_its_flags(monkeypatch, capsys):
     assert_one_line_error(err)
 
 
+@pytest.mark.slow
 def test_version_in_process_and_as_a_module(capsys):
     code, out, _ = run(capsys, "--version")
     assert code == 0 and out.strip().startswith(f"jaxmlp {jaxmlp.__version__}")

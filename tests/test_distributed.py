@@ -38,6 +38,7 @@ def multi_device():
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
+@pytest.mark.slow
 def test_data_parallel_fit_matches_single_device(multi_device):
     assert multi_device["devices"] == 8
     assert multi_device["fit_params"] < ATOL
@@ -45,11 +46,13 @@ def test_data_parallel_fit_matches_single_device(multi_device):
     assert multi_device["replicated"]
 
 
+@pytest.mark.slow
 def test_data_parallel_step_reduces_with_xla_collectives(multi_device):
     assert multi_device["step_params"] < ATOL
     assert multi_device["step_all_reduces"] >= 1
 
 
+@pytest.mark.slow
 def test_indivisible_batch_is_a_clear_error(multi_device):
     assert (
         "batch_size: 12 rows do not divide across the 8 devices"
@@ -57,6 +60,7 @@ def test_indivisible_batch_is_a_clear_error(multi_device):
     )
 
 
+@pytest.mark.slow
 def test_member_sharded_ensemble_matches_unsharded(multi_device):
     assert multi_device["ensemble_params"] < ATOL
     assert multi_device["ensemble_sharded"] in ("P('data',)", "PartitionSpec('data',)")
@@ -68,6 +72,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.mark.slow
 def test_two_processes_train_like_one(tmp_path):
     port = str(_free_port())
     script = str(SCRIPTS / "two_process.py")
@@ -110,6 +115,7 @@ def test_mesh_argument_is_checked():
         jaxmlp.make_train_step(model, "mse", mesh=bad)
 
 
+@pytest.mark.slow
 def test_cli_train_distributed_matches_single_device(tmp_path):
     from jaxmlp.cli import main
 

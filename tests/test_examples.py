@@ -21,6 +21,9 @@ from jaxmlp._engine.program import TRACE_COUNTS
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
+# Every test here trains an example on real data: slow tier (`make test`, not `make test-fast`).
+pytestmark = pytest.mark.slow
+
 
 def load_example(filename: str) -> ModuleType:
     """Imports ``examples/<filename>`` as a module (the names start with digits)."""

@@ -14,6 +14,9 @@ import jaxmlp
 
 SCRIPT = Path(__file__).resolve().parent.parent / "examples" / "01_lecture_networks.py"
 
+# Every test here runs the example script: slow tier (`make test`, not `make test-fast`).
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture(scope="module")
 def example():

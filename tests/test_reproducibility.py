@@ -81,6 +81,7 @@ print("DIGESTS " + json.dumps(module["reference_digests"](0)))
 """
 
 
+@pytest.mark.slow
 def test_bit_identical_run_to_run_and_process_to_process():
     env = {**os.environ, "JAX_PLATFORMS": "cpu"}
     # Two fresh interpreters, started before the in-process runs so that they overlap with them.

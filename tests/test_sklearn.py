@@ -37,6 +37,7 @@ def _expected_failed_checks(estimator) -> dict[str, str]:
     }
 
 
+@pytest.mark.slow
 @parametrize_with_checks(
     [MLPClassifier(**SMALL), MLPRegressor(**SMALL)], expected_failed_checks=_expected_failed_checks
 )
@@ -138,6 +139,7 @@ def test_iris_accuracy_comparable_to_sklearn(iris):
     assert abs(ours.score(X_test, y_test) - theirs.score(X_test, y_test)) <= 0.07
 
 
+@pytest.mark.slow
 def test_digits_accuracy_comparable_to_sklearn():
     X, y = load_digits(return_X_y=True)
     X_train, X_test, y_train, y_test = train_test_split(X, y, test_size=0.25, random_state=0)
@@ -161,6 +163,7 @@ def test_digits_accuracy_comparable_to_sklearn():
     assert ours.n_iter_ == 20 and ours.t_ == 20 * len(X_train)
 
 
+@pytest.mark.slow
 def test_diabetes_r2():
     X, y = load_diabetes(return_X_y=True)
     X_train, X_test, y_train, y_test = train_test_split(X, y, test_size=0.25, random_state=0)
