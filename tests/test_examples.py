@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 import jaxmlp
-from jaxmlp._engine.program import TRACE_COUNTS
+from jaxmlp._engine.step import TRACE_COUNTS
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 

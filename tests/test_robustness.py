@@ -403,7 +403,7 @@ def test_shape_dtype_and_name_checks_hold_under_transformations(e, case):
 
 
 def test_fit_rejects_bad_input_before_compiling_anything(e):
-    from jaxmlp._engine.program import TRACE_COUNTS
+    from jaxmlp._engine.step import TRACE_COUNTS
 
     before = dict(TRACE_COUNTS)
     for case in CASES:

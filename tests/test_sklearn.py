@@ -17,7 +17,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
-from jaxmlp._engine.program import TRACE_COUNTS
+from jaxmlp._engine.step import TRACE_COUNTS
 from jaxmlp.sklearn import MLPClassifier, MLPRegressor
 
 # Small settings for the estimator checks, which call fit a few hundred times on many shapes.

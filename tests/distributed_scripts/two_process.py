@@ -6,9 +6,9 @@ import sys
 import jax
 import numpy as np
 import optax
-from jaxmlp._distributed import initialize, local
 
 import jaxmlp
+from jaxmlp._distributed import initialize, local
 
 pid, port, out = int(sys.argv[1]), sys.argv[2], sys.argv[3]
 initialize(f"127.0.0.1:{port}", 2, pid)
