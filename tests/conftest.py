@@ -13,7 +13,8 @@ training engine, checkpoints and the error/robustness tests, in about a minute o
 Tests marked ``@pytest.mark.slow`` (or a module's ``pytestmark``) are left to ``make test``: runs
 in subprocesses (the ``python -m jaxmlp`` and CLI end-to-end runs, the 8-device and 2-process
 distributed runs, the process-to-process reproducibility run, the SIGKILL checkpoint test), the
-examples, scikit-learn's estimator checks and its real-data accuracy runs, and the benchmark
+examples, scikit-learn's estimator checks and its real-data accuracy runs, the two long
+hypothesis runs of manual vs automatic gradients (the named pairings stay fast), and the benchmark
 script smoke runs. Mark a new test slow when it starts a process or trains end to end for seconds;
 nothing is ever skipped, the marker only chooses the tier.
 """

@@ -231,12 +231,14 @@ def _check_config(c, dtype):
 
 
 # Each example compiles a program: a share of the profile's budget (25 -> 20 and 15).
+@pytest.mark.slow  # the longest hypothesis runs; make test-fast keeps the named pairings
 @settings(max_examples=max(1, settings.default.max_examples * 4 // 5))
 @given(configs())
 def test_manual_matches_autodiff_float32(c):
     _check_config(c, "float32")
 
 
+@pytest.mark.slow  # the longest hypothesis runs; make test-fast keeps the named pairings
 @settings(max_examples=max(1, settings.default.max_examples * 3 // 5))
 @given(configs())
 def test_manual_matches_autodiff_float64(c):
