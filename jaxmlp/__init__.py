@@ -41,6 +41,7 @@ from jaxmlp._core.gradcheck import GradCheckReport, gradcheck
 from jaxmlp._core.losses import LOSSES, Loss, get_loss
 from jaxmlp._core.metrics import accuracy, evaluate, r2_score
 from jaxmlp._core.mlp import MLP, Dense
+from jaxmlp._core.objective import Objective
 from jaxmlp._distributed import data_parallel_mesh
 from jaxmlp._engine.step import (
     DEFAULT_LEARNING_RATE,
@@ -50,7 +51,7 @@ from jaxmlp._engine.step import (
 )
 from jaxmlp._train.callbacks import Callback, CallState, EarlyStopping
 from jaxmlp._train.ensemble import EnsembleResult, ensemble_apply, fit_ensemble, predict_ensemble
-from jaxmlp._train.fit import FitResult, fit
+from jaxmlp._train.fit import FitResult, FitState, fit
 from jaxmlp.data import Standardizer, train_test_split
 from jaxmlp.errors import CheckpointError, DivergenceError, JaxmlpWarning
 
@@ -75,10 +76,12 @@ __all__ = [
     "EarlyStopping",
     "EnsembleResult",
     "FitResult",
+    "FitState",
     "GradCheckReport",
     "JaxmlpWarning",
     "Loss",
     "LossFn",
+    "Objective",
     "PerExampleGradNormsFn",
     "PerExampleGradsFn",
     "Standardizer",

@@ -22,12 +22,18 @@ HUBER_DELTA = 1.0
 
 
 class Loss(NamedTuple):
-    """A loss with its hand-written gradient.
+    """A loss and, optionally, its hand-written gradient.
+
+    ``Loss("quantile", per_example)`` alone is a complete loss: its derivative with respect to the
+    output then comes from ``jax.grad`` (the network's backward stays hand-written). A hand-written
+    ``per_example_grad`` is checked against ``jax.grad`` once per ``fit`` (see
+    :func:`check_loss_grad`).
 
     Attributes:
         name: the registry name (any string for a user-defined loss).
         per_example: ``(out, y) -> (batch,)``, the loss of each example on its own.
-        per_example_grad: ``(out, y) -> (batch, k)``, d per_example[n] / d out[n].
+        per_example_grad: ``(out, y) -> (batch, k)``, d per_example[n] / d out[n], or ``None``
+            to let JAX differentiate ``per_example``.
         reduction: ``"mean"`` (weighted mean over examples) or ``"sum"``.
         logits: True when ``out`` is the output layer's pre-activation (cross entropies).
         fuses_with: the output activation whose composition with this loss is computed from
@@ -38,7 +44,7 @@ class Loss(NamedTuple):
 
     name: str
     per_example: Callable[[jax.Array, jax.Array], jax.Array]
-    per_example_grad: Callable[[jax.Array, jax.Array], jax.Array]
+    per_example_grad: Callable[[jax.Array, jax.Array], jax.Array] | None = None
     reduction: str = "mean"
     logits: bool = False
     fuses_with: str | None = None
@@ -64,7 +70,14 @@ class Loss(NamedTuple):
     def grad(self, out: jax.Array, y: jax.Array, sample_weight: jax.Array | None = None):
         """dL/d out, shape ``(batch, k)``."""
         c = self.weights(out.shape[0], out.dtype, sample_weight)
-        return c[:, None] * self.per_example_grad(out, y)
+        return c[:, None] * self.example_grad(out, y)
+
+    def example_grad(self, out: jax.Array, y: jax.Array) -> jax.Array:
+        """d per_example[n] / d out[n], ``(batch, k)``: the hand-written one, else JAX's (example
+        ``n``'s loss depends on row ``n`` alone, so the gradient of their sum holds every row's)."""
+        if self.per_example_grad is not None:
+            return self.per_example_grad(out, y)
+        return jax.grad(lambda o: jnp.sum(self.per_example(o, y)))(out)
 
 
 def _sq_per_example(out, y):
@@ -179,11 +192,47 @@ def get_loss(loss: str | Loss, *, argname: str = "loss") -> Loss:
             raise ValueError(
                 f"{argname}: targets must be one of {list(_TARGETS)}, got {loss.targets!r}"
             )
-        if not (callable(loss.per_example) and callable(loss.per_example_grad)):
-            raise TypeError(f"{argname}: per_example and per_example_grad must be callables")
+        if not callable(loss.per_example):
+            raise TypeError(f"{argname}: per_example must be a callable")
+        if loss.per_example_grad is not None and not callable(loss.per_example_grad):
+            raise TypeError(f"{argname}: per_example_grad must be a callable or None")
         return loss
     if isinstance(loss, str):
         if loss not in _LOSSES:
             raise ValueError(f"{argname}: unknown loss {loss!r}; valid names are {list(LOSSES)}")
         return _LOSSES[loss]
     raise TypeError(f"{argname}: expected a loss name or a jaxmlp.Loss, got {type(loss).__name__}")
+
+
+# How far a hand-written per_example_grad may stray from JAX's, relative to the gradient's size.
+_GRAD_CHECK_RTOL = {2: 5e-2, 4: 1e-3, 8: 1e-8}
+
+
+def is_builtin(loss: Loss) -> bool:
+    """``loss`` is one of the registry's own (their gradients are tested, never re-checked)."""
+    return _LOSSES.get(loss.name) is loss
+
+
+def check_loss_grad(loss: Loss, out: jax.Array, y: jax.Array, argname: str = "loss") -> None:
+    """Compares a user loss's hand-written ``per_example_grad`` with ``jax.grad`` of its
+    ``per_example`` on one batch (eager, a few small ops); raises ``ValueError`` naming the loss
+    when they disagree. Nothing to check for a built-in loss or one without a hand-written
+    gradient."""
+    if loss.per_example_grad is None or is_builtin(loss):
+        return
+    mine = jnp.asarray(loss.per_example_grad(out, y))
+    want = jax.grad(lambda o: jnp.sum(loss.per_example(o, y)))(out)
+    if mine.shape != want.shape:
+        raise ValueError(
+            f"{argname}: per_example_grad of {loss.name!r} returns shape {tuple(mine.shape)}, "
+            f"expected {tuple(want.shape)} (the output's)"
+        )
+    scale = float(jnp.max(jnp.abs(want))) + 1e-30
+    err = float(jnp.max(jnp.abs(mine.astype(want.dtype) - want)))
+    rtol = _GRAD_CHECK_RTOL.get(want.dtype.itemsize, 1e-3)
+    if not err <= rtol * scale:
+        raise ValueError(
+            f"{argname}: per_example_grad of {loss.name!r} disagrees with jax.grad of its "
+            f"per_example (max abs difference {err:.3g} against a gradient of size {scale:.3g}); "
+            "fix it, or leave per_example_grad=None to let JAX differentiate the loss"
+        )

@@ -33,6 +33,7 @@ from jaxmlp._core.backprop import value_and_grad
 from jaxmlp._core.losses import Loss
 from jaxmlp._core.metrics import evaluate
 from jaxmlp._core.mlp import MLP, Params
+from jaxmlp._core.objective import Objective, objective_evaluate, objective_value_and_grad
 from jaxmlp._distributed import replicated, sharded
 from jaxmlp._engine.step import TRACE_COUNTS, TrainState, apply_update, compiled_init, init_state
 
@@ -41,7 +42,7 @@ class Spec(NamedTuple):
     """The static configuration of one compiled program (hashable: programs are cached on it)."""
 
     model: MLP
-    loss: Loss
+    loss: Loss | Objective
     optimizer: Any
     method: str
     l2: float
@@ -117,6 +118,34 @@ def _param_total(params: Params) -> jax.Array:
     return jnp.sum(jnp.concatenate([a.ravel() for a in jax.tree.leaves(params)]))
 
 
+def rows_of(x: Any) -> int:
+    """The number of rows of the training data (an array, or a pytree of rows for an objective)."""
+    return jax.tree.leaves(x)[0].shape[0]
+
+
+def dtype_of(x: Any, params: Any = None) -> Any:
+    """The dtype losses and weights are computed in: the inputs' for an array, else the first
+    floating leaf's of ``x`` (or of ``params``), else float32."""
+    if hasattr(x, "dtype"):
+        return x.dtype
+    for leaf in jax.tree.leaves((x, params)):
+        if jnp.issubdtype(leaf.dtype, jnp.floating):
+            return leaf.dtype
+    return jnp.dtype(jnp.float32)
+
+
+def _step_fn(spec: Spec) -> Callable:
+    if isinstance(spec.loss, Objective):
+        return objective_value_and_grad(spec.model, spec.loss, spec.method, spec.l2)
+    return value_and_grad(spec.model, spec.loss, method=spec.method, l2=spec.l2)
+
+
+def _evaluate(spec: Spec, params, x_val, y_val):
+    if isinstance(spec.loss, Objective):
+        return objective_evaluate(spec.model, spec.loss, params, x_val)
+    return evaluate(spec.model, params, x_val, y_val, spec.loss)
+
+
 def make_epoch(spec: Spec, *, check_steps: bool = True) -> Callable:
     """One training epoch for one model, pure: ``(state, bad, bad_step, x, y, sw, perm)
     -> (state, bad, bad_step, train_loss)``.
@@ -135,7 +164,7 @@ def make_epoch(spec: Spec, *, check_steps: bool = True) -> Callable:
     a select per state leaf: on a GPU, where a small model's step is a few dozen kernels of about a
     microsecond each, that is about a quarter of them.
     """
-    vg = value_and_grad(spec.model, spec.loss, method=spec.method, l2=spec.l2)
+    vg = _step_fn(spec)
     B = spec.batch_size
     # Data parallelism splits each minibatch's rows; an ensemble's mesh splits its members instead.
     mesh = spec.mesh if spec.members is None else None
@@ -151,7 +180,8 @@ def make_epoch(spec: Spec, *, check_steps: bool = True) -> Callable:
         return (_tree_where(ok, new, state), bad | ~ok, bad_step, i + 1), value
 
     def train_epoch(state, bad, bad_step, x, y, sw, perm):
-        n = x.shape[0]
+        n = rows_of(x)
+        dtype = dtype_of(x, state.params)
         if perm is None:
             perm = jnp.arange(n, dtype=jnp.int32)
         nb = n // B if spec.drop_last else -(-n // B)
@@ -159,12 +189,13 @@ def make_epoch(spec: Spec, *, check_steps: bool = True) -> Callable:
         # Padded rows point at row 0 and weigh 0: fixed shapes, no data dropped.
         idx = jnp.concatenate([perm, jnp.zeros((pad,), perm.dtype)])[: nb * B]
         if pad or sw is not None:
-            w = jnp.concatenate([jnp.ones((n,), x.dtype), jnp.zeros((pad,), x.dtype)])[: nb * B]
+            w = jnp.concatenate([jnp.ones((n,), dtype), jnp.zeros((pad,), dtype)])[: nb * B]
             w = w if sw is None else w * sw[idx]
             w = w.reshape(nb, B)
         else:
             w = None  # every row weighs 1: the plain mean, no weights to gather or sum
-        batches = (x[idx].reshape(nb, B, x.shape[1]), y[idx].reshape(nb, B, *y.shape[1:]), w)
+        batches = jax.tree.map(lambda a: a[idx].reshape(nb, B, *a.shape[1:]), (x, y))
+        batches = (*batches, w)
         if mesh is not None:
             # Rows of every minibatch split across the "data" axis; XLA adds the all-reduce.
             batches = lax.with_sharding_constraint(batches, sharded(mesh, axis=1))
@@ -213,10 +244,10 @@ def member_epoch(spec: Spec) -> Callable:
             carry.state, carry.diverged, carry.bad_step, x, y, sw, perm
         )
         if spec.has_val:
-            val_loss, val_metric = evaluate(spec.model, spec.loss, state.params, x_val, y_val)
+            val_loss, val_metric = _evaluate(spec, state.params, x_val, y_val)
             score = val_loss
         else:
-            val_loss = val_metric = jnp.asarray(jnp.nan, x.dtype)
+            val_loss = val_metric = jnp.asarray(jnp.nan, dtype_of(x, state.params))
             score = train_loss
         improved = score < carry.best_score - min_delta
         best_params = (
@@ -328,7 +359,8 @@ def epochs_program(spec: Spec) -> Callable:
     def run(carry, x, y, sw, plan, x_val, y_val):
         TRACE_COUNTS["epochs" if spec.members is None else "ensemble"] += 1
         E = spec.epochs_per_call
-        offset, total, patience, min_delta, perms = _read_plan(plan, x.dtype, spec, x.shape[0])
+        dtype = dtype_of(x, carry.state.params)
+        offset, total, patience, min_delta, perms = _read_plan(plan, dtype, spec, rows_of(x))
 
         # A while loop, not a scan with a skip branch: it stops at the run's last epoch, early
         # stopping or divergence (of every member), so a call spends nothing on the epoch slots it
@@ -349,11 +381,11 @@ def epochs_program(spec: Spec) -> Callable:
             return i + 1, carry, hist
 
         shape = (E,) if spec.members is None else (E, spec.members)
-        nan = jnp.full(shape, jnp.nan, x.dtype)
+        nan = jnp.full(shape, jnp.nan, dtype)
         no = jnp.zeros(shape, bool)
         hist = (no, nan, nan, nan, no)  # ran, train loss, val loss, val metric, improved
         _, carry, hist = lax.while_loop(more, epoch, (jnp.zeros((), jnp.int32), carry, hist))
-        return carry, _report(hist, carry, x.dtype)
+        return carry, _report(hist, carry, dtype)
 
     if spec.mesh is None:
         return jax.jit(run, donate_argnums=0)

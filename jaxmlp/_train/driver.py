@@ -16,7 +16,15 @@ import numpy as np
 
 from jaxmlp._distributed import local, put, replicated
 from jaxmlp._engine.orders import call_permutations
-from jaxmlp._engine.program import Report, Spec, epochs_program, make_plan, read_report
+from jaxmlp._engine.program import (
+    Report,
+    Spec,
+    dtype_of,
+    epochs_program,
+    make_plan,
+    read_report,
+    rows_of,
+)
 from jaxmlp._train.callbacks import Callback, CallState, History
 
 
@@ -68,8 +76,8 @@ def drive(
     """
     spec = run.spec
     program = epochs_program(spec)
-    n = data.x.shape[0]
-    dtype = data.x.dtype
+    n = rows_of(data.x)
+    dtype = dtype_of(data.x, carry.state.params)
     mesh = spec.mesh
 
     def orders(start: int):

@@ -29,9 +29,10 @@ from jaxmlp._core.backprop import METHODS, check_model_loss
 from jaxmlp._core.losses import Loss
 from jaxmlp._core.metrics import metric_name
 from jaxmlp._core.mlp import MLP, Params, as_batch, check_finite_params, check_params
+from jaxmlp._core.objective import Objective, as_objective
 from jaxmlp._distributed import check_mesh, put, replicated, sharded
 from jaxmlp._engine.orders import order_seed, seed_from_words
-from jaxmlp._engine.program import Spec, fresh_carry
+from jaxmlp._engine.program import Spec, dtype_of, fresh_carry, rows_of
 from jaxmlp._engine.step import DEFAULT_OPTIMIZER, check_state_params
 from jaxmlp._train import resume as _resume
 from jaxmlp._train.callbacks import (
@@ -46,11 +47,13 @@ from jaxmlp._train.callbacks import (
 from jaxmlp._train.driver import Data, Run, drive, host
 from jaxmlp._train.inputs import (
     check_checkpointing,
+    check_custom_loss,
     check_early_stopping,
     check_sample_weight,
     choose_epochs_per_call,
     clip_batch_size,
     prepare_data,
+    prepare_rows,
     prepare_validation,
 )
 from jaxmlp.errors import JaxmlpWarning
@@ -91,11 +94,11 @@ class EnsembleResult(NamedTuple):
 
 def fit_ensemble(
     model: MLP,
-    x: jax.typing.ArrayLike,
-    y: jax.typing.ArrayLike,
+    x: Any,
+    y: jax.typing.ArrayLike | None = None,
     *,
     num_models: int,
-    loss: str | Loss,
+    loss: str | Loss | Objective | Callable[..., jax.Array],
     key: jax.Array,
     optimizer: optax.GradientTransformation | None = None,
     learning_rates: Sequence[float] | None = None,
@@ -130,8 +133,8 @@ def fit_ensemble(
 
     Args:
         model: the shared architecture.
-        x: the training inputs, shared by all members.
-        y: the training targets, shared by all members.
+        x: the training inputs, shared by all members (an objective's rows: any pytree).
+        y: the training targets, shared by all members (``None`` for an objective).
         num_models: K, the number of members.
         loss: as in ``fit``.
         key: the ensemble's PRNG key (see above).
@@ -168,7 +171,8 @@ def fit_ensemble(
         An :class:`EnsembleResult`. A member whose loss became NaN or Inf is reported in
         ``diverged`` (with a ``JaxmlpWarning``) and keeps its last finite state; the others go on.
     """
-    lossf = check_model_loss(model, loss)
+    objective = as_objective(loss)
+    lossf = check_model_loss(model, loss) if objective is None else objective
     check_choice(method, "method", METHODS)
     l2 = check_nonnegative(l2, "l2")
     key = check_key(key)
@@ -188,18 +192,29 @@ def fit_ensemble(
     # The members' order seeds come back with the data checks' read (one device-to-host copy),
     # before the states are built: a read after that compiled call would wait for it.
     order_keys = jax.random.split(k_order, K)
-    xb, yb, words = prepare_data(
-        model,
-        lossf,
-        member0,
-        x,
-        y,
-        key=order_keys[np.zeros(K, np.int32)] if same_order else order_keys,
-    )
+    member_keys = order_keys[np.zeros(K, np.int32)] if same_order else order_keys
+    if objective is None:
+        if y is None:
+            raise TypeError(
+                "y: a loss needs targets (or pass an objective as loss= to train on rows)"
+            )
+        assert isinstance(lossf, Loss)
+        xb, yb, words = prepare_data(model, lossf, member0, x, y, key=member_keys)
+        xv, yv, _ = prepare_validation(model, lossf, member0, validation_data)
+    else:
+        if y is not None:
+            raise ValueError("y: an objective reads everything from its rows (x); leave y=None")
+        xb, words = prepare_rows(member0, x, key=member_keys)
+        yb = yv = xv = None
+        if validation_data is not None:
+            xv, _ = prepare_rows(member0, validation_data, "validation_data")
     assert words is not None  # a key was passed
     seeds = seed_from_words(words)
-    n = xb.shape[0]
+    n = rows_of(xb)
+    dtype = dtype_of(xb, member0)
     batch_size = clip_batch_size(batch_size, n)
+    if objective is None:
+        check_custom_loss(model, lossf, member0, xb, yb, batch_size)
 
     lrs = None
     if learning_rates is not None:
@@ -220,16 +235,15 @@ def fit_ensemble(
     optimizer = check_optimizer(optimizer, DEFAULT_OPTIMIZER)
     check_state_params(params)
     assert params is not None
-    sw = check_sample_weight(sample_weight, n, xb.dtype)
-    carry = fresh_carry(params, optimizer, xb.dtype, stopping.track_best, members=K)
+    sw = check_sample_weight(sample_weight, n, dtype)
+    carry = fresh_carry(params, optimizer, dtype, stopping.track_best, members=K)
     if lrs is not None:
         opt_state = carry.state.opt_state
-        hyper = {**opt_state.hyperparams, "learning_rate": jnp.asarray(lrs, xb.dtype)}
+        hyper = {**opt_state.hyperparams, "learning_rate": jnp.asarray(lrs, dtype)}
         state = carry.state._replace(opt_state=opt_state._replace(hyperparams=hyper))
         carry = carry._replace(state=state)
 
     has_val = validation_data is not None
-    xv, yv, _ = prepare_validation(model, lossf, member0, validation_data)
     n_batches = n // batch_size if drop_last else -(-n // batch_size)
     every = None if ckpt.directory is None else ckpt.every
     epochs_per_call = choose_epochs_per_call(
@@ -269,7 +283,7 @@ def fit_ensemble(
             seeds = order_seed(order_keys[np.zeros(K, np.int32)] if same_order else order_keys)
     if bootstrap:
         draws = jax.random.randint(k_boot, (K, n), 0, n)
-        boot = jax.vmap(lambda d: jnp.bincount(d, length=n))(draws).astype(xb.dtype)
+        boot = jax.vmap(lambda d: jnp.bincount(d, length=n))(draws).astype(dtype)
         sw = boot if sw is None else boot * sw[None]
     elif sw is not None:
         sw = jnp.broadcast_to(sw, (K, n))
@@ -305,7 +319,7 @@ def fit_ensemble(
             stacklevel=2,
         )
     names = ("loss", "val_loss", "val_metric") if has_val else ("loss",)
-    hist = {k: np.asarray(history.history[k], np.dtype(xb.dtype)).reshape(-1, K) for k in names}
+    hist = {k: np.asarray(history.history[k], np.dtype(dtype)).reshape(-1, K) for k in names}
     stopped_at = np.zeros(K, np.int64)
     if early_stopping is not None:
         # A member stopped in the epoch after which its patience ran out: the last it trained.
@@ -318,7 +332,7 @@ def fit_ensemble(
         hist,
         diverged,
         lrs,
-        metric_name(lossf),
+        "none" if objective is not None else metric_name(lossf),
         np.asarray(history.best_epoch) if early_stopping is not None else None,
         stopped_at,
         np.where(diverged, np.asarray(bad_epoch) + 1, 0),

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import optax
 from jax.sharding import Mesh
@@ -29,10 +30,19 @@ from jaxmlp._core.backprop import METHODS, check_model_loss
 from jaxmlp._core.losses import Loss
 from jaxmlp._core.metrics import metric_name
 from jaxmlp._core.mlp import MLP, Params, check_params
+from jaxmlp._core.objective import Objective, as_objective
 from jaxmlp._distributed import check_mesh, put, replicated
 from jaxmlp._engine.orders import order_seed, seed_from_words
-from jaxmlp._engine.program import Carry, Report, Spec, fresh_carry, replay_program
-from jaxmlp._engine.step import DEFAULT_OPTIMIZER
+from jaxmlp._engine.program import (
+    Carry,
+    Report,
+    Spec,
+    dtype_of,
+    fresh_carry,
+    replay_program,
+    rows_of,
+)
+from jaxmlp._engine.step import DEFAULT_OPTIMIZER, compiled_init
 from jaxmlp._train import resume as _resume
 from jaxmlp._train.callbacks import (
     Callback,
@@ -46,18 +56,45 @@ from jaxmlp._train.callbacks import (
 from jaxmlp._train.driver import Data, Run, drive, host
 from jaxmlp._train.inputs import (
     check_checkpointing,
+    check_custom_loss,
     check_early_stopping,
     check_sample_weight,
     choose_epochs_per_call,
     clip_batch_size,
     prepare_data,
+    prepare_rows,
     prepare_validation,
 )
 from jaxmlp.errors import DivergenceError
 
 
+class FitState(NamedTuple):
+    """Where a run ended, for ``fit`` to go on from (``FitResult.state``).
+
+    Attributes:
+        model: the model trained.
+        carry: the engine's state: the final ``TrainState`` (parameters, optimizer state and
+            step count, also when the result holds the best parameters) and the
+            early-stopping bookkeeping.
+        key: the run's key (its row orders go on from it).
+        seed: the row orders' seed, read from ``key``.
+        epoch: epochs done.
+    """
+
+    model: MLP
+    carry: Any
+    key: jax.Array
+    seed: np.ndarray
+    epoch: int
+
+
 class FitResult(NamedTuple):
     """What ``fit`` returns.
+
+    Pass it back as ``params`` to continue training: ``fit(model, result, x, y, ...,
+    epochs=total)`` goes on exactly as one longer run would (same row orders, optimizer state,
+    schedule count, early-stopping state and history); ``epochs`` counts the total, as with
+    ``resume``.
 
     Attributes:
         params: the final (or, with early stopping, best) parameters.
@@ -67,7 +104,9 @@ class FitResult(NamedTuple):
         step: optimizer steps taken.
         best_epoch: 1-based epoch of the best monitored loss (early stopping), else None.
         stopped_epoch: 1-based epoch at which early stopping ended the run, else None.
-        metric: the name of ``val_metric`` (``"accuracy"`` or ``"r2"``).
+        metric: the name of ``val_metric`` (``"accuracy"`` or ``"r2"``; ``"none"`` for an
+            objective).
+        state: where the run ended (:class:`FitState`), to continue from.
     """
 
     params: Params
@@ -77,15 +116,16 @@ class FitResult(NamedTuple):
     best_epoch: int | None
     stopped_epoch: int | None
     metric: str
+    state: FitState | None = None
 
 
 def fit(
     model: MLP,
-    params: Params,
-    x: jax.typing.ArrayLike,
-    y: jax.typing.ArrayLike,
+    params: Params | FitResult,
+    x: Any,
+    y: jax.typing.ArrayLike | None = None,
     *,
-    loss: str | Loss,
+    loss: str | Loss | Objective | Callable[..., jax.Array],
     key: jax.Array,
     optimizer: optax.GradientTransformation | None = None,
     epochs: int = 10,
@@ -110,17 +150,21 @@ def fit(
 
     Args:
         model: the network.
-        params: its starting parameters (left untouched: donation only ever consumes copies).
-        x: ``(n, sizes[0])`` inputs.
-        y: targets as ``loss`` expects (``(n,)`` labels, ``(n, k)``).
-        loss: a loss name or ``jaxmlp.Loss``.
+        params: its starting parameters (left untouched: donation only ever consumes copies),
+            or a previous ``FitResult`` to continue that run (see :class:`FitResult`).
+        x: ``(n, sizes[0])`` inputs; for an objective, its rows: any pytree of arrays with a
+            leading axis of ``n`` rows.
+        y: targets as ``loss`` expects (``(n,)`` labels, ``(n, k)``); ``None`` for an objective.
+        loss: a loss name, a ``jaxmlp.Loss``, or an objective: a ``jaxmlp.Objective`` or a
+            function ``f(apply, params, rows) -> (batch,)`` (see :class:`Objective`).
         key: PRNG key; epoch ``e``'s row order depends only on ``(key, e)``.
         optimizer: any optax ``GradientTransformation``; default ``optax.sgd(0.01)`` (eq. 17).
         epochs: total epochs.
         batch_size: rows per step (clipped to ``n`` with a warning).
         method: ``"manual"`` or ``"autodiff"`` gradients.
         shuffle: reshuffle every epoch.
-        validation_data: ``(x_val, y_val)``, evaluated after every epoch on the device.
+        validation_data: ``(x_val, y_val)`` (an objective: its validation rows), evaluated
+            after every epoch on the device.
         early_stopping: an :class:`EarlyStopping`, monitoring ``val_loss`` (else ``loss``).
         progress: show a tqdm progress bar.
         l2: weight decay term ``(l2/2) sum ||w||^2`` in the objective.
@@ -153,7 +197,13 @@ def fit(
         TypeError: an argument of the wrong type, checked before anything compiles.
         DivergenceError: the loss became NaN/Inf; it carries the last finite state.
     """
-    lossf = check_model_loss(model, loss)
+    previous = params if isinstance(params, FitResult) else None
+    if previous is not None:
+        if previous.state is None:
+            raise ValueError("params: this FitResult holds no state to continue from")
+        params = previous.params
+    objective = as_objective(loss)
+    lossf = check_model_loss(model, loss) if objective is None else objective
     check_choice(method, "method", METHODS)
     l2 = check_nonnegative(l2, "l2")
     optimizer = check_optimizer(optimizer, DEFAULT_OPTIMIZER)
@@ -164,11 +214,27 @@ def fit(
     ckpt = check_checkpointing(checkpoint_dir, checkpoint_every, keep, resume)
     users = as_callbacks(callbacks)
     # The key's bits come back with the value checks' read: one device-to-host copy for both.
-    xb, yb, key_words = prepare_data(model, lossf, params, x, y, finite_params=True, key=key)
-    n = xb.shape[0]
+    if objective is None:
+        if y is None:
+            raise TypeError(
+                "y: a loss needs targets (or pass an objective as loss= to train on rows)"
+            )
+        xb, yb, key_words = prepare_data(model, lossf, params, x, y, finite_params=True, key=key)
+        xv, yv, _ = prepare_validation(model, lossf, params, validation_data)
+    else:
+        if y is not None:
+            raise ValueError("y: an objective reads everything from its rows (x); leave y=None")
+        xb, key_words = prepare_rows(params, x, finite_params=True, key=key)
+        yb = yv = None
+        xv = None
+        if validation_data is not None:
+            xv, _ = prepare_rows(params, validation_data, "validation_data")
+    n = rows_of(xb)
+    dtype = dtype_of(xb, params)
     batch_size = clip_batch_size(batch_size, n)
-    sw = check_sample_weight(sample_weight, n, xb.dtype)
-    xv, yv, _ = prepare_validation(model, lossf, params, validation_data)
+    if objective is None:
+        check_custom_loss(model, lossf, params, xb, yb, batch_size)
+    sw = check_sample_weight(sample_weight, n, dtype)
     n_batches = n // batch_size if drop_last else math.ceil(n / batch_size)
     every = None if ckpt.directory is None else ckpt.every
     epochs_per_call = choose_epochs_per_call(
@@ -196,8 +262,12 @@ def fit(
     # read after it would wait for it on the device).
     assert key_words is not None  # a key was passed
     seed = seed_from_words(key_words)
-    carry = fresh_carry(params, optimizer, xb.dtype, stopping.track_best)
+    carry = fresh_carry(params, optimizer, dtype, stopping.track_best)
     done, stopped, history = 0, False, History(spec.has_val)
+    if previous is not None:
+        assert previous.state is not None
+        carry, key, seed, done, stopped = _continue(previous.state, carry, model, optimizer)
+        history = History(spec.has_val, previous.history, previous.best_epoch)
     if ckpt.resume:
         restored = _resume.resume(ckpt.directory, model, carry, stopping.track_best)
         if restored is not None:
@@ -253,6 +323,8 @@ def fit(
         bar.bar.close()
     step = int(carry.state.step) if report is None else int(report.step)
     stopped_epoch = done if report is not None and bool(report.stopped) else None
+    if previous is not None and stopped_epoch is None and report is None:
+        stopped_epoch = previous.stopped_epoch
     result = FitResult(
         carry.best_params if stopping.track_best else carry.state.params,
         carry.state.opt_state,
@@ -260,7 +332,8 @@ def fit(
         step,
         history.best_epoch if early_stopping is not None else None,
         stopped_epoch,
-        metric_name(lossf),
+        "none" if objective is not None else metric_name(lossf),
+        FitState(model, carry, key, seed, done),
     )
     for cb in users:
         cb.on_train_end(result)
@@ -285,3 +358,23 @@ def _locate_divergence(spec: Spec, carry: Carry, r: Report, done: int, perms, da
     if not bad:
         return carry, None
     return carry._replace(state=state), int(bad_step)
+
+
+def _copy(tree: Any) -> Any:
+    return jax.tree.map(jnp.copy, tree)
+
+
+def _continue(state: FitState, fresh: Carry, model: MLP, optimizer) -> tuple:
+    """The carry, key, seed, epochs done and stopped flag to go on from ``state``; a copy (the
+    next call donates its carry, which would invalidate the previous result's arrays)."""
+    if state.model != model:
+        raise ValueError("params: the FitResult was trained for another model")
+    old = state.carry
+    if jax.tree.structure(old.state.opt_state) != jax.tree.structure(fresh.state.opt_state):
+        raise ValueError("optimizer: its state does not match the FitResult's optimizer state")
+    carry = compiled_init(_copy, old)
+    if fresh.best_params is None:  # early stopping now off: nothing to track
+        carry = carry._replace(best_params=None)
+    elif carry.best_params is None:  # now on: the best so far is where the run ended
+        carry = carry._replace(best_params=_copy(carry.state.params))
+    return carry, state.key, state.seed, state.epoch, bool(carry.stopped)

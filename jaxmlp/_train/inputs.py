@@ -15,8 +15,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxmlp._checks import check_int, check_nonnegative, check_path
-from jaxmlp._core.backprop import check_targets
-from jaxmlp._core.losses import Loss
+from jaxmlp._core.backprop import check_targets, forward
+from jaxmlp._core.losses import Loss, check_loss_grad, is_builtin
 from jaxmlp._core.mlp import (
     MLP,
     Params,
@@ -196,3 +196,45 @@ def choose_epochs_per_call(
                 d for d in range(1, epochs_per_call + 1) if checkpoint_every % d == 0
             )
     return check_int(epochs_per_call, "epochs_per_call", 1)
+
+
+def prepare_rows(
+    params: Params, rows: Any, argname: str = "x", finite_params: bool = False, key: Any = None
+) -> tuple[Any, np.ndarray | None]:
+    """An objective's rows checked eagerly: a pytree of arrays sharing a leading row axis (at
+    least one row), no NaN/Inf. Returns ``(rows as JAX arrays, key's raw bits or None)``."""
+    leaves, treedef = jax.tree.flatten(rows)
+    if not leaves:
+        raise ValueError(
+            f"{argname}: an objective needs rows: a pytree of arrays, got {rows!r:.80}"
+        )
+    arrays = []
+    for path, leaf in jax.tree_util.tree_flatten_with_path(rows)[0]:
+        name = argname + jax.tree_util.keystr(path)
+        a = as_array(leaf, name)
+        if a.ndim == 0:
+            raise ValueError(f"{name}: expected a leading row axis, got a scalar")
+        arrays.append(a)
+    counts = {a.shape[0] for a in arrays}
+    if len(counts) != 1:
+        raise ValueError(
+            f"{argname}: every leaf needs the same number of rows, got {sorted(counts)}"
+        )
+    if 0 in counts:
+        raise ValueError(f"{argname}: empty data (0 rows)")
+    if finite_params:
+        bad, words = check_finite_params(params, "params", *arrays, key=key)
+    else:
+        bad, words = nonfinite_and_key(arrays, key)
+    for (path, _), flag in zip(jax.tree_util.tree_flatten_with_path(rows)[0], bad, strict=True):
+        if flag:
+            raise ValueError(f"{argname}{jax.tree_util.keystr(path)}: contains NaN or Inf")
+    return jax.tree.unflatten(treedef, arrays), words
+
+
+def check_custom_loss(model: MLP, loss: Loss, params: Params, x: Any, y: Any, rows: int) -> None:
+    """A user loss's hand-written gradient against JAX's, once, on the first ``rows`` rows."""
+    if loss.per_example_grad is None or is_builtin(loss):
+        return
+    trace = forward(model, params, x[:rows])
+    check_loss_grad(loss, trace.z[-1] if loss.logits else trace.a[-1], y[:rows])
