@@ -382,10 +382,10 @@ def _per_example_deltas(model, loss, params, x, y):
     trace = forward(model, params, xb)
     z_out, out = trace.z[-1], trace.a[-1]
     if loss.logits:
-        dz_out = loss.per_example_grad(z_out, yb)
+        dz_out = loss.example_grad(z_out, yb)
     else:
         out_act = get_activation(model.output_activation, output=True)
-        dz_out = out_act.vjp(z_out, out, loss.per_example_grad(out, yb))
+        dz_out = out_act.vjp(z_out, out, loss.example_grad(out, yb))
     return trace, backward(model, params, trace, dz_out).deltas
 
 
