@@ -33,7 +33,10 @@ test: lint
 
 # The inner-loop tier: all but the tests marked slow (subprocess and end-to-end runs, the examples,
 # scikit-learn's estimator checks, benchmark smoke runs), and no lint. See tests/conftest.py.
+# JAX's persistent compilation cache (in the venv, so `make clean` empties it) lets a rerun skip
+# compiling the programs that did not change: about 2 minutes cold on 2 cores, 35 s warm.
 test-fast: $(STAMP)
+	JAX_COMPILATION_CACHE_DIR=$(CURDIR)/$(VENV)/jax-cache JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS=0 \
 	$(BIN)/python -m pytest -q -p no:cacheprovider -n 2 --dist loadfile -m "not slow"
 
 format: $(STAMP)
