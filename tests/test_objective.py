@@ -201,3 +201,30 @@ def test_continuing_refuses_another_model_or_optimizer(data):
     other = jaxmlp.MLP((2, 8, 1), activation="relu")
     with pytest.raises(ValueError, match=r"^params: "):
         jaxmlp.fit(other, first, x, y, loss="mse", key=jax.random.key(20), epochs=2, progress=False)
+
+
+# --- the objective examples, in short form ------------------------------------------------------
+
+
+def _example(name):
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parent.parent / "examples" / name
+    spec = importlib.util.spec_from_file_location(name[:-3], path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.slow
+def test_pinn_example_learns_the_heat_equation():
+    out = _example("06_pinn.py").main(epochs=150)
+    assert out["final_loss"] < 0.05 * out["first_loss"]
+    assert out["max_error"] < 0.2 and out["rms_error"] < 0.05, out
+
+
+@pytest.mark.slow
+def test_neural_field_example_fourier_features_beat_coordinates():
+    out = _example("07_neural_field.py").main(epochs=10)
+    assert out["psnr"]["fourier"] > out["psnr"]["coordinates"] + 10, out
