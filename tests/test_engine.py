@@ -181,12 +181,14 @@ def test_call_plan_and_report_round_trip_exactly(dtype):
             loss,
             2 * loss,
             -loss,
+            3 * loss,  # the learning rate
             jnp.asarray([0, 1, 0], bool),
         )
         report = jax.device_get(jax.jit(_report, static_argnums=2)(hist, carry, jnp.dtype(dtype)))
         r = read_report(report, 3, dtype)
         assert r.ran.tolist() == [True, True, False] and r.improved.tolist() == [False, True, False]
-        for got_loss, want in zip((r.train_loss, r.val_loss, r.val_metric), hist[1:4], strict=True):
+        got_all = (r.train_loss, r.val_loss, r.val_metric, r.learning_rate)
+        for got_loss, want in zip(got_all, hist[1:5], strict=True):
             np.testing.assert_array_equal(got_loss, np.asarray(want).astype(got_loss.dtype))
         assert (r.stopped, r.diverged, r.bad_epoch, r.bad_step, r.step) == (
             True,

@@ -228,3 +228,21 @@ def test_pinn_example_learns_the_heat_equation():
 def test_neural_field_example_fourier_features_beat_coordinates():
     out = _example("07_neural_field.py").main(epochs=10)
     assert out["psnr"]["fourier"] > out["psnr"]["coordinates"] + 10, out
+
+
+def test_history_records_the_learning_rate_an_optimizer_exposes(data):
+    x, y = data
+    schedule = optax.exponential_decay(0.1, transition_steps=4, decay_rate=0.5)
+    opt = optax.inject_hyperparams(optax.sgd)(learning_rate=schedule)
+    r = jaxmlp.fit(MODEL, MODEL.init(jax.random.key(21)), x, y, loss="mse", key=jax.random.key(22),
+                   epochs=3, batch_size=25, optimizer=opt, progress=False)  # fmt: skip
+    # Two steps per epoch; the stored rate is the one the epoch's last step used.
+    np.testing.assert_allclose(
+        r.history["learning_rate"], [schedule(1), schedule(3), schedule(5)], rtol=1e-6
+    )
+    plain = jaxmlp.fit(MODEL, MODEL.init(jax.random.key(23)), x, y, loss="mse",
+                       key=jax.random.key(24), epochs=1, progress=False)  # fmt: skip
+    assert "learning_rate" not in plain.history
+    sweep = jaxmlp.fit_ensemble(MODEL, x, y, num_models=2, loss="mse", key=jax.random.key(25),
+                                learning_rates=[0.1, 0.2], epochs=2, progress=False)  # fmt: skip
+    np.testing.assert_allclose(sweep.history["learning_rate"], [[0.1, 0.2]] * 2, rtol=1e-6)

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
 
 import jax
 import jax.numpy as jnp
@@ -25,6 +25,7 @@ from jaxmlp._core.backprop import apply_manual
 from jaxmlp._core.mlp import MLP, Params
 
 ApplyFn = Callable[[Params, jax.Array], jax.Array]
+ObjectiveFn = Callable[[ApplyFn, Params, Any], jax.Array]
 
 
 class Objective(NamedTuple):
@@ -45,7 +46,7 @@ class Objective(NamedTuple):
                 return (u_xx + rows["f"]) ** 2
     """
 
-    fn: Callable[[ApplyFn, Params, Any], jax.Array]
+    fn: ObjectiveFn
     name: str = "objective"
     reduction: str = "mean"
 
@@ -61,7 +62,7 @@ def as_objective(value: Any, argname: str = "loss") -> Objective | None:
             )
         return value
     if callable(value) and not isinstance(value, tuple):
-        return Objective(value, getattr(value, "__name__", "objective"))
+        return Objective(cast(ObjectiveFn, value), getattr(value, "__name__", "objective"))
     return None
 
 

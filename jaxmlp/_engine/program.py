@@ -118,6 +118,18 @@ def _param_total(params: Params) -> jax.Array:
     return jnp.sum(jnp.concatenate([a.ravel() for a in jax.tree.leaves(params)]))
 
 
+_INJECTED = (optax.InjectHyperparamsState, optax.InjectStatefulHyperparamsState)
+
+
+def learning_rate(opt_state: Any) -> jax.Array | None:
+    """The learning rate an optimizer state exposes (``optax.inject_hyperparams``), else None."""
+    states = jax.tree.leaves(opt_state, is_leaf=lambda s: isinstance(s, _INJECTED))
+    for s in states:
+        if isinstance(s, _INJECTED) and "learning_rate" in s.hyperparams:
+            return s.hyperparams["learning_rate"]
+    return None
+
+
 def rows_of(x: Any) -> int:
     """The number of rows of the training data (an array, or a pytree of rows for an objective)."""
     return jax.tree.leaves(x)[0].shape[0]
@@ -228,7 +240,8 @@ def replay_program(spec: Spec) -> Callable:
 
 def member_epoch(spec: Spec) -> Callable:
     """One epoch of one member with its bookkeeping, pure: ``(carry, e, perm, x, y, sw, x_val,
-    y_val, patience, min_delta) -> (carry, (ran, train_loss, val_loss, val_metric, improved))``.
+    y_val, patience, min_delta) -> (carry, (ran, train_loss, val_loss, val_metric, lr, improved))``;
+    ``lr`` is the learning rate the optimizer exposes after the epoch (NaN when it exposes none).
 
     The epoch (:func:`make_epoch`'s fast path), the validation metrics, and early stopping: the
     monitored score is the validation loss (else the training loss); ``improved`` when it beats the
@@ -269,7 +282,9 @@ def member_epoch(spec: Spec) -> Callable:
             ran = ~carry.stopped & ~carry.diverged
             new = _tree_where(ran, new, carry)
             improved = improved & ran  # the host reads the other metrics where ``ran`` only
-        return new, (ran, train_loss, val_loss, val_metric, improved)
+        lr = learning_rate(new.state.opt_state)
+        lr = jnp.asarray(jnp.nan if lr is None else lr, train_loss.dtype)
+        return new, (ran, train_loss, val_loss, val_metric, lr, improved)
 
     return run
 
@@ -286,6 +301,7 @@ class Report(NamedTuple):
     train_loss: np.ndarray
     val_loss: np.ndarray
     val_metric: np.ndarray
+    learning_rate: np.ndarray
     improved: np.ndarray
     stopped: np.ndarray
     diverged: np.ndarray
@@ -321,8 +337,8 @@ def _read_plan(plan: jax.Array, dtype, spec: Spec, n: int):
 def _report(hist, carry: Carry, dtype) -> jax.Array:
     wide = _wide(dtype)
     word = jnp.int64 if wide.itemsize == 8 else jnp.int32
-    ran, train_loss, val_loss, val_metric, improved = hist
-    losses = jnp.stack([train_loss, val_loss, val_metric]).astype(wide)
+    ran, train_loss, val_loss, val_metric, lr, improved = hist
+    losses = jnp.stack([train_loss, val_loss, val_metric, lr]).astype(wide)
     counters = (carry.stopped, carry.diverged, carry.bad_epoch, carry.bad_step, carry.state.step)
     return jnp.concatenate([
         lax.bitcast_convert_type(losses, word).ravel(),
@@ -335,13 +351,13 @@ def read_report(report: np.ndarray, epochs: int, dtype, members: int | None = No
     """:class:`Report` of one call's report vector (already on the host)."""
     E, M = epochs, () if members is None else (members,)
     size = int(np.prod(M, dtype=int))
-    losses = np.ascontiguousarray(report[: 3 * E * size]).view(_wide(dtype)).reshape(3, E, *M)
-    flags = report[3 * E * size : 5 * E * size].reshape(2, E, *M).astype(bool)
-    counters = report[5 * E * size :].reshape(5, *M)
+    losses = np.ascontiguousarray(report[: 4 * E * size]).view(_wide(dtype)).reshape(4, E, *M)
+    flags = report[4 * E * size : 6 * E * size].reshape(2, E, *M).astype(bool)
+    counters = report[6 * E * size :].reshape(5, *M)
     stopped, diverged = counters[:2].astype(bool)
     bad_epoch, bad_step, step = counters[2:]
-    train_loss, val_loss, val_metric = losses
-    return Report(flags[0], train_loss, val_loss, val_metric, flags[1], stopped, diverged,
+    train_loss, val_loss, val_metric, lr = losses
+    return Report(flags[0], train_loss, val_loss, val_metric, lr, flags[1], stopped, diverged,
                   bad_epoch, bad_step, step)  # fmt: skip
 
 
@@ -383,7 +399,7 @@ def epochs_program(spec: Spec) -> Callable:
         shape = (E,) if spec.members is None else (E, spec.members)
         nan = jnp.full(shape, jnp.nan, dtype)
         no = jnp.zeros(shape, bool)
-        hist = (no, nan, nan, nan, no)  # ran, train loss, val loss, val metric, improved
+        hist = (no, nan, nan, nan, nan, no)  # ran, train/val loss, val metric, lr, improved
         _, carry, hist = lax.while_loop(more, epoch, (jnp.zeros((), jnp.int32), carry, hist))
         return carry, _report(hist, carry, dtype)
 

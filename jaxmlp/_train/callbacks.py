@@ -9,6 +9,7 @@ it returns (a call runs several epochs on the device; their metrics arrive toget
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -113,12 +114,22 @@ class History(Callback):
     improvement (``None`` before one; per member, 0 for none, in an ensemble).
     """
 
-    def __init__(self, has_val: bool, history=None, best_epoch=None, members: int | None = None):
+    def __init__(
+        self,
+        has_val: bool,
+        history=None,
+        best_epoch=None,
+        members: int | None = None,
+        records_lr: bool = False,
+    ):
         names = ("loss", "val_loss", "val_metric") if has_val else ("loss",)
+        if records_lr:
+            names = (*names, "learning_rate")
+        self.records_lr = records_lr
         self.history: dict[str, list[Any]] = {k: [] for k in names}
         if history is not None:
             for k in names:
-                self.history[k] = [_entry(v, members) for v in history[k]]
+                self.history[k] = [_entry(v, members) for v in history.get(k, [])]
         self.members = members
         self.best_epoch: Any
         if members is None:
@@ -149,16 +160,23 @@ def _entry(v: Any, members: int | None) -> Any:
 
 
 class ProgressBar(Callback):
-    """A tqdm bar over the run's epochs, with the latest losses."""
+    """A tqdm bar over the run's epochs, with the latest losses.
+
+    The first call's time is mostly compilation, so the bar's clock restarts after it: the rate
+    and the time left are the steady state's (the elapsed time counts from there too).
+    """
 
     def __init__(self, epochs: int, done: int, desc: str, enabled: bool):
         from tqdm.auto import tqdm
 
+        # smoothing=0: the rate is the epochs since the clock started over the time since.
         self.bar = tqdm(
-            total=epochs, initial=min(done, epochs), disable=not enabled, unit="epoch", desc=desc
-        )
+            total=epochs, initial=min(done, epochs), disable=not enabled, unit="epoch", desc=desc,
+            smoothing=0,
+        )  # fmt: skip
         self.last: Mapping[str, Any] | None = None
         self.shown = done
+        self.compiled = False
 
     def on_epoch_end(self, epoch: int, metrics: Mapping[str, Any]) -> None:
         self.last = metrics
@@ -166,6 +184,10 @@ class ProgressBar(Callback):
     def on_call_end(self, state: CallState) -> None:
         self.bar.update(state.epoch - self.shown)
         self.shown = state.epoch
+        if not (self.compiled or state.finished):
+            self.compiled = True
+            self.bar.initial = self.bar.n
+            self.bar.start_t = self.bar.last_print_t = time.time()
         if self.last is not None:
             post = {"loss": _short(self.last["loss"])}
             if "val_loss" in self.last:

@@ -113,7 +113,7 @@ def drive(
         if n_ran == 0:
             break
         for i in np.flatnonzero(slots):
-            metrics = _metrics(report, int(i), spec)
+            metrics = _metrics(report, int(i), spec, history.records_lr)
             for cb in everyone:
                 cb.on_epoch_end(done + int(i) + 1, metrics)
         done += n_ran
@@ -126,19 +126,20 @@ def drive(
     return carry, done, report
 
 
-def _metrics(r: Report, i: int, spec: Spec) -> dict[str, Any]:
+def _metrics(r: Report, i: int, spec: Spec, records_lr: bool) -> dict[str, Any]:
     """Epoch slot ``i``'s metrics: floats for one model; ``(K,)`` arrays for an ensemble, NaN for
     the members that sat the epoch out."""
-    names = ("loss", "val_loss", "val_metric") if spec.has_val else ("loss",)
-    values = (r.train_loss[i], r.val_loss[i], r.val_metric[i])
+    pairs = [("loss", r.train_loss[i])]
+    if spec.has_val:
+        pairs += [("val_loss", r.val_loss[i]), ("val_metric", r.val_metric[i])]
+    if records_lr:
+        pairs.append(("learning_rate", r.learning_rate[i]))
     out: dict[str, Any]
     if spec.members is None:
-        out = {k: float(v) for k, v in zip(names, values, strict=False)}
+        out = {k: float(v) for k, v in pairs}
         out["improved"] = bool(r.improved[i])
         return out
     ran = r.ran[i]
-    out = {
-        k: np.where(ran, v.astype(np.float64), np.nan) for k, v in zip(names, values, strict=False)
-    }
+    out = {k: np.where(ran, v.astype(np.float64), np.nan) for k, v in pairs}
     out["improved"] = r.improved[i].copy()
     return out

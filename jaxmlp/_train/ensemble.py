@@ -32,7 +32,7 @@ from jaxmlp._core.mlp import MLP, Params, as_batch, check_finite_params, check_p
 from jaxmlp._core.objective import Objective, as_objective
 from jaxmlp._distributed import check_mesh, put, replicated, sharded
 from jaxmlp._engine.orders import order_seed, seed_from_words
-from jaxmlp._engine.program import Spec, dtype_of, fresh_carry, rows_of
+from jaxmlp._engine.program import Spec, dtype_of, fresh_carry, learning_rate, rows_of
 from jaxmlp._engine.step import DEFAULT_OPTIMIZER, check_state_params
 from jaxmlp._train import resume as _resume
 from jaxmlp._train.callbacks import (
@@ -270,12 +270,13 @@ def fit_ensemble(
         members=K,
         mesh=mesh,
     )
-    done, history = 0, History(has_val, members=K)
+    lr = learning_rate(carry.state.opt_state) is not None  # the history records it
+    done, history = 0, History(has_val, members=K, records_lr=lr)
     if ckpt.resume:
         restored = _resume.resume(ckpt.directory, model, carry, stopping.track_best, members=K)
         if restored is not None:
             carry, stored, done, past, best = restored
-            history = History(has_val, past, best, members=K)
+            history = History(has_val, past, best, members=K, records_lr=lr)
             # The stored key wins, as in fit: its members' orders and bootstrap draws.
             key = check_key(stored)
             _, k_order, k_boot = jax.random.split(key, 3)
@@ -318,8 +319,9 @@ def fit_ensemble(
             JaxmlpWarning,
             stacklevel=2,
         )
-    names = ("loss", "val_loss", "val_metric") if has_val else ("loss",)
-    hist = {k: np.asarray(history.history[k], np.dtype(dtype)).reshape(-1, K) for k in names}
+    hist = {
+        k: np.asarray(history.history[k], np.dtype(dtype)).reshape(-1, K) for k in history.history
+    }
     stopped_at = np.zeros(K, np.int64)
     if early_stopping is not None:
         # A member stopped in the epoch after which its patience ran out: the last it trained.

@@ -39,6 +39,7 @@ from jaxmlp._engine.program import (
     Spec,
     dtype_of,
     fresh_carry,
+    learning_rate,
     replay_program,
     rows_of,
 )
@@ -263,16 +264,17 @@ def fit(
     assert key_words is not None  # a key was passed
     seed = seed_from_words(key_words)
     carry = fresh_carry(params, optimizer, dtype, stopping.track_best)
-    done, stopped, history = 0, False, History(spec.has_val)
+    lr = learning_rate(carry.state.opt_state) is not None  # the history records it
+    done, stopped, history = 0, False, History(spec.has_val, records_lr=lr)
     if previous is not None:
         assert previous.state is not None
         carry, key, seed, done, stopped = _continue(previous.state, carry, model, optimizer)
-        history = History(spec.has_val, previous.history, previous.best_epoch)
+        history = History(spec.has_val, previous.history, previous.best_epoch, records_lr=lr)
     if ckpt.resume:
         restored = _resume.resume(ckpt.directory, model, carry, stopping.track_best)
         if restored is not None:
             carry, key, done, past, best = restored
-            history = History(spec.has_val, past, best)
+            history = History(spec.has_val, past, best, records_lr=lr)
             stopped = bool(carry.stopped)
             seed = order_seed(key)  # the stored key's
     data = Data(xb, yb, sw, xv, yv)
@@ -297,6 +299,8 @@ def fit(
                 if spec.has_val:
                     past["val_loss"].append(float(r.val_loss[i]))
                     past["val_metric"].append(float(r.val_metric[i]))
+                if lr:
+                    past["learning_rate"].append(float(r.learning_rate[i]))
         if ckpt.directory is not None:
             info = {"diverged_epoch": bad_epoch, "diverged_step": bad_step}
             state = CallState(start, epochs, carry, key, history.history, history.best_epoch, True)
