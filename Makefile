@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test test-fast lint format bench clean venv docs
+.PHONY: demo gallery test test-fast lint format bench clean venv docs
 
 venv: $(STAMP)
 
@@ -21,6 +21,13 @@ demo: $(STAMP)
 	$(BIN)/jaxmlp train --dataset spiral --noise 0.05 --hidden 16,16 --activation tanh --optimizer adam --lr 0.01 --epochs 300 --out demo_out
 	$(BIN)/jaxmlp gradcheck --hidden 8,8 --activation tanh --loss mse --plot demo_out/gradcheck_tanh_mse.png
 	@echo "pictures: $$(ls demo_out/*.png | tr '\n' ' ')"
+
+# The pictures in examples/gallery/ (README.md, docs/index.md) are `make demo`'s, copied with the
+# run's summary.json: rerun this after changing the demo or the plots. tests/test_docs.py checks
+# the figures docs/index.md quotes against that summary.json.
+GALLERY := decision_boundary.png neurons.png loss.png network.png gradcheck_tanh_mse.png summary.json
+gallery: demo
+	cp $(addprefix demo_out/,$(GALLERY)) examples/gallery/
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

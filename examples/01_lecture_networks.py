@@ -8,7 +8,8 @@ script walks through them with jaxmlp:
 2. one forward pass (eqs. 18, 39-42), printing ``z^(l)`` and ``a^(l)`` for every layer;
 3. one manual backward pass (eqs. 19, 23-24, 32-36, 44-64), printing every chain-rule factor
    for every layer, then checking it against ``jaxmlp.backward``;
-4. one gradient-descent update (eq. 17) and the loss before and after it;
+4. one gradient-descent update (eq. 17) and the loss before and after it (``main(epochs=n)``
+   takes ``n`` steps);
 5. the agreement with ``jax.grad`` and a ``gradcheck`` table (finite differences as well).
 
 Notation. The code follows the lecture's backpropagation section: ``z`` is the pre-activation,
@@ -154,7 +155,24 @@ def compare_with_jax_grad(model: MLP, params, grads, x, y):
 
 
 # %% Run everything
-def main() -> dict:
+def main(epochs: int | None = None) -> dict:
+    """Walks the 3-4-3-2 network through one example, then checks the result against jax.grad.
+
+    Args:
+        epochs: gradient-descent steps on the one example (default 1: the lecture's single
+            update, eq. 17). The first step uses the gradient computed by hand above; further
+            steps use ``jaxmlp.value_and_grad(method="manual")``. The example is the whole
+            batch, so a step is an epoch.
+
+    Returns:
+        ``counts`` (parameters per network), ``loss_before`` and ``loss_after`` (the loss before
+        and after the first step), ``loss_final`` (after ``epochs`` steps), ``epochs``,
+        ``max_diff_vs_jax_grad`` (the hand-written chain rule against ``jax.grad``) and
+        ``gradcheck_ok``.
+    """
+    epochs = 1 if epochs is None else epochs
+    if epochs < 1:
+        raise ValueError(f"epochs: must be >= 1, got {epochs}")
     counts = count_parameters()
     # jit: one compiled program instead of one per eager operation and shape
     params = jax.jit(lecture_parameters, static_argnums=0)(DEEP, jax.random.key(0))
@@ -162,12 +180,22 @@ def main() -> dict:
     y = jnp.asarray([[1.0, -0.5]])
     trace = forward_pass(DEEP, params, x)
     grads = backward_pass(DEEP, params, trace, y)
-    _, before, after = gradient_descent_step(DEEP, params, grads, x, y)
+    new, before, after = gradient_descent_step(DEEP, params, grads, x, y)
+    final = after
+    if epochs > 1:
+        grad_fn = jax.jit(jaxmlp.value_and_grad(DEEP, "sse", method="manual"))
+        for _ in range(epochs - 1):
+            _, g = grad_fn(new, x, y)
+            new = jax.tree.map(lambda p, g: p - LEARNING_RATE * g, new, g)
+        final = float(jax.jit(jaxmlp.loss_fn(DEEP, "sse"))(new, x, y))
+        print(f"    loss after {epochs} steps {final:.6f}")
     max_diff, report = compare_with_jax_grad(DEEP, params, grads, x, y)
     return {
         "counts": counts,
         "loss_before": before,
         "loss_after": after,
+        "loss_final": final,
+        "epochs": epochs,
         "max_diff_vs_jax_grad": max_diff,
         "gradcheck_ok": report.ok,
     }

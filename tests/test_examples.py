@@ -116,3 +116,15 @@ def test_ensemble_spreads_where_there_is_no_data():
     assert spread["gap"] > 1.5 * spread["data"], out
     assert spread["outside"] > spread["data"], out
     assert out["error"]["data"] < 0.3, out
+
+
+# %% 00 and 01: the contract the docs state, main(epochs=None, ...) -> dict, on the two
+# examples without a data set (tests/test_docs.py checks every example's signature).
+def test_demo_and_lecture_examples_take_epochs_and_return_dicts(capsys):
+    demo = load_example("00_demo.py").main(epochs=5)
+    assert isinstance(demo, dict) and demo["epochs"] == 5 and demo["gradcheck_ok"], demo
+    assert demo["loss_final"] < demo["loss_first"], demo
+    lecture = load_example("01_lecture_networks.py").main(epochs=3)
+    assert isinstance(lecture, dict) and lecture["epochs"] == 3, lecture
+    assert lecture["loss_final"] < lecture["loss_after"] < lecture["loss_before"], lecture
+    assert "loss after 3 steps" in capsys.readouterr().out

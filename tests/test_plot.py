@@ -123,8 +123,8 @@ def test_decision_boundary_binary_matches_model(tmp_path, binary, data):
     corners = np.array([[x0 + dx / 2, y0 + dy / 2], [x0 + dx / 2, y1 - dy / 2]], np.float32)
     expected = np.asarray(model.apply(params, corners))[:, 0]
     np.testing.assert_allclose([p1[0, 0], p1[-1, 0]], expected, rtol=1e-5, atol=1e-6)
-    assert len(ax.collections) >= 2  # training and test points
-    assert "train accuracy" in ax.get_title() and "test accuracy" in ax.get_title()
+    assert len(ax.collections) >= 2  # training and held-out points
+    assert "train accuracy" in ax.get_title() and "validation accuracy" in ax.get_title()
     render(fig, tmp_path / "boundary.png")
 
 

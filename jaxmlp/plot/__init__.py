@@ -112,7 +112,9 @@ def plot_history(history: Mapping[str, Any], *, metric_name: str | None = None) 
         history: ``fit``'s history: per-epoch float lists under ``"loss"``, ``"val_loss"`` and
             ``"val_metric"`` (each may be absent), optionally ``"metric_name"``. The loss axis
             is logarithmic when every finite value is positive; a dotted line marks the epoch
-            with the lowest validation loss.
+            with the lowest validation loss. ``"loss"`` is the mean of the epoch's step losses
+            (each at the parameters before its update), as the legend says; the validation
+            curves evaluate the parameters at each epoch's end.
         metric_name: what ``"val_metric"`` holds (``FitResult.metric``: ``"accuracy"`` or
             ``"r2"``); overrides ``history["metric_name"]``.
 
@@ -136,7 +138,7 @@ def plot_history(history: Mapping[str, Any], *, metric_name: str | None = None) 
     name = str(metric_name or history.get("metric_name") or "metric")
     name = _METRIC_NAMES.get(name.lower(), name)
     labels = {
-        "loss": "training loss",
+        "loss": "training loss, mean over the epoch's steps",
         "val_loss": "validation loss",
         "val_metric": f"validation {name}",
     }
@@ -197,7 +199,8 @@ def plot_decision_boundary(
         x: training points ``(batch, 2)``, drawn as circles.
         y: their class labels ``(batch,)`` (or one-hot rows), or regression targets
             ``(batch,)``/``(batch, 1)``.
-        x_test: optional test points, drawn as triangles.
+        x_test: optional held-out points (``jaxmlp train`` passes its validation split), drawn
+            as triangles and labelled "validation".
         y_test: their labels or targets.
         task: ``"classification"`` or ``"regression"`` (one output).
         resolution: grid pixels per side.
@@ -218,7 +221,7 @@ def plot_decision_boundary(
     sets = []
     for name, xs, ys, suffix, marker, edge in (
         ("train", x, y, "", "o", "white"),
-        ("test", x_test, y_test, "_test", "^", "black"),
+        ("validation", x_test, y_test, "_test", "^", "black"),
     ):
         if xs is not None:
             xs = _plane_input(model, xs, "x" + suffix)
