@@ -121,7 +121,7 @@ def _param_total(params: Params) -> jax.Array:
 _INJECTED = (optax.InjectHyperparamsState, optax.InjectStatefulHyperparamsState)
 
 
-def learning_rate(opt_state: Any) -> jax.Array | None:
+def learning_rate(opt_state: Any) -> Any:
     """The learning rate an optimizer state exposes (``optax.inject_hyperparams``), else None."""
     states = jax.tree.leaves(opt_state, is_leaf=lambda s: isinstance(s, _INJECTED))
     for s in states:

@@ -16,7 +16,7 @@ import os
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
 
 import jax
 import jax.numpy as jnp
@@ -172,7 +172,7 @@ def fit_ensemble(
         ``diverged`` (with a ``JaxmlpWarning``) and keeps its last finite state; the others go on.
     """
     objective = as_objective(loss)
-    lossf = check_model_loss(model, loss) if objective is None else objective
+    lossf = None if objective is not None else check_model_loss(model, cast("str | Loss", loss))
     check_choice(method, "method", METHODS)
     l2 = check_nonnegative(l2, "l2")
     key = check_key(key)
@@ -193,12 +193,11 @@ def fit_ensemble(
     # before the states are built: a read after that compiled call would wait for it.
     order_keys = jax.random.split(k_order, K)
     member_keys = order_keys[np.zeros(K, np.int32)] if same_order else order_keys
-    if objective is None:
+    if lossf is not None:
         if y is None:
             raise TypeError(
                 "y: a loss needs targets (or pass an objective as loss= to train on rows)"
             )
-        assert isinstance(lossf, Loss)
         xb, yb, words = prepare_data(model, lossf, member0, x, y, key=member_keys)
         xv, yv, _ = prepare_validation(model, lossf, member0, validation_data)
     else:
@@ -213,7 +212,7 @@ def fit_ensemble(
     n = rows_of(xb)
     dtype = dtype_of(xb, member0)
     batch_size = clip_batch_size(batch_size, n)
-    if objective is None:
+    if lossf is not None:
         check_custom_loss(model, lossf, member0, xb, yb, batch_size)
 
     lrs = None
@@ -257,7 +256,7 @@ def fit_ensemble(
             )
     spec = Spec(
         model=model,
-        loss=lossf,
+        loss=lossf if lossf is not None else cast(Objective, objective),
         optimizer=optimizer,
         method=method,
         l2=l2,
@@ -334,7 +333,7 @@ def fit_ensemble(
         hist,
         diverged,
         lrs,
-        "none" if objective is not None else metric_name(lossf),
+        "none" if lossf is None else metric_name(lossf),
         np.asarray(history.best_epoch) if early_stopping is not None else None,
         stopped_at,
         np.where(diverged, np.asarray(bad_epoch) + 1, 0),

@@ -17,7 +17,7 @@ import math
 import os
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
 
 import jax
 import jax.numpy as jnp
@@ -203,8 +203,9 @@ def fit(
         if previous.state is None:
             raise ValueError("params: this FitResult holds no state to continue from")
         params = previous.params
+    params = cast(Params, params)
     objective = as_objective(loss)
-    lossf = check_model_loss(model, loss) if objective is None else objective
+    lossf = None if objective is not None else check_model_loss(model, cast("str | Loss", loss))
     check_choice(method, "method", METHODS)
     l2 = check_nonnegative(l2, "l2")
     optimizer = check_optimizer(optimizer, DEFAULT_OPTIMIZER)
@@ -215,7 +216,7 @@ def fit(
     ckpt = check_checkpointing(checkpoint_dir, checkpoint_every, keep, resume)
     users = as_callbacks(callbacks)
     # The key's bits come back with the value checks' read: one device-to-host copy for both.
-    if objective is None:
+    if lossf is not None:
         if y is None:
             raise TypeError(
                 "y: a loss needs targets (or pass an objective as loss= to train on rows)"
@@ -233,7 +234,7 @@ def fit(
     n = rows_of(xb)
     dtype = dtype_of(xb, params)
     batch_size = clip_batch_size(batch_size, n)
-    if objective is None:
+    if lossf is not None:
         check_custom_loss(model, lossf, params, xb, yb, batch_size)
     sw = check_sample_weight(sample_weight, n, dtype)
     n_batches = n // batch_size if drop_last else math.ceil(n / batch_size)
@@ -246,7 +247,7 @@ def fit(
         check_mesh(mesh, batch_size)
     spec = Spec(
         model=model,
-        loss=lossf,
+        loss=lossf if lossf is not None else cast(Objective, objective),
         optimizer=optimizer,
         method=method,
         l2=l2,
@@ -336,7 +337,7 @@ def fit(
         step,
         history.best_epoch if early_stopping is not None else None,
         stopped_epoch,
-        "none" if objective is not None else metric_name(lossf),
+        "none" if lossf is None else metric_name(lossf),
         FitState(model, carry, key, seed, done),
     )
     for cb in users:
