@@ -241,7 +241,9 @@ def test_unchecked_epoch_matches_the_checked_one_and_keeps_the_start_state_on_fa
 
 
 @pytest.mark.parametrize(
-    ("n", "drop_last"), [(48, False), (50, True)], ids=["no-padding", "drop-last"]
+    ("n", "drop_last"),
+    [(48, False), (50, True), (45, False)],
+    ids=["no-padding", "drop-last", "padded-to-whole-batches"],
 )
 def test_fit_visits_rows_in_the_documented_orders(n, drop_last):
     # A per-step loop fed the rows in epoch_permutations' orders reaches fit's parameters.
@@ -255,9 +257,29 @@ def test_fit_visits_rows_in_the_documented_orders(n, drop_last):
     step = jaxmlp.make_train_step(MODEL, "mse", opt)
     state = TrainState.create(params, opt)
     for order in epoch_permutations(order_seed(key), range(3), n):
-        for start in range(0, n - 15, 16):
-            idx = order[start : start + 16]
+        for start in range(0, n if not drop_last else n - 15, 16):
+            idx = order[start : start + 16]  # the last batch of 45 rows holds 13
             state, _ = step(state, x[idx], y[idx])
     assert result.step == int(state.step) == 9
     for a, b in zip(jax.tree.leaves(result.params), jax.tree.leaves(state.params), strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_data_sets_less_than_a_batch_apart_share_one_program():
+    # Cross-validation folds of 455 and 456 rows: both padded to 15 batches of 32, one compile,
+    # and the padding never changes a result (the 455-row fit equals one on those rows alone,
+    # which test_fit_visits_rows_in_the_documented_orders checks against a per-step loop).
+    from jaxmlp._engine.step import TRACE_COUNTS
+
+    x = jax.random.normal(jax.random.key(30), (456, 3))
+    y = jnp.stack([jnp.sin(x[:, 0]), x[:, 1]], axis=1)
+    params = MODEL.init(jax.random.key(31))
+    common = dict(loss="mse", epochs=2, progress=False, sample_weight=None)
+    a = jaxmlp.fit(MODEL, params, x[:455], y[:455], key=jax.random.key(32), **common)
+    traces = dict(TRACE_COUNTS)
+    b = jaxmlp.fit(MODEL, params, x, y, key=jax.random.key(33), **common)
+    assert TRACE_COUNTS == traces
+    assert a.step == b.step == 2 * 15
+    sw = jnp.ones((455,)).at[0].set(0.0)  # weights are padded with the rows
+    jaxmlp.fit(MODEL, params, x[:455], y[:455], key=jax.random.key(34), loss="mse", epochs=1,
+               progress=False, sample_weight=sw)  # fmt: skip

@@ -54,6 +54,7 @@ class Spec(NamedTuple):
     has_val: bool
     members: int | None = None
     mesh: Mesh | None = None
+    padded: bool = False
 
 
 class Carry(NamedTuple):
@@ -191,17 +192,22 @@ def make_epoch(spec: Spec, *, check_steps: bool = True) -> Callable:
         bad_step = jnp.where(bad | ok, bad_step, i)
         return (_tree_where(ok, new, state), bad | ~ok, bad_step, i + 1), value
 
-    def train_epoch(state, bad, bad_step, x, y, sw, perm):
+    def train_epoch(state, bad, bad_step, x, y, sw, perm, rows=None):
         n = rows_of(x)
         dtype = dtype_of(x, state.params)
         if perm is None:
             perm = jnp.arange(n, dtype=jnp.int32)
+            if spec.padded:  # the bucket's padding rows: like the last batch's, they read row 0
+                perm = jnp.where(perm < rows, perm, 0)
         nb = n // B if spec.drop_last else -(-n // B)
         pad = 0 if spec.drop_last else nb * B - n
         # Padded rows point at row 0 and weigh 0: fixed shapes, no data dropped.
         idx = jnp.concatenate([perm, jnp.zeros((pad,), perm.dtype)])[: nb * B]
-        if pad or sw is not None:
-            w = jnp.concatenate([jnp.ones((n,), dtype), jnp.zeros((pad,), dtype)])[: nb * B]
+        if pad or spec.padded or sw is not None:
+            if spec.padded:  # x holds ``rows`` real rows, then padding up to a whole batch
+                w = (jnp.arange(nb * B) < rows).astype(dtype)
+            else:
+                w = jnp.concatenate([jnp.ones((n,), dtype), jnp.zeros((pad,), dtype)])[: nb * B]
             w = w if sw is None else w * sw[idx]
             w = w.reshape(nb, B)
         else:
@@ -252,9 +258,9 @@ def member_epoch(spec: Spec) -> Callable:
     train_epoch = make_epoch(spec, check_steps=False)
     masked = spec.members is not None
 
-    def run(carry: Carry, e, perm, x, y, sw, x_val, y_val, patience, min_delta):
+    def run(carry: Carry, e, perm, x, y, sw, x_val, y_val, patience, min_delta, rows):
         state, bad, bad_step, train_loss = train_epoch(
-            carry.state, carry.diverged, carry.bad_step, x, y, sw, perm
+            carry.state, carry.diverged, carry.bad_step, x, y, sw, perm, rows
         )
         if spec.has_val:
             val_loss, val_metric = _evaluate(spec, state.params, x_val, y_val)
@@ -316,22 +322,25 @@ def _wide(dtype) -> np.dtype:
     return np.dtype(np.float64 if np.dtype(dtype).itemsize == 8 else np.float32)
 
 
-def make_plan(offset: int, total: int, patience: int, min_delta, dtype, perms) -> np.ndarray:
-    """The int32 plan of one call: first epoch, the run's last epoch (exclusive), patience,
-    ``min_delta``'s bits (one or two words), then the row orders (if shuffling)."""
+def make_plan(
+    offset: int, total: int, patience: int, min_delta, dtype, perms, rows: int = -1
+) -> np.ndarray:
+    """The int32 plan of one call: first epoch, the run's last epoch (exclusive), patience, the
+    number of real rows (-1: all; the rest pad the data to whole batches), ``min_delta``'s bits
+    (one or two words), then the row orders (if shuffling)."""
     words = np.asarray(min_delta, _wide(dtype)).reshape(1).view(np.int32)
-    head = np.concatenate([np.array([offset, total, patience], np.int32), words])
+    head = np.concatenate([np.array([offset, total, patience, rows], np.int32), words])
     return head if perms is None else np.concatenate([head, np.asarray(perms, np.int32).ravel()])
 
 
 def _read_plan(plan: jax.Array, dtype, spec: Spec, n: int):
     wide = _wide(dtype)
     k = wide.itemsize // 4
-    bits = plan[3 : 3 + k] if k > 1 else plan[3]
+    bits = plan[4 : 4 + k] if k > 1 else plan[4]
     min_delta = lax.bitcast_convert_type(bits, wide).astype(dtype)
     members = () if spec.members is None else (spec.members,)
-    perms = plan[3 + k :].reshape(spec.epochs_per_call, *members, n) if spec.shuffle else None
-    return plan[0], plan[1], plan[2], min_delta, perms
+    perms = plan[4 + k :].reshape(spec.epochs_per_call, *members, n) if spec.shuffle else None
+    return plan[0], plan[1], plan[2], min_delta, perms, plan[3]
 
 
 def _report(hist, carry: Carry, dtype) -> jax.Array:
@@ -370,13 +379,15 @@ def epochs_program(spec: Spec) -> Callable:
     one_epoch = member_epoch(spec)
     if spec.members is not None:
         # perm: (K, n) per epoch slot; the data and the run's settings are shared.
-        one_epoch = jax.vmap(one_epoch, in_axes=(0, None, 0, None, None, 0, None, None, None, None))
+        one_epoch = jax.vmap(
+            one_epoch, in_axes=(0, None, 0, None, None, 0, None, None, None, None, None)
+        )
 
     def run(carry, x, y, sw, plan, x_val, y_val):
         TRACE_COUNTS["epochs" if spec.members is None else "ensemble"] += 1
         E = spec.epochs_per_call
         dtype = dtype_of(x, carry.state.params)
-        offset, total, patience, min_delta, perms = _read_plan(plan, dtype, spec, rows_of(x))
+        offset, total, patience, min_delta, perms, rows = _read_plan(plan, dtype, spec, rows_of(x))
 
         # A while loop, not a scan with a skip branch: it stops at the run's last epoch, early
         # stopping or divergence (of every member), so a call spends nothing on the epoch slots it
@@ -391,7 +402,7 @@ def epochs_program(spec: Spec) -> Callable:
             i, carry, hist = c
             perm = None if perms is None else perms[i]
             carry, out = one_epoch(
-                carry, offset + i, perm, x, y, sw, x_val, y_val, patience, min_delta
+                carry, offset + i, perm, x, y, sw, x_val, y_val, patience, min_delta, rows
             )
             hist = tuple(h.at[i].set(v) for h, v in zip(hist, out, strict=True))
             return i + 1, carry, hist

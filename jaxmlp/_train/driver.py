@@ -48,6 +48,7 @@ class Run(NamedTuple):
     min_delta: float
     checkpoint_every: int | None
     seed: np.ndarray  # the row orders' seed(s): (2,), or (members, 2)
+    rows: int  # the real rows (the data may be padded to whole batches beyond them)
 
 
 def host(tree: Any) -> Any:
@@ -86,8 +87,11 @@ def drive(
         limit = run.epochs
         if run.checkpoint_every is not None:
             limit = min(run.epochs, (start // run.checkpoint_every + 1) * run.checkpoint_every)
-        perms = call_permutations(spec, run.seed, start, limit, n)
-        plan = make_plan(start, limit, run.patience, run.min_delta, dtype, perms)
+        perms = call_permutations(spec, run.seed, start, limit, run.rows)
+        if perms is not None and n > run.rows:  # padding rows read row 0 (and weigh 0)
+            perms = np.pad(perms, [(0, 0)] * (perms.ndim - 1) + [(0, n - run.rows)])
+        rows = run.rows if spec.padded else -1
+        plan = make_plan(start, limit, run.patience, run.min_delta, dtype, perms, rows)
         if mesh is not None:
             plan = put(plan, replicated(mesh))
         return start, plan, perms

@@ -52,9 +52,11 @@ from jaxmlp._train.inputs import (
     check_sample_weight,
     choose_epochs_per_call,
     clip_batch_size,
+    pad_rows,
     prepare_data,
     prepare_rows,
     prepare_validation,
+    whole_batches,
 )
 from jaxmlp.errors import JaxmlpWarning
 
@@ -268,6 +270,7 @@ def fit_ensemble(
         has_val=has_val,
         members=K,
         mesh=mesh,
+        padded=whole_batches(n, batch_size, bool(drop_last)) > n,
     )
     lr = learning_rate(carry.state.opt_state) is not None  # the history records it
     done, history = 0, History(has_val, members=K, records_lr=lr)
@@ -288,11 +291,15 @@ def fit_ensemble(
     elif sw is not None:
         sw = jnp.broadcast_to(sw, (K, n))
     stopped = bool(np.all(np.asarray(carry.stopped) | np.asarray(carry.diverged))) and done > 0
+    total = whole_batches(n, batch_size, bool(drop_last))
+    if total > n:  # whole batches: sizes less than a batch apart share one program
+        xb, yb, sw_t = pad_rows((xb, yb, None if sw is None else sw.T), total)
+        sw = None if sw_t is None else sw_t.T
     data = Data(xb, yb, sw, xv, yv)
     if mesh is not None:
         carry, sw = put((carry, sw), sharded(mesh, 0))
         data = put(data._replace(sw=None), replicated(mesh))._replace(sw=sw)
-    run = Run(spec, epochs, stopping.patience, stopping.min_delta, every, seeds)
+    run = Run(spec, epochs, stopping.patience, stopping.min_delta, every, seeds, n)
 
     def save(path: Path, state: CallState) -> None:
         _resume.save(path, model, state.carry, key, state.epoch, state.history,

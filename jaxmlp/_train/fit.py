@@ -62,9 +62,11 @@ from jaxmlp._train.inputs import (
     check_sample_weight,
     choose_epochs_per_call,
     clip_batch_size,
+    pad_rows,
     prepare_data,
     prepare_rows,
     prepare_validation,
+    whole_batches,
 )
 from jaxmlp.errors import DivergenceError
 
@@ -237,6 +239,9 @@ def fit(
     if lossf is not None:
         check_custom_loss(model, lossf, params, xb, yb, batch_size)
     sw = check_sample_weight(sample_weight, n, dtype)
+    total = whole_batches(n, batch_size, bool(drop_last))
+    if total > n:  # whole batches: sizes less than a batch apart share one program
+        xb, yb, sw = pad_rows((xb, yb, sw), total)
     n_batches = n // batch_size if drop_last else math.ceil(n / batch_size)
     every = None if ckpt.directory is None else ckpt.every
     epochs_per_call = choose_epochs_per_call(
@@ -258,6 +263,7 @@ def fit(
         track_best=stopping.track_best,
         has_val=validation_data is not None,
         mesh=mesh,
+        padded=total > n,
     )
 
     # The row orders' seed, from the bits read before the initialisation below was dispatched (a
@@ -282,7 +288,7 @@ def fit(
     if mesh is not None:
         # Global, replicated inputs: every process holds the same data and key.
         carry, data, key = put((carry, data, key), replicated(mesh))
-    run = Run(spec, epochs, stopping.patience, stopping.min_delta, every, seed)
+    run = Run(spec, epochs, stopping.patience, stopping.min_delta, every, seed, n)
 
     def save(path: Path, state: CallState, info: dict[str, Any] | None = None) -> None:
         _resume.save(path, model, state.carry, key, state.epoch, state.history,
@@ -291,7 +297,7 @@ def fit(
     def on_report(r: Report, carry: Carry, perms, start: int) -> Carry:
         if not r.diverged:
             return carry
-        carry, bad_step = _locate_divergence(spec, carry, r, start, perms, data)
+        carry, bad_step = _locate_divergence(spec, carry, r, start, perms, data, n)
         bad_epoch = int(r.bad_epoch) + 1
         past = history.upto(len(history.history["loss"]))
         for i in range(bad_epoch - 1 - start):  # the finite epochs of this call
@@ -345,7 +351,9 @@ def fit(
     return result
 
 
-def _locate_divergence(spec: Spec, carry: Carry, r: Report, done: int, perms, data: Data):
+def _locate_divergence(
+    spec: Spec, carry: Carry, r: Report, done: int, perms, data: Data, rows: int
+):
     """The fast path found the non-finite epoch and kept the state it started from: replay that
     epoch with a check after every step (:func:`jaxmlp._engine.program.replay_program`) for the
     last finite state and the first non-finite step. Returns the carry holding that state, and
@@ -357,7 +365,7 @@ def _locate_divergence(spec: Spec, carry: Carry, r: Report, done: int, perms, da
         perm = put(perm, replicated(spec.mesh))
     replay = replay_program(spec)
     state, bad, bad_step, _ = replay(
-        carry.state, False, np.int32(-1), data.x, data.y, data.sw, perm
+        carry.state, False, np.int32(-1), data.x, data.y, data.sw, perm, np.int32(rows)
     )
     bad, bad_step = host((bad, bad_step))
     if not bad:

@@ -6,6 +6,7 @@ with a message naming it; the checks that need the data's values run as one comp
 
 from __future__ import annotations
 
+import functools
 import warnings
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -238,3 +239,27 @@ def check_custom_loss(model: MLP, loss: Loss, params: Params, x: Any, y: Any, ro
         return
     trace = forward(model, params, x[:rows])
     check_loss_grad(loss, trace.z[-1] if loss.logits else trace.a[-1], y[:rows])
+
+
+def whole_batches(n: int, batch_size: int, drop_last: bool) -> int:
+    """The rows the compiled program holds for ``n`` real rows: ``n`` padded up to whole batches
+    (``n`` itself with ``drop_last``), so that data sets whose sizes differ by less than a batch
+    (cross-validation folds, refits) share one program. Padding rows weigh 0 and are never
+    drawn: the results are those of the ``n`` rows alone."""
+    return n if drop_last else -(-n // batch_size) * batch_size
+
+
+def _pad_leaf(a: jax.Array, total: int) -> jax.Array:
+    return jnp.pad(a, [(0, total - a.shape[0])] + [(0, 0)] * (a.ndim - 1))
+
+
+@functools.lru_cache(maxsize=64)
+def _pad_program(total: int):
+    return jax.jit(lambda tree: jax.tree.map(lambda a: _pad_leaf(a, total), tree))
+
+
+def pad_rows(tree: Any, total: int) -> Any:
+    """Every leaf of ``tree`` (``None`` leaves kept) padded with zero rows to ``total`` rows
+    along its leading axis (the last axis' rows for an ensemble's ``(K, n)`` weights: pass them
+    transposed), in one compiled call."""
+    return _pad_program(total)(tree)
