@@ -28,6 +28,10 @@ import jax
 import pytest
 from hypothesis import HealthCheck, settings
 
+# The command line and the estimators turn on JAX's persistent compilation cache in the user's
+# cache folder; tests stay out of it (tests/test_cache.py turns it on in subprocesses only).
+os.environ["JAXMLP_NO_COMPILATION_CACHE"] = "1"
+
 jax.config.update("jax_numpy_rank_promotion", "raise")
 jax.config.update("jax_debug_key_reuse", True)
 if jax.default_backend() != "cpu":

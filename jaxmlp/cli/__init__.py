@@ -9,31 +9,33 @@ ends as one line ``jaxmlp: error: <message>`` on stderr: exit status 2 for a bad
 split only and stores it, with the label mapping and feature names, in the checkpoint's
 metadata; ``predict`` reads it back, so a CSV goes in raw and labels come out by name.
 
-The commands themselves live in private modules: ``_cli_data`` (CSV files, datasets, the model's
-head), ``_cli_train`` (``train``) and ``_cli_commands`` (``predict``, ``gradcheck``, ``summary``).
-Their public names are re-exported here.
+The commands themselves live in private modules: ``_data`` (CSV files, datasets, the model's
+head), ``_train`` (``train``) and ``_commands`` (``predict``, ``gradcheck``, ``summary``).
+``main`` imports them, and with them JAX, only once the command line is parsed, so ``--help``
+and a bad flag answer at once; it then turns on JAX's persistent compilation cache (see
+:func:`jaxmlp.enable_compilation_cache`; not for ``bench``, which measures compiling), so a
+second run of the same command compiles nothing.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
+import importlib.metadata
 import math
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-import jax
-
-from jaxmlp import __version__, data
-from jaxmlp._core.activations import get_activation
-from jaxmlp._core.losses import get_loss
-from jaxmlp.cli._commands import cmd_gradcheck, cmd_predict, cmd_summary
-from jaxmlp.cli._data import UsageError, _fail
-from jaxmlp.cli._train import cmd_train
+from jaxmlp import __version__
+from jaxmlp.cli._errors import UsageError, _fail
 
 OPTIMIZERS = ("sgd", "momentum", "adam", "adamw")
-DATASETS = (*data.DATASETS, *data.SKLEARN_DATASETS)
+# jaxmlp.data's generated datasets, then scikit-learn's bundled ones, spelt out so that parsing
+# the command line imports no JAX (tests/test_startup.py checks they match jaxmlp.data's).
+DATASETS = ("circle", "xor", "gaussians", "spiral", "moons", "plane", "sine",
+            "digits", "diabetes", "breast_cancer", "iris")  # fmt: skip
 
 
 class _Parser(argparse.ArgumentParser):
@@ -48,6 +50,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if argv[:1] == ["bench"]:
             return _bench(argv[1:])
         args = build_parser().parse_args(argv)
+        from jaxmlp._cache import enable_by_default
+
+        enable_by_default()  # before the command compiles anything
         return args.run(args)
     except UsageError as err:
         return _fail(err, 2)
@@ -109,18 +114,41 @@ def _fraction(text: str) -> float:
 
 
 def _activation(text: str) -> str | tuple[str, ...]:
+    from jaxmlp._core.activations import get_activation
+
     names = tuple(n.strip() for n in text.split(","))
     for n in names:
         get_activation(n)
     return names[0] if len(names) == 1 else names
 
 
+def _output_activation(text: str) -> str:
+    from jaxmlp._core.activations import get_activation
+
+    return get_activation(text, output=True).name
+
+
+def _loss(text: str) -> str:
+    from jaxmlp._core.losses import get_loss
+
+    return get_loss(text).name
+
+
+def _command(module: str, name: str) -> Callable[[argparse.Namespace], int]:
+    """The command ``module.name``, imported when it runs (so parsing imports no JAX)."""
+
+    def run(args: argparse.Namespace) -> int:
+        return getattr(importlib.import_module(module), name)(args)
+
+    return run
+
+
 POSITIVE, COUNT = _number(int, 1), _number(int, 0)
 HIDDEN = _type("hidden", lambda t: _ints(t, 0))
 SIZES = _type("sizes", lambda t: _ints(t, 2))
 ACTIVATION = _type("activation", _activation)
-OUTPUT_ACTIVATION = _type("output_activation", lambda t: get_activation(t, output=True).name)
-LOSS = _type("loss", lambda t: get_loss(t).name)
+OUTPUT_ACTIVATION = _type("output_activation", _output_activation)
+LOSS = _type("loss", _loss)
 
 
 def _network_flags(p: argparse.ArgumentParser, hidden: str, activation: str) -> None:
@@ -142,7 +170,7 @@ def _shape_flags(p: argparse.ArgumentParser, hidden: str, activation: str) -> No
 def build_parser() -> argparse.ArgumentParser:
     """The argparse parser of every subcommand except ``bench`` (which forwards its flags)."""
     p = _Parser(prog="jaxmlp", description="Train, check and inspect JAX multilayer perceptrons.")
-    p.add_argument("--version", action="version", version=f"jaxmlp {__version__} (jax {jax.__version__})")  # fmt: skip
+    p.add_argument("--version", action="version", version=f"jaxmlp {__version__} (jax {importlib.metadata.version('jax')})")  # fmt: skip
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     t = sub.add_parser("train", help="train on a built-in dataset or a CSV file")
@@ -176,13 +204,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="process 0's address for a multi-process run (or $JAXMLP_COORDINATOR_ADDRESS)")  # fmt: skip
     t.add_argument("--num-processes", type=POSITIVE, help="processes in the run (or $JAXMLP_NUM_PROCESSES)")  # fmt: skip
     t.add_argument("--process-id", type=COUNT, help="this process's rank (or $JAXMLP_PROCESS_ID)")
-    t.set_defaults(run=cmd_train)
+    t.set_defaults(run=_command("jaxmlp.cli._train", "cmd_train"))
 
     r = sub.add_parser("predict", help="predict a CSV file with a trained model")
     r.add_argument("--checkpoint", type=Path, required=True, metavar="DIR", help="train's --out (or its model.npz)")  # fmt: skip
     r.add_argument("--data", type=Path, required=True, metavar="FILE.csv")
     r.add_argument("--out", type=Path, metavar="FILE.csv", help="default: standard output")
-    r.set_defaults(run=cmd_predict)
+    r.set_defaults(run=_command("jaxmlp.cli._commands", "cmd_predict"))
 
     g = sub.add_parser("gradcheck", help="manual vs autodiff vs finite-difference gradients")
     _shape_flags(g, "8", "tanh")
@@ -192,12 +220,12 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--seed", type=COUNT, default=0)
     g.add_argument("--dtype", choices=("float32", "float64"), default="float32")
     g.add_argument("--plot", type=Path, metavar="FILE.png", help="write the bar chart")
-    g.set_defaults(run=cmd_gradcheck)
+    g.set_defaults(run=_command("jaxmlp.cli._commands", "cmd_gradcheck"))
 
     s = sub.add_parser("summary", help="the per-layer table with parameter counts")
     s.add_argument("--checkpoint", type=Path, metavar="DIR")
     _shape_flags(s, "4", "sigmoid")
-    s.set_defaults(run=cmd_summary)
+    s.set_defaults(run=_command("jaxmlp.cli._commands", "cmd_summary"))
 
     sub.add_parser("bench", add_help=False, help="the benchmark suite ('jaxmlp bench --help')")
     return p

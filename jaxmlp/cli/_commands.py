@@ -17,14 +17,13 @@ from jaxmlp._core.mlp import MLP
 from jaxmlp.cli import _data as _cli_data
 from jaxmlp.cli._data import (
     CHECKPOINT,
-    UsageError,
     _class_name,
-    _fail,
     _is_number,
     load_trained,
     probabilities,
     read_csv,
 )
+from jaxmlp.cli._errors import UsageError, _fail
 
 # ---------------------------------------------------------------- predict
 

@@ -3,8 +3,8 @@
 ``train`` reads its rows here (a built-in dataset or a CSV with a header), decides the task and
 the label mapping, and picks the loss's output units and target encoding; ``predict`` reads a
 checkpoint's preprocessing back and turns outputs into class probabilities. This module sits
-below the other CLI modules, so the helpers they all share (the usage error, the one-line error
-report, the optional import of the plots) live here as well.
+below the other CLI modules, so the helpers they share (the optional import of the plots) live
+here as well; the usage error and the one-line error report live in ``_errors``.
 """
 
 from __future__ import annotations
@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import csv
 import math
-import sys
 from pathlib import Path
 from typing import NamedTuple
 
@@ -23,6 +22,7 @@ from jaxmlp import data
 from jaxmlp._checkpoint.files import load_checkpoint
 from jaxmlp._core.losses import Loss, get_loss
 from jaxmlp._core.mlp import Dense
+from jaxmlp.cli._errors import UsageError, _message
 from jaxmlp.errors import CheckpointError
 
 # An integer-valued CSV target is read as class labels when it has at most this many values
@@ -31,22 +31,6 @@ MAX_AUTO_CLASSES = 20
 CHECKPOINT = "model.npz"
 
 # ---------------------------------------------------------------- shared by every command
-
-
-class UsageError(Exception):
-    """A bad command line: reported in one line, exit status 2."""
-
-
-def _message(err: BaseException) -> str:
-    if isinstance(err, OSError) and err.filename and err.strerror:
-        return f"{err.filename}: {err.strerror}"
-    return " ".join(str(err).split()) or type(err).__name__
-
-
-def _fail(err: BaseException | str, status: int) -> int:
-    text = err if isinstance(err, str) else _message(err)
-    print(f"jaxmlp: error: {text}", file=sys.stderr)
-    return status
 
 
 def _import_plot():

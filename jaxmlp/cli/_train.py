@@ -50,10 +50,18 @@ def _optimizer(name: str, lr: float):
     return getattr(optax, name)(lr)
 
 
+@functools.partial(jax.jit, static_argnums=(0, 1))
+def _evaluate(model, loss, params, x, y):
+    """The data loss, the metric and the outputs as one program (run eagerly, each of their
+    operations would compile a program of its own)."""
+    value, metric = evaluate(model, params=params, x=x, y=y, loss=loss)
+    return value, metric, model.apply(params, x)
+
+
 def _scores(model, head, params, ds, rows, x, y, y_std) -> dict[str, float]:
     """Data loss (standardised units) and accuracy, or R^2, RMSE and MAE in the target's units."""
-    value, metric = evaluate(model, head.loss, params, jax.numpy.asarray(x), jax.numpy.asarray(y))
-    out = np.asarray(model.apply(params, x))
+    value, metric, out = _evaluate(model, head.loss, params, x, y)
+    out = np.asarray(out)
     scores = {"loss": float(value)}
     if ds.task == "classification":
         p = probabilities(out, model.output_activation, head.loss.logits)

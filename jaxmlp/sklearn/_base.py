@@ -18,6 +18,7 @@ from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from jaxmlp import EarlyStopping, TrainState, fit, make_train_step
+from jaxmlp._cache import enable_by_default
 from jaxmlp._core.losses import Loss
 from jaxmlp._core.mlp import MLP, Dense
 from jaxmlp.errors import JaxmlpWarning
@@ -145,6 +146,9 @@ class _BaseMLP(BaseEstimator):
         return self._fit(X, y, sample_weight, incremental=False)
 
     def _fit(self, X, y, sample_weight, incremental: bool, classes=None):
+        # An estimator owns its process's JAX set-up (a script, a grid search's workers): JAX's
+        # persistent compilation cache, unless the user configured it (see jaxmlp._cache).
+        enable_by_default()
         _check_params(self, incremental)
         first = not hasattr(self, "coefs_") or not (self.warm_start or incremental)
         X, Y, n_outputs = self._validate_input(X, y, first, incremental, classes)
