@@ -8,8 +8,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+import jaxmlp
 from jaxmlp._core.activations import HIDDEN_ACTIVATIONS, OUTPUT_ACTIVATIONS, get_activation
+from jaxmlp._core.gradcheck import TOLERANCES as GRAD_TOLERANCES
 
 # (rtol, atol) per dtype for values and derivatives against jax.nn / jax.grad. The two sides
 # evaluate the same formula in a different order, so they differ by a few ulps of the
@@ -46,6 +50,23 @@ GRID = np.concatenate(
 def test_every_activation_has_a_reference():
     assert set(ELEMENTWISE) == set(JAX_REFERENCE)
     assert "softmax" in OUTPUT_ACTIVATIONS and "softmax" not in HIDDEN_ACTIVATIONS
+    assert {"tanh", "softplus"} <= set(OUTPUT_ACTIVATIONS)
+
+
+@pytest.mark.parametrize("name", ["tanh", "softplus"])
+def test_output_tanh_and_softplus_are_the_hidden_ones_read_from_the_output(name):
+    # One Activation each: the output layer uses the same function and derivative, and the
+    # derivative reads only a (tanh: 1 - a^2; softplus: sigmoid(z) = 1 - exp(-a)).
+    act = get_activation(name, output=True)
+    assert act is get_activation(name) and act.uses_output_only
+
+
+def test_softplus_derivative_from_the_output_keeps_its_digits_in_the_tail():
+    # a = softplus(-30) ~ 9.4e-14: 1 - exp(-a) would round to 0 in float32, -expm1(-a) does not.
+    act = get_activation("softplus", output=True)
+    z = np.asarray([-30.0, -80.0], np.float32)
+    want = 1 / (1 + np.exp(-z.astype(np.float64)))
+    np.testing.assert_allclose(act.deriv(z, act.fn(z)), want, rtol=1e-5)
 
 
 @functools.cache
@@ -229,7 +250,7 @@ def test_unknown_hidden_name_lists_valid_ones(name):
         assert repr(valid) in str(err.value)
 
 
-@pytest.mark.parametrize("name", ["relu", "tanh", "bogus"])
+@pytest.mark.parametrize("name", ["relu", "gelu", "heaviside", "bogus"])
 def test_unknown_output_name_lists_valid_ones(name):
     with pytest.raises(ValueError, match="output_activation") as err:
         get_activation(name, output=True, argname="output_activation")
@@ -241,3 +262,106 @@ def test_unknown_output_name_lists_valid_ones(name):
 def test_non_string_name_is_a_value_error(name):
     with pytest.raises(ValueError, match="activation"):
         get_activation(name)
+
+
+# --- the regression outputs: tanh and softplus under the losses they pair with ---------------
+
+OUTPUT_LOSSES = [
+    ("tanh", "mse"),
+    ("tanh", "huber"),
+    ("softplus", "mse"),
+    ("softplus", "mae"),
+    ("softplus", "sse"),
+]
+
+
+@pytest.mark.parametrize(
+    ("output", "loss"), OUTPUT_LOSSES, ids=["-".join(c) for c in OUTPUT_LOSSES]
+)
+def test_tanh_and_softplus_outputs_pass_gradcheck(output, loss):
+    # The manual backward (output delta = dL/da * f'(z) from the output) against jax.grad and
+    # float64 finite differences, with non-zero biases and pre-activations of both signs.
+    model = jaxmlp.MLP((3, 5, 2), activation="tanh", output_activation=output)
+    k_p, k_b, k_x, k_y = jax.random.split(jax.random.key(len(loss) + len(output)), 4)
+    params = tuple(
+        jaxmlp.Dense(p.w * 1.3, 0.4 * jax.random.normal(k, p.b.shape))
+        for p, k in zip(model.init(k_p), jax.random.split(k_b, 2), strict=True)
+    )
+    x = jax.random.normal(k_x, (7, 3)) * 1.5
+    y = jax.random.uniform(k_y, (7, 2), minval=-0.9 if output == "tanh" else 0.1, maxval=0.9)
+    report = jaxmlp.gradcheck(model, params, x, y, loss, key=jax.random.key(9))
+    assert report.ok, str(report)
+    assert all(r.autodiff.cosine > 0.999999 for r in report.rows)
+
+
+@st.composite
+def regression_networks(draw):
+    """A random network with a tanh or softplus output, a regression loss and a batch."""
+    n_hidden = draw(st.integers(0, 2))
+    sizes = (
+        draw(st.integers(1, 4)),
+        *draw(st.lists(st.integers(1, 5), min_size=n_hidden, max_size=n_hidden)),
+        draw(st.integers(1, 3)),
+    )
+    hidden = tuple(draw(st.sampled_from(HIDDEN_ACTIVATIONS)) for _ in range(n_hidden))
+    output = draw(st.sampled_from(["tanh", "softplus"]))
+    return {
+        "model": jaxmlp.MLP(sizes, activation=hidden, output_activation=output),
+        "loss": draw(st.sampled_from(["sse", "mse", "half_mse", "mae", "huber"])),
+        "l2": draw(st.sampled_from([0.0, 0.1])),
+        "batch": draw(st.integers(1, 5)),
+        "weighted": draw(st.booleans()),
+        "seed": draw(st.integers(0, 2**16)),
+    }
+
+
+@settings(max_examples=max(1, settings.default.max_examples // 2))
+@given(regression_networks(), st.sampled_from(["float32", "float64"]))
+def test_tanh_and_softplus_outputs_manual_matches_autodiff(c, dtype):
+    # The whole network, random architectures: the hand-written backward from the output delta
+    # f'(z) = 1 - a^2 or 1 - e^-a against jax.grad of the same forward pass.
+    model, rng = c["model"], np.random.default_rng(c["seed"])
+    with jax.enable_x64(dtype == "float64"):
+        params = tuple(
+            jaxmlp.Dense(
+                jnp.asarray(rng.normal(size=(i, o)) * 1.3 / np.sqrt(i), dtype),
+                jnp.asarray(rng.normal(0.0, 0.5, o), dtype),
+            )
+            for i, o in model.layer_shapes()
+        )
+        x = jnp.asarray(rng.normal(size=(c["batch"], model.sizes[0])) * 1.5, dtype)
+        y = jnp.asarray(rng.uniform(0.1, 0.9, (c["batch"], model.sizes[-1])), dtype)
+        sw = jnp.asarray(rng.uniform(0.2, 2.0, c["batch"]), dtype) if c["weighted"] else None
+        methods = [jaxmlp.value_and_grad(model, c["loss"], method=m, l2=c["l2"]) for m in jaxmlp.METHODS]  # fmt: skip
+        (vm, gm), (va, ga) = jax.jit(lambda *a: [f(*a) for f in methods])(params, x, y, sw)
+        vm, va, gm, ga = jax.tree.map(np.asarray, (vm, va, gm, ga))
+    rtol, atol = GRAD_TOLERANCES[dtype]
+    assert vm.dtype == np.dtype(dtype)
+    np.testing.assert_allclose(vm, va, rtol=rtol)
+    scale = max(float(np.abs(leaf).max()) for leaf in jax.tree.leaves(ga))
+    for got, want in zip(jax.tree.leaves(gm), jax.tree.leaves(ga), strict=True):
+        assert got.dtype == want.dtype == np.dtype(dtype)
+        np.testing.assert_allclose(got, want, rtol=rtol, atol=atol * scale)
+
+
+@pytest.mark.parametrize("loss", ["softmax_cross_entropy", "sigmoid_binary_cross_entropy"])
+@pytest.mark.parametrize("output", ["tanh", "softplus"])
+def test_cross_entropies_refuse_tanh_and_softplus_outputs(output, loss):
+    # The cross entropies read logits; only identity or their own sigmoid/softmax gives them.
+    with pytest.raises(ValueError, match=f"^loss: '{loss}' works on logits.*'{output}'"):
+        jaxmlp.value_and_grad(jaxmlp.MLP((3, 2), output_activation=output), loss)
+
+
+def test_a_planted_bug_in_an_output_derivative_fails_gradcheck(monkeypatch):
+    # The check above can fail: 1 - a instead of 1 - a^2 for the tanh output is caught.
+    from jaxmlp._core import activations
+
+    wrong = activations._ACTIVATIONS["tanh"]._replace(deriv=lambda z, a: 1 - a)
+    monkeypatch.setitem(activations._ACTIVATIONS, "tanh", wrong)
+    model = jaxmlp.MLP((4, 3, 2), activation="relu", output_activation="tanh")  # a fresh program
+    params = model.init(jax.random.key(5))
+    x, y = jax.random.normal(jax.random.key(6), (6, 4)), jnp.full((6, 2), 0.5)
+    report = jaxmlp.gradcheck(model, params, x, y, "mse", key=jax.random.key(7))
+    assert not report.ok
+    last = [r for r in report.rows if r.layer == len(params)]  # layers count from 1
+    assert len(last) == 2 and not any(r.autodiff.ok for r in last)

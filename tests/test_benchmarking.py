@@ -319,3 +319,19 @@ def test_profile_step_script_without_device(tmp_path):
     proc = _script("profile_step.py", "--config", "S", "--dtype", "float32", "--methods",
                    "manual", "--steps", "2", tmp_path=tmp_path)  # fmt: skip
     assert "S float32 manual: no device plane in the trace" in proc.stdout
+
+
+@pytest.mark.slow
+def test_latency_script_quick(tmp_path):
+    """The time-to-first-result benchmark runs every case once as a fresh process and reports the
+    ratios to the scikit-learn script; the warm-cache runs read every program back."""
+    out = tmp_path / "latency.json"
+    proc = _script("bench_latency.py", "--quick", "--json", str(out), tmp_path=tmp_path)
+    record = json.loads(out.read_text())
+    cases = {row["case"]: row for row in record["cases"]}
+    assert cases["sklearn script"]["ratio_to_sklearn_script"] == 1.0
+    assert all(row["median_s"] > 0 and len(row["times_s"]) == 1 for row in cases.values())
+    for name in ("sklearn script", "jaxmlp script, cache cold", "jaxmlp script, cache warm"):
+        assert cases[name]["reports"][0]["epochs"] == 10
+    assert set(record["cv"]) == {f"cv jaxmlp, cache {c}, {n} call" for c in ("cold", "warm") for n in ("first", "second")}  # fmt: skip
+    assert record["environment"]["commit"] and "| jaxmlp --help |" in proc.stdout

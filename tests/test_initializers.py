@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import math
+import re
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
+import jaxmlp
 from jaxmlp import MLP
 from jaxmlp._core.initializers import INITIALIZERS, get_initializer
 
@@ -134,3 +136,94 @@ def test_mlp_init_accepts_legacy_keys_and_rejects_non_keys():
         model.init(jnp.zeros((3,), jnp.float32))
     with pytest.raises(ValueError, match="key"):
         model.init(jax.random.split(jax.random.key(1), 2))
+
+
+# --- callable initializers ---------------------------------------------------------------------
+
+
+ORTHOGONAL = jax.nn.initializers.orthogonal()
+
+
+def test_a_callable_initializer_draws_every_layers_weight():
+    model = MLP((6, 5, 4, 3), activation="tanh", initializer=ORTHOGONAL)
+    params = model.init(jax.random.key(8))
+    for p, (i, o) in zip(params, model.layer_shapes(), strict=True):
+        assert p.w.shape == (i, o) and p.w.dtype == jnp.float32
+        np.testing.assert_allclose(p.w.T @ p.w, np.eye(o), atol=1e-5)  # orthonormal columns
+        np.testing.assert_array_equal(p.b, 0.0)
+    # The same key as a named initializer: split once per layer, in the same order.
+    keys = jax.random.split(jax.random.key(8), 3)
+    np.testing.assert_array_equal(params[1].w, ORTHOGONAL(keys[1], (5, 4), jnp.float32))
+
+
+def test_a_callable_initializer_gets_the_requested_dtype(x64):
+    calls = []
+
+    def init(key, shape, dtype):
+        calls.append((shape, jnp.dtype(dtype)))
+        return jax.random.normal(key, shape, dtype)
+
+    params = MLP((3, 4, 2), initializer=init, param_dtype="float64").init(jax.random.key(1))
+    assert calls == [((3, 4), jnp.dtype("float64")), ((4, 2), jnp.dtype("float64"))]
+    assert all(p.w.dtype == jnp.float64 for p in params)
+
+
+def test_a_model_with_a_callable_initializer_is_hashable_and_compares_by_identity():
+    a = MLP((3, 4, 2), initializer=ORTHOGONAL)
+    assert a == MLP((3, 4, 2), initializer=ORTHOGONAL) and hash(a) == hash(MLP((3, 4, 2), initializer=ORTHOGONAL))  # fmt: skip
+    assert a != MLP((3, 4, 2), initializer=jax.nn.initializers.orthogonal())  # another object
+    traces = []
+
+    @jax.jit
+    def f(model, params, x):
+        traces.append(model)
+        return model.apply(params, x)
+
+    params = a.init(jax.random.key(0))
+    f(a, params, jnp.ones((2, 3)))
+    f(MLP((3, 4, 2), initializer=ORTHOGONAL), params, jnp.ones((2, 3)))
+    assert len(traces) == 1
+
+
+@pytest.mark.parametrize(
+    ("init", "match"),
+    [
+        (lambda key, shape, dtype: jnp.zeros(shape[::-1], dtype), "returned (4, 3) float32"),
+        (lambda key, shape, dtype: jnp.zeros(shape, jnp.float16), "returned (3, 4) float16"),
+        (lambda key, shape, dtype: None, "returned None NoneType"),
+    ],
+    ids=["transposed", "dtype", "none"],
+)
+def test_a_callable_returning_the_wrong_weight_is_refused_at_init(init, match):
+    model = MLP((3, 4, 2), initializer=init)
+    want = f"initializer: asked for a (3, 4) float32 weight, {match}"
+    with pytest.raises(ValueError, match=f"^{re.escape(want)}$"):
+        model.init(jax.random.key(0))
+
+
+@pytest.mark.parametrize("init", [3, ["he_normal"], None], ids=repr)
+def test_an_initializer_neither_name_nor_callable_is_a_type_error(init):
+    with pytest.raises(TypeError, match=r"^initializer: expected a name or a callable"):
+        MLP((3, 2), initializer=init)
+
+
+def test_to_dict_names_a_callable_and_from_dict_refuses_it():
+    d = MLP((3, 4, 2), initializer=ORTHOGONAL).to_dict()
+    assert d["initializer"] == "callable:jax._src.nn.initializers.orthogonal.<locals>.init"
+    with pytest.raises(ValueError, match=r"^initializer: the model had the callable initializer "
+                       r".*orthogonal.*pass the model itself"):  # fmt: skip
+        MLP.from_dict(d)
+
+
+def test_a_checkpoint_of_a_callable_initializer_loads_only_given_the_model(tmp_path):
+    model = MLP((3, 4, 2), activation="tanh", initializer=ORTHOGONAL)
+    params = model.init(jax.random.key(4))
+    path = jaxmlp.save_checkpoint(tmp_path / "c.npz", model=model, params=params, step=2)
+    with pytest.raises(jaxmlp.CheckpointError, match=r"callable initializer.*load_checkpoint\(path, model=model\)"):  # fmt: skip
+        jaxmlp.load_checkpoint(path)
+    ck = jaxmlp.load_checkpoint(path, model=model)
+    assert ck.model is model and ck.step == 2
+    np.testing.assert_array_equal(ck.params[0].w, params[0].w)
+    # Another model is still told apart: here another name where the file holds the callable.
+    with pytest.raises(jaxmlp.CheckpointError, match="initializer"):
+        jaxmlp.load_checkpoint(path, model=MLP((3, 4, 2), activation="tanh"))

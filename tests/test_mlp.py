@@ -13,6 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+import jaxmlp
 from jaxmlp import MLP, Dense
 
 LECTURE = {(3, 4, 2): (26, 2), (3, 4, 3, 2): (39, 3)}
@@ -229,17 +230,18 @@ def test_an_mlp_still_keys_an_lru_cache():
     assert len(calls) == 2
 
 
-@pytest.mark.parametrize(
-    "model",
-    [
-        MLP((3, 4, 2)),
-        MLP((3, 4, 3, 2), activation=("tanh", "gelu"), output_activation="softmax"),
-        MLP((5, 1), output_activation="sigmoid", initializer="lecun_normal"),
-        MLP((2, 8, 2), param_dtype="float64", compute_dtype="bfloat16"),
-    ],
-    ids=["default", "per-layer", "sigmoid", "dtypes"],
-)
-def test_to_dict_from_dict_roundtrip(model):
+ROUNDTRIP = {
+    "default": dict(sizes=(3, 4, 2)),
+    "per-layer": dict(sizes=(3, 4, 3, 2), activation=("tanh", "gelu"), output_activation="softmax"),
+    "sigmoid": dict(sizes=(5, 1), output_activation="sigmoid", initializer="lecun_normal"),
+    "softplus": dict(sizes=(5, 3, 1), activation="elu", output_activation="softplus"),
+    "dtypes": dict(sizes=(2, 8, 2), param_dtype="float64", compute_dtype="bfloat16"),
+}
+
+
+@pytest.mark.parametrize("kwargs", ROUNDTRIP.values(), ids=ROUNDTRIP.keys())
+def test_to_dict_from_dict_roundtrip(kwargs, x64):
+    model = MLP(**kwargs)
     d = model.to_dict()
     assert MLP.from_dict(d) == model
     assert MLP.from_dict(json.loads(json.dumps(d))) == model
@@ -302,6 +304,66 @@ def test_float64_params_give_float64_output(x64):
     assert model.apply(params, jnp.ones((2, 3), jnp.float32)).dtype == jnp.float64
 
 
+@pytest.mark.parametrize("dtype", ["float64", jnp.float64, np.dtype("float64")], ids=repr)
+@pytest.mark.parametrize("field", ["param_dtype", "compute_dtype"])
+def test_float64_without_x64_is_refused_saying_how_to_enable_it(field, dtype):
+    # JAX would silently hold float32 while the model claimed float64.
+    assert not jax.config.jax_enable_x64
+    with pytest.raises(ValueError, match=f"^{field}: 'float64' needs JAX's 64-bit mode") as err:
+        MLP((3, 4, 2), **{field: dtype})
+    assert 'jax.config.update("jax_enable_x64", True)' in str(err.value)
+    assert "jax.enable_x64(True)" in str(err.value)
+
+
+def test_float64_model_built_under_x64_refuses_to_init_without_it():
+    with jax.enable_x64(True):
+        model = MLP((3, 4, 2), param_dtype="float64")
+        assert model.init(jax.random.key(0))[0].w.dtype == jnp.float64
+    with pytest.raises(ValueError, match=r"^param_dtype: 'float64' needs JAX's 64-bit mode"):
+        model.init(jax.random.key(0))
+
+
+# --- inputs with leading axes -----------------------------------------------------------------
+
+
+LEADING_SHAPES = [(5,), (4, 5), (2, 3, 4), (1, 1)]
+
+
+@pytest.mark.parametrize("lead", LEADING_SHAPES, ids=str)
+def test_apply_keeps_any_leading_axes(lecture_net, lead):
+    model, params, _ = lecture_net
+    x = jax.random.normal(jax.random.key(44), (*lead, 3))
+    rows = model.apply(params, x.reshape(-1, 3))
+    out = model.apply(params, x)
+    assert out.shape == (*lead, 2)
+    np.testing.assert_array_equal(out, rows.reshape(*lead, 2))
+    np.testing.assert_array_equal(jax.jit(model.apply)(params, x), out)
+
+
+def test_apply_on_a_coordinate_grid():
+    # A neural field: (grid_h, grid_w, 2) coordinates in, (grid_h, grid_w, out) values out.
+    model = MLP((2, 16, 3), activation="tanh", output_activation="sigmoid")
+    params = model.init(jax.random.key(3))
+    u, v = jnp.meshgrid(jnp.linspace(-1, 1, 7), jnp.linspace(-1, 1, 5), indexing="ij")
+    grid = jnp.stack([u, v], axis=-1)
+    image = model.apply(params, grid)
+    assert image.shape == (7, 5, 3)
+    np.testing.assert_allclose(image[6, 2], model.apply(params, grid[6, 2]), rtol=1e-6)
+
+
+def test_apply_manual_and_its_gradient_keep_leading_axes(lecture_net):
+    model, params, _ = lecture_net
+    x = jax.random.normal(jax.random.key(45), (2, 3, 3))
+    np.testing.assert_array_equal(jaxmlp.apply_manual(model, params, x), model.apply(params, x))
+
+    def head(apply, p, xx):
+        return jnp.sum(jnp.sin(apply(p, xx)) * jnp.arange(1.0, 3.0)[None, None, :])
+
+    manual = jax.grad(lambda p, xx: head(functools.partial(jaxmlp.apply_manual, model), p, xx), (0, 1))  # fmt: skip
+    auto = jax.grad(lambda p, xx: head(model.apply, p, xx), (0, 1))
+    chex.assert_trees_all_close(manual(params, x), auto(params, x), rtol=1e-5, atol=1e-6)
+
+
 def test_bfloat16_compute_keeps_float32_output(lecture_net):
     model, params, x = lecture_net
     mixed = MLP(model.sizes, model.activation, model.output_activation, compute_dtype="bfloat16")
@@ -320,8 +382,9 @@ def test_bfloat16_compute_keeps_float32_output(lecture_net):
 def _bad_inputs(model, params, x):
     p = list(params)
     return {
-        "x rank 3": (params, x[None], ValueError, "x"),
-        "x rank 0": (params, jnp.float32(1.0), ValueError, "x"),
+        "x rank 0": (params, jnp.float32(1.0), ValueError, r"x: expected shape \(\.\.\., 3\)"),
+        "x empty leading axis": (params, x[None, :0], ValueError, "x: empty batch"),
+        "x features, leading axes": (params, x[None, :, :2], ValueError, "x: expected 3 features"),
         "x features": (params, jnp.ones((5, 4)), ValueError, r"x: expected 3 features"),
         "x complex": (params, jnp.ones((5, 3), jnp.complex64), TypeError, "x"),
         "x bool": (params, jnp.ones((5, 3), bool), TypeError, "x"),
@@ -357,8 +420,9 @@ def _bad_inputs(model, params, x):
 
 
 BAD_CASES = [
-    "x rank 3",
     "x rank 0",
+    "x empty leading axis",
+    "x features, leading axes",
     "x features",
     "x complex",
     "x bool",

@@ -120,12 +120,17 @@ CASES = [
     Case("mlp-param-dtype-int", lambda e: jaxmlp.MLP((3, 2), param_dtype="int32"), V, "param_dtype"),
     Case("mlp-param-dtype-none", lambda e: jaxmlp.MLP((3, 2), param_dtype=None), V, "param_dtype"),
     Case("mlp-compute-dtype-complex", lambda e: jaxmlp.MLP((3, 2), compute_dtype="complex64"), V, "compute_dtype"),
+    Case("mlp-param-dtype-float64-without-x64", lambda e: jaxmlp.MLP((3, 2), param_dtype="float64"), V, "param_dtype"),
+    Case("mlp-compute-dtype-float64-without-x64", lambda e: jaxmlp.MLP((3, 2), compute_dtype="float64"), V, "compute_dtype"),
+    Case("mlp-initializer-wrong-shape", lambda e: jaxmlp.MLP((3, 2), initializer=lambda k, s, d: jnp.zeros(3)).init(jax.random.key(4)), V, "initializer"),
+    Case("mlp-from-dict-callable-initializer", lambda e: jaxmlp.MLP.from_dict(jaxmlp.MLP((3, 2), initializer=jnp.zeros).to_dict()), V, "initializer"),
     Case("mlp-from-dict-no-sizes", lambda e: jaxmlp.MLP.from_dict({"activation": "relu"}), V, "MLP description"),
     Case("mlp-from-dict-unknown-field", lambda e: jaxmlp.MLP.from_dict({"sizes": [3, 2], "depth": 2}), V, "MLP description"),
     Case("init-key-int", lambda e: REG.init(0), T, "key"),
     Case("init-key-batch", lambda e: REG.init(jax.random.split(jax.random.key(3))), V, "key"),
     # --- apply: rank, features, empty, dtype, non-arrays, params -----------------------------
-    Case("apply-rank3", lambda e: REG.apply(e.p, e.x[None]), V, "x"),
+    Case("apply-leading-axes-features", lambda e: REG.apply(e.p, e.xc[None]), V, "x"),
+    Case("apply-leading-axes-empty", lambda e: REG.apply(e.p, e.x[None, :0]), V, "x"),
     Case("apply-rank0", lambda e: REG.apply(e.p, jnp.float32(1)), V, "x"),
     Case("apply-features", lambda e: REG.apply(e.p, e.xc), V, "x"),
     Case("apply-empty", lambda e: REG.apply(e.p, e.x[:0]), V, "x"),
@@ -153,6 +158,7 @@ CASES = [
     Case("vg-loss-unknown", lambda e: jaxmlp.value_and_grad(REG, "hinge"), V, "loss"),
     Case("vg-loss-type", lambda e: jaxmlp.value_and_grad(REG, None), T, "loss"),
     Case("vg-loss-pairing", lambda e: jaxmlp.value_and_grad(jaxmlp.MLP((3, 2), output_activation="sigmoid"), "softmax_cross_entropy"), V, "loss"),
+    Case("vg-loss-pairing-tanh", lambda e: jaxmlp.value_and_grad(jaxmlp.MLP((3, 2), output_activation="tanh"), "sigmoid_binary_cross_entropy"), V, "loss"),
     Case("vg-loss-reduction", lambda e: jaxmlp.value_and_grad(REG, jaxmlp.get_loss("mse")._replace(reduction="max")), V, "loss"),
     Case("vg-loss-targets", lambda e: jaxmlp.value_and_grad(REG, jaxmlp.get_loss("mse")._replace(targets="ordinal")), V, "loss"),
     Case("vg-loss-not-callable", lambda e: jaxmlp.value_and_grad(REG, jaxmlp.Loss("mine", None, None)), T, "loss"),
@@ -200,10 +206,10 @@ CASES = [
     Case("get_activation-unknown", lambda e: jaxmlp.get_activation("relu6"), V, "activation"),
     Case("get_activation-not-output", lambda e: jaxmlp.get_activation("relu", output=True), V, "activation"),
     Case("get_activation-list", lambda e: jaxmlp.get_activation(["relu"]), V, "activation"),
-    Case("evaluate-loss", lambda e: jaxmlp.evaluate(REG, "hinge", e.p, e.x, e.y), V, "loss"),
-    Case("evaluate-features", lambda e: jaxmlp.evaluate(REG, "mse", e.p, e.xc, e.y), V, "x"),
-    Case("evaluate-y-rows", lambda e: jaxmlp.evaluate(REG, "mse", e.p, e.x, e.y[:4]), V, "y"),
-    Case("evaluate-params", lambda e: jaxmlp.evaluate(REG, "mse", e.other, e.x, e.y), V, r"params\[0\]\.w"),
+    Case("evaluate-loss", lambda e: jaxmlp.evaluate(REG, e.p, e.x, e.y, loss="hinge"), V, "loss"),
+    Case("evaluate-features", lambda e: jaxmlp.evaluate(REG, e.p, e.xc, e.y, loss="mse"), V, "x"),
+    Case("evaluate-y-rows", lambda e: jaxmlp.evaluate(REG, e.p, e.x, e.y[:4], loss="mse"), V, "y"),
+    Case("evaluate-params", lambda e: jaxmlp.evaluate(REG, e.other, e.x, e.y, loss="mse"), V, r"params\[0\]\.w"),
     Case("accuracy-rows", lambda e: jaxmlp.accuracy(jnp.zeros((3, 2)), jnp.zeros(4, jnp.int32)), V, "y"),
     Case("accuracy-logits-rank", lambda e: jaxmlp.accuracy(jnp.zeros(3), jnp.zeros(3, jnp.int32)), V, "logits"),
     Case("accuracy-targets", lambda e: jaxmlp.accuracy(jnp.zeros((3, 2)), jnp.zeros(3, jnp.int32), "ordinal"), V, "targets"),
@@ -388,7 +394,7 @@ JIT_CASES = [
     Case("apply_manual-bool-x", lambda e: jax.jit(jaxmlp.apply_manual, static_argnums=0)(REG, e.p, e.x > 0), T, "x"),
     Case("grad-apply_manual-features", lambda e: jax.grad(lambda p: jnp.sum(jaxmlp.apply_manual(REG, p, e.xc)))(e.p), V, "x"),
     Case("vmap-apply-features", lambda e: jax.vmap(REG.apply, in_axes=(None, 0))(e.p, e.x[:, None, :2]), V, "x"),
-    Case("evaluate-y-rows", lambda e: jax.jit(jaxmlp.evaluate, static_argnums=(0, 1))(REG, "mse", e.p, e.x, e.y[:4]), V, "y"),
+    Case("evaluate-y-rows", lambda e: jax.jit(jaxmlp.evaluate, static_argnames="loss")(REG, e.p, e.x, e.y[:4], loss="mse"), V, "y"),
     Case("standardizer-features", lambda e: jax.jit(lambda s, x: s.transform(x))(jaxmlp.Standardizer.fit(e.x), e.xc), V, "x"),
     Case("train-step-y-columns", lambda e: jaxmlp.make_train_step(REG, "mse")(jaxmlp.TrainState.create(e.p), e.x, e.y[:, :1]), V, "y"),
 ]  # fmt: skip
@@ -400,6 +406,21 @@ def test_shape_dtype_and_name_checks_hold_under_transformations(e, case):
         case.call(e)
     assert_documented(info.value)
     assert re.match(rf"{case.arg}(?!\w)", str(info.value)), str(info.value)
+
+
+@pytest.mark.parametrize("loss", ["mse", jaxmlp.get_loss("mse")], ids=["name", "Loss"])
+def test_evaluate_in_the_old_order_still_works_with_a_deprecation_warning(e, loss):
+    new = jaxmlp.evaluate(REG, e.p, e.x, e.y, loss)
+    assert new == jaxmlp.evaluate(REG, e.p, e.x, e.y, loss=loss)
+    with pytest.warns(DeprecationWarning, match=r"evaluate\(model, params, x, y, loss=loss\)"):
+        old = jaxmlp.evaluate(REG, loss, e.p, e.x, e.y)
+    np.testing.assert_array_equal(old, new)
+    # and under jit, the old order's loss static in the second place (a fresh function: the
+    # warning comes at trace time)
+    with pytest.warns(DeprecationWarning):
+        old_order = jax.jit(lambda *a: jaxmlp.evaluate(*a), static_argnums=(0, 1))
+        jitted = old_order(REG, loss, e.p, e.x, e.y)
+    np.testing.assert_allclose(jitted, new, rtol=1e-6)
 
 
 def test_fit_rejects_bad_input_before_compiling_anything(e):
@@ -622,7 +643,9 @@ def _call_any(data, e):
     if target == "mlp":
         sizes = d(st.one_of(st.lists(st.one_of(st.integers(-1, 5), JUNK), max_size=4), JUNK))
         kw = dict(activation=d(NAMES), output_activation=d(NAMES), initializer=d(NAMES))
-        kw["param_dtype"] = d(st.one_of(st.sampled_from(["float32", "int8", "bfloat16"]), JUNK))
+        kw["param_dtype"] = d(
+            st.one_of(st.sampled_from(["float32", "int8", "bfloat16", "float64"]), JUNK)
+        )
         return lambda: jaxmlp.MLP(sizes, **kw).init(jax.random.key(32))
     if target == "lookup":
         name, output = d(NAMES), d(st.booleans())
@@ -637,7 +660,7 @@ def _call_any(data, e):
         a, b, targets = d(any_array((N, 3))), d(any_array((N,))), d(NAMES)
         return lambda: (jaxmlp.accuracy(a, b, targets), jaxmlp.r2_score(a, b))
     if target == "evaluate":
-        args = (d(NAMES), d(params_like(e)), d(any_array((N, 3))), d(any_array((N, 2))))
+        args = (d(params_like(e)), d(any_array((N, 3))), d(any_array((N, 2))), d(NAMES))
         return lambda: jaxmlp.evaluate(REG, *args)
     if target == "split":
         a, b, fraction, size = d(any_array((N, 3))), d(any_array((N,))), d(JUNK), d(JUNK)

@@ -180,7 +180,7 @@ def test_validation_metric_is_accuracy_for_classification():
     assert result.history["val_metric"][-1] == pytest.approx(acc, abs=1e-6)
     assert acc > 0.8
     val_loss, _ = jaxmlp.evaluate(
-        CLS, jaxmlp.get_loss("softmax_cross_entropy"), result.params, x, y
+        CLS, result.params, x, y, loss=jaxmlp.get_loss("softmax_cross_entropy")
     )
     assert result.history["val_loss"][-1] == pytest.approx(float(val_loss), rel=1e-5)
 
@@ -211,7 +211,7 @@ def test_early_stopping_stops_and_restores_best(reg):
     assert result.step == n * -(-x.shape[0] // 10)
     best = int(np.argmin(result.history["val_loss"])) + 1
     assert result.best_epoch == best and n == best + 3
-    val_loss, _ = jaxmlp.evaluate(REG, jaxmlp.get_loss("mse"), result.params, xv, yv)
+    val_loss, _ = jaxmlp.evaluate(REG, result.params, xv, yv, loss=jaxmlp.get_loss("mse"))
     assert float(val_loss) == pytest.approx(min(result.history["val_loss"]), rel=1e-5)
 
 
@@ -370,3 +370,23 @@ def test_progress_bar_reports_epochs(reg, capsys):
     )
     err = capsys.readouterr().err
     assert "fit" in err and "3/3" in err and "loss=" in err
+
+
+def test_progress_rate_is_the_steady_state_not_the_first_calls(capsys):
+    # The first call (0.5 s here, compilation in a real run) must not set the rate: the clock
+    # restarts after it, so 400 epochs in four quick calls show thousands of epochs per second,
+    # where the run's average with the first call would be under 802.
+    import re
+    import time
+
+    from jaxmlp._train.callbacks import CallState, ProgressBar
+
+    bar = ProgressBar(401, 0, "fit", True)
+    time.sleep(0.5)
+    for epoch in (1, 101, 201, 301, 401):
+        bar.on_epoch_end(epoch, {"loss": 1.0})
+        bar.on_call_end(CallState(epoch, 401, None, None, {}, None, epoch == 401))
+    bar.on_train_end(None)
+    final = capsys.readouterr().err.replace("\r", "\n").strip().splitlines()[-1]
+    assert "401/401" in final and "loss=1" in final
+    assert float(re.search(r"([0-9.]+)epoch/s", final).group(1)) > 3000, final

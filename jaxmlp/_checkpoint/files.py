@@ -208,7 +208,12 @@ def _assemble(
     path: Path, arrays: dict[str, np.ndarray], meta: dict[str, Any], model: Any, like: Any
 ) -> Checkpoint:
     try:
-        stored = MLP.from_dict(meta["model"])
+        # The given model stands in for its own description: from_dict cannot rebuild a
+        # callable initializer.
+        if model is not None and meta["model"] == model.to_dict():
+            stored = model
+        else:
+            stored = MLP.from_dict(meta["model"])
     except ValueError as err:
         raise CheckpointError(f"checkpoint {path}: invalid model description ({err})") from err
     if model is not None:

@@ -2,16 +2,19 @@
 
 Each activation is an :class:`Activation`: the function ``fn(z) -> a`` and its derivative
 ``deriv(z, a) -> f'(z)``. The backward pass hands over both the pre-activation ``z`` and the
-activation ``a``; where the mathematics allows (identity, relu, leaky_relu, sigmoid, tanh) the
-derivative reads only ``a``, so XLA can drop ``z`` after the forward pass. At kinks the
-derivative matches ``jax.grad`` of the matching ``jax.nn`` function: relu'(0) = 0,
+activation ``a``; where the mathematics allows (identity, relu, leaky_relu, sigmoid, tanh,
+softplus) the derivative reads only ``a``, so XLA can drop ``z`` after the forward pass. At
+kinks the derivative matches ``jax.grad`` of the matching ``jax.nn`` function: relu'(0) = 0,
 leaky_relu'(0) = 1, elu'(0) = 1. heaviside(0) = 0 (the lecture's neuron fires only above its
 threshold) and its derivative is taken as 0 everywhere (it is 0 almost everywhere and undefined
 at 0), which is why the historic step network cannot be trained by gradient descent.
 
-Output activations (``identity``, ``sigmoid``, ``softmax``) also carry ``vjp(z, a, da) -> dz``;
-for the elementwise ones that is ``da * deriv(z, a)``, for softmax it is the Jacobian-vector
-product ``a * (da - sum(da * a))``.
+Output activations (``identity``, ``sigmoid``, ``softmax``, ``tanh``, ``softplus``) use
+``vjp(z, a, da) -> dz``; for the elementwise ones that is ``da * deriv(z, a)`` (tanh:
+``da * (1 - a^2)``, softplus: ``da * (1 - exp(-a))``), for softmax it is the Jacobian-vector
+product ``a * (da - sum(da * a))``. A ``tanh`` output suits regression targets in (-1, 1), a
+``softplus`` output positive ones; the cross entropies read logits and pair only with
+``identity`` or their own ``sigmoid``/``softmax``.
 """
 
 from __future__ import annotations
@@ -127,7 +130,9 @@ _ACTIVATIONS: dict[str, Activation] = {
             ),
             False,
         ),
-        Activation("softplus", jax.nn.softplus, lambda z, a: jax.nn.sigmoid(z), False),
+        # sigmoid(z) from the output: e^a = 1 + e^z, so sigmoid(z) = 1 - e^-a = -expm1(-a),
+        # which keeps its digits where a is tiny (z very negative).
+        Activation("softplus", jax.nn.softplus, lambda z, a: -jnp.expm1(-a), True),
         Activation("gelu", _gelu, _gelu_deriv, False),
         Activation("gelu_tanh", _gelu_tanh, _gelu_tanh_deriv, False),
         Activation("silu", jax.nn.silu, _silu_deriv, False),
@@ -136,7 +141,7 @@ _ACTIVATIONS: dict[str, Activation] = {
 }
 
 HIDDEN_ACTIVATIONS: tuple[str, ...] = tuple(n for n in _ACTIVATIONS if n != "softmax")
-OUTPUT_ACTIVATIONS: tuple[str, ...] = ("identity", "sigmoid", "softmax")
+OUTPUT_ACTIVATIONS: tuple[str, ...] = ("identity", "sigmoid", "softmax", "tanh", "softplus")
 
 
 def get_activation(name: str, *, output: bool = False, argname: str = "activation") -> Activation:

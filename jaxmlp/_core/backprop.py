@@ -25,7 +25,17 @@ from jax.typing import ArrayLike
 from jaxmlp._checks import check_choice, check_nonnegative
 from jaxmlp._core.activations import get_activation
 from jaxmlp._core.losses import Loss, get_loss
-from jaxmlp._core.mlp import MLP, Dense, Params, as_array, as_batch, check_params, dense
+from jaxmlp._core.mlp import (
+    MLP,
+    Dense,
+    Params,
+    as_array,
+    as_batch,
+    as_rows,
+    check_params,
+    dense,
+    unrows,
+)
 
 METHODS = ("manual", "autodiff")
 
@@ -363,12 +373,11 @@ def apply_manual(model: MLP, params: Params, x: jax.typing.ArrayLike) -> jax.Arr
     """``model.apply`` whose reverse-mode derivative (VJP) is the manual backward pass.
 
     ``jax.grad`` of any loss written on top of it runs :func:`backward`; the result is the
-    same function as ``model.apply``.
+    same function as ``model.apply``, on ``x`` ``(..., sizes[0])`` with any leading axes.
     """
     check_params(model, params)
-    xb, single = as_batch(model, x, params)
-    out = _apply_manual(model, params, xb)
-    return out[0] if single else out
+    xb, lead = as_rows(model, x, params)
+    return unrows(_apply_manual(model, params, xb), lead)
 
 
 def _per_example_setup(model, loss, l2):

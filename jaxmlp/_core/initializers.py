@@ -2,6 +2,7 @@
 
 ``"auto"`` picks He (Kaiming) normal for the ReLU family and Glorot (Xavier) uniform otherwise,
 the usual pairing that keeps the forward signal's variance roughly constant through the layers.
+Any callable of that signature works too, e.g. ``jax.nn.initializers.orthogonal()``.
 """
 
 from __future__ import annotations
@@ -46,12 +47,15 @@ INITIALIZERS: dict[str, Initializer] = {
 _RELU_FAMILY = frozenset({"relu", "leaky_relu", "elu", "gelu", "gelu_tanh", "silu", "softplus"})
 
 
-def get_initializer(name: str, activation: str) -> Initializer:
-    """Returns the initialiser called ``name`` (``"auto"`` chooses by ``activation``).
+def get_initializer(name: str | Initializer, activation: str) -> Initializer:
+    """Returns the initialiser called ``name`` (``"auto"`` chooses by ``activation``), or
+    ``name`` itself when it is a callable ``(key, shape, dtype) -> array``.
 
     Raises:
         ValueError: for an unknown name, listing the valid ones.
     """
+    if callable(name):
+        return name
     if name == "auto":
         return he_normal if activation in _RELU_FAMILY else glorot_uniform
     if name not in INITIALIZERS:

@@ -5,6 +5,8 @@ Pure and jittable; ``fit`` computes them inside the fused epoch for the validati
 
 from __future__ import annotations
 
+import warnings
+
 import jax
 import jax.numpy as jnp
 
@@ -61,17 +63,46 @@ def r2_score(pred: jax.Array, y: jax.Array) -> jax.Array:
 
 
 def evaluate(
-    model: MLP, loss: str | Loss, params: Params, x: jax.Array, y: jax.Array
+    model: MLP,
+    params: Params,
+    x: jax.typing.ArrayLike,
+    y: jax.typing.ArrayLike,
+    loss: str | Loss,
 ) -> tuple[jax.Array, jax.Array]:
-    """The data loss (no l2 term) and the metric (accuracy or R^2) on ``x`` ``(n, in)`` and ``y``
-    (as ``loss`` expects). Checks shapes and dtypes at trace time; jittable."""
+    """The data loss (no l2 term) and the metric (accuracy or R^2) of ``params`` on ``(x, y)``.
+
+    The argument order is ``fit``'s and ``gradcheck``'s: ``evaluate(model, params, x, y,
+    loss="mse")``. The old order ``evaluate(model, loss, params, x, y)`` (a loss name or
+    ``Loss`` second) still works for one release, with a ``DeprecationWarning``.
+
+    Args:
+        model: the network description.
+        params: its parameters.
+        x: ``(n, sizes[0])``.
+        y: targets as ``loss`` expects.
+        loss: a loss name (``jaxmlp.LOSSES``) or a :class:`jaxmlp.Loss`.
+
+    Returns:
+        ``(loss_value, metric)``, two scalars in the parameters' dtype.
+
+    Checks shapes and dtypes at trace time; jittable (``loss`` static, e.g.
+    ``jax.jit(evaluate, static_argnames="loss")``).
+    """
+    if isinstance(params, (str, Loss)):
+        warnings.warn(
+            "evaluate(model, loss, params, x, y) is deprecated: call "
+            "evaluate(model, params, x, y, loss=loss), the order of fit and gradcheck",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        params, x, y, loss = x, y, loss, params  # type: ignore[assignment]
     loss = check_model_loss(model, loss)
     check_params(model, params)
-    x, _ = as_batch(model, x, params)
-    y = check_targets(model, loss, y, x.shape[0], x.dtype)
-    trace = forward(model, params, x)
+    xb, _ = as_batch(model, x, params)
+    yb = check_targets(model, loss, y, xb.shape[0], xb.dtype)
+    trace = forward(model, params, xb)
     out = trace.z[-1] if loss.logits else trace.a[-1]
-    value = loss.value(out, y)
+    value = loss.value(out, yb)
     if loss.targets == "regression":
-        return value, r2_score(trace.a[-1], y).astype(value.dtype)
-    return value, accuracy(trace.z[-1], y, loss.targets).astype(value.dtype)
+        return value, r2_score(trace.a[-1], yb).astype(value.dtype)
+    return value, accuracy(trace.z[-1], yb, loss.targets).astype(value.dtype)

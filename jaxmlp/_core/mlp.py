@@ -8,7 +8,7 @@ Convention (batch-major): ``x`` is ``(batch, sizes[0])``, a layer's weight ``w``
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
 import jax
@@ -18,9 +18,11 @@ from jax import lax
 
 from jaxmlp._checks import check_key
 from jaxmlp._core.activations import get_activation
-from jaxmlp._core.initializers import get_initializer
+from jaxmlp._core.initializers import Initializer, get_initializer
 
 _FLOAT_DTYPES = ("float16", "bfloat16", "float32", "float64")
+# to_dict's stand-in for a callable initializer, which no file can hold: "callable:<qualname>".
+CALLABLE_INITIALIZER = "callable:"
 
 
 class Dense(NamedTuple):
@@ -51,7 +53,24 @@ def _dtype_name(value: Any, argname: str, allow_none: bool = False) -> str | Non
         raise ValueError(f"{argname}: not a dtype: {value!r}") from err
     if name not in _FLOAT_DTYPES:
         raise ValueError(f"{argname}: must be one of {list(_FLOAT_DTYPES)}, got {name!r}")
+    check_x64(name, argname)
     return name
+
+
+def check_x64(dtype: str, argname: str) -> None:
+    """Raises ``ValueError`` for a 64-bit ``dtype`` while JAX's x64 mode is off: JAX would
+    silently make its arrays 32-bit, and a model would claim float64 while holding float32."""
+    if jax.dtypes.canonicalize_dtype(dtype) != jnp.dtype(dtype):
+        raise ValueError(
+            f"{argname}: {dtype!r} needs JAX's 64-bit mode, which is off (JAX would silently "
+            'hold float32); enable it at start-up with jax.config.update("jax_enable_x64", True), '
+            "or build and use the model inside `with jax.enable_x64(True):`"
+        )
+
+
+def _callable_name(fn: Callable) -> str:
+    name = getattr(fn, "__qualname__", None) or type(fn).__qualname__
+    return f"{getattr(fn, '__module__', None) or type(fn).__module__}.{name}"
 
 
 # A static pytree node with no leaves: jit, vmap and grad take an MLP as an ordinary argument, and
@@ -68,9 +87,18 @@ class MLP:
             two-layer network (3 inputs, 4 hidden units, 2 outputs).
         activation: one hidden activation name for every hidden layer, or a sequence with one
             name per hidden layer.
-        output_activation: ``"identity"``, ``"sigmoid"`` or ``"softmax"``.
-        initializer: weight initialiser name (``"auto"``: He for the ReLU family, Glorot else).
-        param_dtype: dtype of the parameters ``init`` creates.
+        output_activation: one of ``OUTPUT_ACTIVATIONS``: ``"identity"``, ``"sigmoid"``,
+            ``"softmax"``, ``"tanh"`` (targets in (-1, 1)) or ``"softplus"`` (positive targets).
+        initializer: weight initialiser name (``"auto"``: He for the ReLU family, Glorot
+            else), or a callable ``(key, shape, dtype) -> array`` such as
+            ``jax.nn.initializers.orthogonal()``, called once per layer with the weight's
+            ``(fan_in, fan_out)`` shape. A callable compares by identity (pass the same object
+            to reuse compiled programs), and no file can hold it: ``to_dict`` writes
+            ``"callable:<its qualified name>"``, which ``from_dict`` refuses, so a checkpoint of
+            such a model loads only when given the model (``load_checkpoint(path, model=...)``).
+        param_dtype: dtype of the parameters ``init`` creates. ``"float64"`` needs JAX's x64
+            mode (``jax.config.update("jax_enable_x64", True)`` or ``jax.enable_x64(True)``),
+            else a ``ValueError``: JAX would silently make the parameters float32.
         compute_dtype: mixed precision: matmul inputs are cast to this dtype (e.g.
             ``"bfloat16"``) while products accumulate, and the loss and gradients stay, in the
             parameters' dtype. ``None`` computes in the parameters' dtype.
@@ -79,7 +107,7 @@ class MLP:
     sizes: tuple[int, ...]
     activation: str | tuple[str, ...] = "relu"
     output_activation: str = "identity"
-    initializer: str = "auto"
+    initializer: str | Initializer = "auto"
     param_dtype: str = "float32"
     compute_dtype: str | None = None
 
@@ -118,8 +146,11 @@ class MLP:
                 get_activation(a, argname=f"activation[{i}]")
             object.__setattr__(self, "activation", act)
         get_activation(self.output_activation, output=True, argname="output_activation")
-        if not isinstance(self.initializer, str):
-            raise TypeError(f"initializer: expected a name, got {type(self.initializer).__name__}")
+        if not (isinstance(self.initializer, str) or callable(self.initializer)):
+            raise TypeError(
+                "initializer: expected a name or a callable (key, shape, dtype) -> array, "
+                f"got {type(self.initializer).__name__}"
+            )
         for name in self.activations:
             get_initializer(self.initializer, name)
         object.__setattr__(self, "param_dtype", _dtype_name(self.param_dtype, "param_dtype"))
@@ -159,33 +190,38 @@ class MLP:
             key: a ``jax.random.key`` (or legacy ``PRNGKey``); split once per layer.
         """
         key = check_key(key)
+        # A model built under jax.enable_x64 and used outside it would draw float32 weights.
+        check_x64(self.param_dtype, "param_dtype")
         dtype = jnp.dtype(self.param_dtype)
         keys = jax.random.split(key, self.num_layers)
-        return tuple(
-            Dense(
-                get_initializer(self.initializer, act)(k, shape, dtype),
-                jnp.zeros((shape[1],), dtype),
-            )
-            for k, shape, act in zip(keys, self.layer_shapes(), self.activations, strict=True)
-        )
+        layers = []
+        for k, shape, act in zip(keys, self.layer_shapes(), self.activations, strict=True):
+            w = get_initializer(self.initializer, act)(k, shape, dtype)
+            if tuple(getattr(w, "shape", ())) != shape or getattr(w, "dtype", None) != dtype:
+                got = f"{getattr(w, 'shape', None)} {getattr(w, 'dtype', type(w).__name__)}"
+                raise ValueError(f"initializer: asked for a {shape} {dtype} weight, returned {got}")
+            layers.append(Dense(w, jnp.zeros((shape[1],), dtype)))
+        return tuple(layers)
 
     def apply(self, params: Params, x: jax.typing.ArrayLike) -> jax.Array:
         """The forward pass, output activation included.
 
         Args:
             params: a tuple of ``Dense`` matching ``sizes``.
-            x: ``(batch, sizes[0])``, or one example ``(sizes[0],)``.
+            x: ``(..., sizes[0])``: a batch ``(batch, sizes[0])``, one example ``(sizes[0],)``,
+                or any number of leading axes, e.g. a ``(grid_h, grid_w, sizes[0])`` grid.
 
         Returns:
-            ``(batch, sizes[-1])``, or ``(sizes[-1],)`` for a single example.
+            ``(..., sizes[-1])``: the leading axes of ``x`` kept, e.g. ``(batch, sizes[-1])``,
+            ``(sizes[-1],)`` or ``(grid_h, grid_w, sizes[-1])``.
         """
         check_params(self, params)
-        xb, single = as_batch(self, x, params)
+        xb, lead = as_rows(self, x, params)
         a = xb
         for l, (layer, name) in enumerate(zip(params, self.activations, strict=True)):
             z = dense(self, layer, a)
             a = get_activation(name, output=l == self.num_layers - 1).fn(z)
-        return a[0] if single else a
+        return unrows(a, lead)
 
     def __call__(self, params: Params, x: jax.typing.ArrayLike) -> jax.Array:
         return self.apply(params, x)
@@ -205,22 +241,38 @@ class MLP:
         return "\n".join(lines)
 
     def to_dict(self) -> dict[str, Any]:
-        """A JSON-ready description; ``MLP.from_dict`` inverts it."""
-        d = dataclasses.asdict(self)
+        """A JSON-ready description; ``MLP.from_dict`` inverts it, except for a callable
+        initializer, written as ``"callable:<module>.<qualified name>"``."""
+        d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
         d["sizes"] = list(self.sizes)
         if not isinstance(self.activation, str):
             d["activation"] = list(self.activation)
+        if not isinstance(self.initializer, str):
+            d["initializer"] = CALLABLE_INITIALIZER + _callable_name(self.initializer)
         return d
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> MLP:
-        """Rebuilds a description written by ``to_dict``."""
+        """Rebuilds a description written by ``to_dict``.
+
+        Raises:
+            ValueError: for a malformed description, and for one written from a model with a
+                callable initializer (a description cannot hold the function: pass the model
+                itself, e.g. ``load_checkpoint(path, model=model)``).
+        """
         if not isinstance(d, dict) or "sizes" not in d:
             raise ValueError(f"MLP description: expected a dict with 'sizes', got {d!r:.80}")
         fields = {f.name for f in dataclasses.fields(cls)}
         unknown = set(d) - fields
         if unknown:
             raise ValueError(f"MLP description has unknown fields {sorted(unknown)}")
+        init = d.get("initializer")
+        if isinstance(init, str) and init.startswith(CALLABLE_INITIALIZER):
+            raise ValueError(
+                f"initializer: the model had the callable initializer "
+                f"{init[len(CALLABLE_INITIALIZER) :]}, which a description cannot hold; pass "
+                "the model itself (for a checkpoint: load_checkpoint(path, model=model))"
+            )
         act = d.get("activation", "relu")
         return cls(
             **{
@@ -350,12 +402,40 @@ def as_array(value: Any, argname: str) -> Any:
     return value
 
 
-def as_batch(model: MLP, x: Any, params: Params, argname: str = "x") -> tuple[jax.Array, bool]:
-    """Checks ``x`` and returns it as ``(batch, in)`` in the parameters' dtype, plus a flag
-    telling whether a single example ``(in,)`` was given."""
+def _real_input(x: Any, argname: str) -> Any:
     x = as_array(x, argname)
     if not (jnp.issubdtype(x.dtype, jnp.floating) or jnp.issubdtype(x.dtype, jnp.integer)):
         raise TypeError(f"{argname}: dtype {x.dtype}, expected a real (float or int) array")
+    return x
+
+
+def as_rows(
+    model: MLP, x: Any, params: Params, argname: str = "x"
+) -> tuple[jax.Array, tuple[int, ...]]:
+    """Checks ``x`` ``(..., in)`` (any leading axes, or none) and returns it as rows
+    ``(n, in)`` in the parameters' dtype, plus its leading shape for :func:`unrows`."""
+    x = _real_input(x, argname)
+    k = model.sizes[0]
+    if x.ndim == 0:
+        raise ValueError(f"{argname}: expected shape (..., {k}) or ({k},), got ()")
+    if x.shape[-1] != k:
+        raise ValueError(f"{argname}: expected {k} features (sizes[0]), got shape {tuple(x.shape)}")
+    lead = tuple(x.shape[:-1])
+    if 0 in lead:
+        raise ValueError(f"{argname}: empty batch, shape {tuple(x.shape)}")
+    x = jnp.asarray(x, params_dtype(params))
+    return (x if x.ndim == 2 else x.reshape(-1, k)), lead
+
+
+def unrows(out: jax.Array, lead: tuple[int, ...]) -> jax.Array:
+    """Rows ``(n, k)`` back to ``lead + (k,)``: the inverse of :func:`as_rows`' flattening."""
+    return out if len(lead) == 1 else out.reshape(*lead, out.shape[-1])
+
+
+def as_batch(model: MLP, x: Any, params: Params, argname: str = "x") -> tuple[jax.Array, bool]:
+    """Checks ``x`` and returns it as ``(batch, in)`` in the parameters' dtype, plus a flag
+    telling whether a single example ``(in,)`` was given."""
+    x = _real_input(x, argname)
     if x.ndim not in (1, 2):
         raise ValueError(
             f"{argname}: expected shape (batch, {model.sizes[0]}) or ({model.sizes[0]},), "

@@ -113,6 +113,15 @@ def _fraction(text: str) -> float:
     return value
 
 
+def _columns(text: str) -> tuple[str, ...]:
+    names = tuple(n.strip() for n in text.split(","))
+    if "" in names or len(set(names)) != len(names):
+        raise ValueError(
+            f"expected distinct comma-separated column names like id,date, got {text!r}"
+        )
+    return names
+
+
 def _activation(text: str) -> str | tuple[str, ...]:
     from jaxmlp._core.activations import get_activation
 
@@ -149,6 +158,7 @@ SIZES = _type("sizes", lambda t: _ints(t, 2))
 ACTIVATION = _type("activation", _activation)
 OUTPUT_ACTIVATION = _type("output_activation", _output_activation)
 LOSS = _type("loss", _loss)
+COLUMNS = _type("columns", _columns)
 
 
 def _network_flags(p: argparse.ArgumentParser, hidden: str, activation: str) -> None:
@@ -157,7 +167,7 @@ def _network_flags(p: argparse.ArgumentParser, hidden: str, activation: str) -> 
     p.add_argument("--activation", type=ACTIVATION, default=activation,
                    help=f"hidden activation, or one per hidden layer comma-separated (default {activation})")  # fmt: skip
     p.add_argument("--output-activation", type=OUTPUT_ACTIVATION, default=None,
-                   help="identity, sigmoid or softmax (default: the one that suits the loss)")  # fmt: skip
+                   help="identity, sigmoid, softmax, tanh or softplus (default: the one that suits the loss)")  # fmt: skip
 
 
 def _shape_flags(p: argparse.ArgumentParser, hidden: str, activation: str) -> None:
@@ -210,6 +220,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--checkpoint", type=Path, required=True, metavar="DIR", help="train's --out (or its model.npz)")  # fmt: skip
     r.add_argument("--data", type=Path, required=True, metavar="FILE.csv")
     r.add_argument("--out", type=Path, metavar="FILE.csv", help="default: standard output")
+    r.add_argument("--keep", type=COLUMNS, default=(), metavar="id,...",
+                   help="input columns to copy into the output, before the predictions")  # fmt: skip
     r.set_defaults(run=_command("jaxmlp.cli._commands", "cmd_predict"))
 
     g = sub.add_parser("gradcheck", help="manual vs autodiff vs finite-difference gradients")

@@ -29,10 +29,14 @@ from jaxmlp.cli._errors import UsageError, _fail
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    """``jaxmlp predict``: the saved preprocessing, the model, labels or values as CSV."""
+    """``jaxmlp predict``: the saved preprocessing, the model, labels or values as CSV; the
+    ``--keep`` columns (an ``id``, say) come first, copied from the input as they are."""
     file, ck = load_trained(args.checkpoint)
     meta, model = ck.metadata, ck.model
     table = read_csv(args.data)
+    if missing := [c for c in args.keep if c not in table.header]:
+        raise ValueError(f"--keep: {args.data} has no column {missing[0]!r}; its columns are {table.header}")  # fmt: skip
+    kept = [table.column(c) for c in args.keep]
     features = meta["features"]
     if missing := [f for f in features if f not in table.header]:
         raise ValueError(f"{args.data}: lacks the feature columns {missing} that {file} was trained on (it reads {features})")  # fmt: skip
@@ -57,6 +61,10 @@ def cmd_predict(args: argparse.Namespace) -> int:
             y = np.asarray(truth, np.float64).reshape(-1, 1)
             rmse = float(np.sqrt(np.mean((pred - y) ** 2)))
             print(f"jaxmlp: rmse {rmse:.4g} against column {meta['target']!r}", file=sys.stderr)
+    if clash := [c for c in args.keep if c in header]:
+        raise ValueError(f"--keep: column {clash[0]!r} would repeat an output column's name")
+    header = [*args.keep, *header]
+    rows = [[*(column[i] for column in kept), *row] for i, row in enumerate(rows)]
     if args.out is None:
         _write_rows(sys.stdout, header, rows)
     else:
