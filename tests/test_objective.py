@@ -46,6 +46,7 @@ def test_an_objective_trains_as_the_equivalent_loss(data, method):
     assert got.metric == "none" and np.isnan(got.history["val_metric"]).all()
 
 
+@pytest.mark.slow  # a long hypothesis run (eight compiled programs and an eager jax.grad each)
 @settings(max_examples=8)
 @given(
     sizes=st.lists(st.integers(1, 5), min_size=2, max_size=4),
