@@ -192,7 +192,7 @@ def make_epoch(spec: Spec, *, check_steps: bool = True) -> Callable:
         bad_step = jnp.where(bad | ok, bad_step, i)
         return (_tree_where(ok, new, state), bad | ~ok, bad_step, i + 1), value
 
-    def train_epoch(state, bad, bad_step, x, y, sw, perm, rows=None):
+    def train_epoch(state, bad, bad_step, x, y, sw, perm, rows: Any = None):
         n = rows_of(x)
         dtype = dtype_of(x, state.params)
         if perm is None:
