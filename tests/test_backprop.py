@@ -20,6 +20,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from jaxmlp import MLP, Dense, apply_manual, per_example_grad_norms, per_example_grads
+from jaxmlp._core import manual_apply
 from jaxmlp._core.activations import HIDDEN_ACTIVATIONS, OUTPUT_ACTIVATIONS, get_activation
 from jaxmlp._core.backprop import (
     backward,
@@ -358,7 +359,7 @@ def test_invalid_pairings_are_rejected(loss, output_activation):
             build(model, loss)
 
 
-# --- the custom VJP: finite differences and agreement with model.apply --------------------------
+# --- apply_manual in reverse mode: finite differences and agreement with model.apply -----------
 
 
 APPLY_MODELS = {
@@ -368,13 +369,15 @@ APPLY_MODELS = {
 }
 
 
+@pytest.mark.parametrize("order", [1, pytest.param(2, marks=pytest.mark.slow)])
 @pytest.mark.parametrize("name", list(APPLY_MODELS))
-def test_apply_manual_passes_finite_differences(name, x64):
+def test_apply_manual_passes_finite_differences(name, order, x64):
     model = APPLY_MODELS[name]
     params, x, _, _ = make_case(model, "mse", batch=4, seed=9, dtype="float64")
     # jit: the finite differences evaluate the function many times
     f = jax.jit(lambda p, xx: apply_manual(model, p, xx))
-    jax.test_util.check_grads(f, (params, x), order=1, modes=["rev"])
+    # both modes (the tangent pass and the backward pass); order 2 also their derivatives
+    jax.test_util.check_grads(f, (params, x), order=order, modes=["fwd", "rev"])
 
 
 @functools.cache
@@ -400,16 +403,245 @@ def test_grad_through_apply_manual_equals_grad_through_apply(name):
     assert_grads_close(g_manual, g_auto, TOLERANCES["float32"])
 
 
-def test_apply_manual_uses_the_custom_vjp_and_keeps_single_examples():
+def test_apply_manual_is_one_primitive_and_keeps_single_examples():
     model = APPLY_MODELS["tanh-softmax"]
     params, x, _, _ = make_case(model, "mse", batch=3, seed=1)
     jaxpr = str(jax.make_jaxpr(lambda p: apply_manual(model, p, x))(params))
-    assert "custom_vjp_call" in jaxpr
+    assert "call_hi_primitive" in jaxpr and "ManualApply" in jaxpr
     single, batch = jax.jit(lambda p: (apply_manual(model, p, x[1]), model.apply(p, x)))(params)
     assert single.shape == (2,)
     np.testing.assert_allclose(single, batch[1], rtol=1e-6)
     with pytest.raises(ValueError, match="x"):
         apply_manual(model, params, jnp.ones((3, 5)))
+
+
+# --- apply_manual in forward mode: the hand-written tangent pass ---------------------------------
+
+
+def _tree_vdot(a, b):
+    return sum(jnp.vdot(u, v) for u, v in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True))
+
+
+def _first_order(apply, params, x, dparams, dx):
+    """Every forward-mode way in, and the reverse-mode ones, through ``apply(params, x)``."""
+    return {
+        "jvp": jax.jvp(apply, (params, x), (dparams, dx)),
+        "jvp x": jax.jvp(lambda xx: apply(params, xx), (x,), (dx,))[1],
+        "jvp params": jax.jvp(lambda p: apply(p, x), (params,), (dparams,))[1],
+        "linearize": jax.linearize(apply, params, x)[1](dparams, dx),
+        "jacfwd x": jax.jacfwd(apply, argnums=1)(params, x),
+        "jacfwd params": jax.jacfwd(apply)(params, x),
+        "jacrev x": jax.jacrev(apply, argnums=1)(params, x),
+        "vjp": jax.vjp(apply, params, x)[1](jnp.sin(apply(params, x))),
+    }
+
+
+@functools.cache
+def _first_order_both(model: MLP):
+    """One program: :func:`_first_order` through ``apply_manual`` and through ``model.apply``."""
+
+    def both(*args):
+        manual = _first_order(functools.partial(apply_manual, model), *args)
+        return manual, _first_order(model.apply, *args)
+
+    return jax.jit(both, compiler_options=FAST_COMPILE)
+
+
+def _tangent_case(model, batch, seed, dtype="float64"):
+    """params, x and a tangent (dparams, dx), all non-zero and odd."""
+    params, x, _, _ = make_case(model, "mse", batch=batch, seed=seed, dtype=dtype)
+    dparams, dx, _, _ = make_case(model, "mse", batch=batch, seed=seed + 1, dtype=dtype)
+    return params, x, dparams, dx
+
+
+def _assert_modes_close(manual, auto, tol):
+    assert manual.keys() == auto.keys()
+    for key in manual:
+        assert_grads_close(manual[key], auto[key], tol)
+
+
+@st.composite
+def architectures(draw):
+    out_act = draw(st.sampled_from(OUTPUT_ACTIVATIONS))
+    n_hidden = draw(st.integers(0, 3))
+    sizes = (
+        draw(st.integers(1, 4)),
+        *draw(st.lists(st.integers(1, 5), min_size=n_hidden, max_size=n_hidden)),
+        draw(st.integers(2 if out_act == "softmax" else 1, 3)),
+    )
+    hidden = tuple(draw(st.sampled_from(HIDDEN_ACTIVATIONS)) for _ in range(n_hidden))
+    model = MLP(sizes, activation=hidden, output_activation=out_act)
+    return model, draw(st.integers(1, 4)), draw(st.integers(0, 2**16))
+
+
+# Each example compiles one program: a share of the profile's budget (25 -> 10).
+@pytest.mark.slow  # a long hypothesis run; make test-fast keeps every activation's named case
+@settings(max_examples=max(1, settings.default.max_examples * 2 // 5))
+@given(architectures())
+def test_forward_mode_matches_jax_jvp_of_apply(arch):
+    model, batch, seed = arch
+    with jax.enable_x64(True):
+        manual, auto = _first_order_both(model)(*_tangent_case(model, batch, seed))
+        _assert_modes_close(manual, auto, TOLERANCES["float64"])
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("name", list(LAYER_MODELS))
+def test_forward_mode_through_every_activation(name, dtype):
+    model = LAYER_MODELS[name]
+    with jax.enable_x64(dtype == "float64"):
+        manual, auto = _first_order_both(model)(*_tangent_case(model, 3, 5, dtype))
+        _assert_modes_close(manual, auto, TOLERANCES[dtype])
+
+
+def test_forward_mode_with_bfloat16_compute_matches_the_float32_jvp():
+    mixed = MLP((4, 6, 5, 3), ("gelu", "tanh"), "softmax", compute_dtype="bfloat16")
+    full = MLP((4, 6, 5, 3), ("gelu", "tanh"), "softmax")
+    params, x, dparams, dx = _tangent_case(mixed, 5, 7, "float32")
+    got = jax.jvp(functools.partial(apply_manual, mixed), (params, x), (dparams, dx))
+    want = jax.jvp(full.apply, (params, x), (dparams, dx))
+    assert got[1].dtype == jnp.float32
+    assert_grads_close(got, want, BF16_VS_FLOAT32)
+
+
+def _second_order(apply, params, x, dparams, dx):
+    """Second derivatives through ``apply``: Hessians, Hessian-vector products in three
+    orders, input Laplacians (forward-over-reverse and forward-over-forward) and a PINN's
+    parameter gradient of a Laplacian."""
+
+    def loss(p, xx):
+        out = apply(p, xx)
+        return jnp.sum(jnp.sin(3.0 * out) * jnp.arange(1, out.shape[-1] + 1)[None, :])
+
+    def u(p, xi):
+        # one output of one input row: the field a PINN differentiates twice in x
+        return apply(p, xi[None])[0, 0]
+
+    def laplacians(p, how):
+        hess = how(how(u, argnums=1), argnums=1)
+        return jax.vmap(lambda xi: jnp.trace(hess(p, xi)))(x)
+
+    grad = jax.grad(loss)
+    return {
+        "hessian params": jax.hessian(loss)(params, x),
+        "hessian x": jax.hessian(loss, argnums=1)(params, x),
+        "hvp fwd-over-rev": jax.jvp(lambda p: grad(p, x), (params,), (dparams,))[1],
+        "hvp rev-over-fwd": jax.grad(lambda p: jax.jvp(lambda q: loss(q, x), (p,), (dparams,))[1])(
+            params
+        ),
+        "hvp rev-over-rev": jax.grad(lambda p: _tree_vdot(grad(p, x), dparams))(params),
+        "mixed x-params": jax.jvp(lambda xx: grad(params, xx), (x,), (dx,))[1],
+        "laplacian fwd-over-rev": laplacians(params, jax.jacrev),
+        "laplacian fwd-over-fwd": laplacians(params, jax.jacfwd),
+        "pinn grad (rev)": jax.grad(lambda p: jnp.sum(laplacians(p, jax.jacrev) ** 2))(params),
+        "pinn grad (fwd)": jax.grad(lambda p: jnp.sum(laplacians(p, jax.jacfwd) ** 2))(params),
+    }
+
+
+@pytest.mark.parametrize(
+    "name",
+    [pytest.param(n, marks=pytest.mark.slow) if n == "tanh-softmax" else n for n in APPLY_MODELS],
+)
+def test_second_order_through_apply_manual_matches_apply(name, x64):
+    model = APPLY_MODELS[name]
+
+    def both(*args):
+        manual = _second_order(functools.partial(apply_manual, model), *args)
+        return manual, _second_order(model.apply, *args)
+
+    manual, auto = jax.jit(both, compiler_options=FAST_COMPILE)(*_tangent_case(model, 3, 11))
+    _assert_modes_close(manual, auto, TOLERANCES["float64"])
+
+
+def test_vmap_over_params_and_x_in_both_modes(x64):
+    # ensembles map the parameters, per-point derivatives map x; both nest with jvp and grad
+    model = APPLY_MODELS["tanh-softmax"]
+    params, x, dparams, dx = _tangent_case(model, 4, 13)
+    stacked = jax.tree.map(lambda a: jnp.stack([a, 0.5 * a, -a]), params)
+    xs = jnp.stack([x, 2 * x])
+
+    def modes(apply):
+        per_member = jax.vmap(lambda p: _first_order(apply, p, x, dparams, dx))(stacked)
+        per_x = jax.vmap(lambda xx: _first_order(apply, params, xx, dparams, dx))(xs)
+        return per_member, per_x
+
+    manual = jax.jit(lambda: modes(functools.partial(apply_manual, model)))()
+    auto = jax.jit(lambda: modes(model.apply))()
+    for m, a in zip(manual, auto, strict=True):
+        _assert_modes_close(m, a, TOLERANCES["float64"])
+
+
+# --- which pass runs: a planted bug shows up in its own mode only ---------------------------------
+
+
+def _routes(model, params, x, dparams, dx):
+    """Each derivative of ``apply_manual``, eagerly (so a patched pass is traced afresh)."""
+    apply = functools.partial(apply_manual, model)
+    ct = jnp.cos(model.apply(params, x))
+
+    def loss(p):
+        return _tree_vdot(apply(p, x), ct)
+
+    return {
+        "forward: jvp": jax.jvp(apply, (params, x), (dparams, dx))[1],
+        "forward: jacfwd": jax.jacfwd(apply)(params, x),
+        "forward: linearize": jax.linearize(apply, params, x)[1](dparams, dx),
+        "reverse: grad": jax.grad(loss)(params),
+        "reverse: vjp": jax.vjp(apply, params, x)[1](ct),
+        "reverse: jacrev": jax.jacrev(apply)(params, x),
+        # reverse mode by transposing the forward mode: the Tangent primitive's transpose rule
+        "reverse: checkpoint grad": jax.grad(jax.checkpoint(loss))(params),
+        "reverse: linear_transpose": jax.linear_transpose(
+            jax.linearize(lambda p: apply(p, x), params)[1], params
+        )(ct),
+    }
+
+
+def _double_first_bias_gradient(good):
+    """The backward pass with the first layer's bias gradient doubled."""
+
+    def backward(*args, **kwargs):
+        r = good(*args, **kwargs)
+        return r._replace(grads=(r.grads[0]._replace(b=2 * r.grads[0].b), *r.grads[1:]))
+
+    return backward
+
+
+def _double_first_bias_tangent(good):
+    """The tangent pass with the first layer's bias tangent doubled."""
+
+    def tangent(model, params, trace, dparams, dx):
+        if dparams is not None and dparams[0] is not None and dparams[0].b is not None:
+            dparams = (dparams[0]._replace(b=2 * dparams[0].b), *dparams[1:])
+        return good(model, params, trace, dparams, dx)
+
+    return tangent
+
+
+PLANTED = {"backward": _double_first_bias_gradient, "tangent": _double_first_bias_tangent}
+
+
+@pytest.mark.parametrize("broken", list(PLANTED))
+def test_each_mode_runs_its_hand_written_pass(monkeypatch, broken, x64):
+    model = MLP((3, 4, 2), "tanh")
+    params, x, dparams, dx = _tangent_case(model, 3, 17)
+    right = _routes(model, params, x, dparams, dx)
+    auto = _first_order(model.apply, params, x, dparams, dx)
+    assert_grads_close(right["forward: jvp"], auto["jvp"][1], TOLERANCES["float64"])
+    assert_grads_close(
+        right["reverse: jacrev"], jax.jacrev(model.apply)(params, x), TOLERANCES["float64"]
+    )
+
+    # the name the primitives call it by
+    monkeypatch.setattr(manual_apply, broken, PLANTED[broken](getattr(manual_apply, broken)))
+    wrong = _routes(model, params, x, dparams, dx)
+    for key in right:
+        changed = key.startswith("reverse" if broken == "backward" else "forward")
+        same = all(
+            np.array_equal(a, b)
+            for a, b in zip(jax.tree.leaves(right[key]), jax.tree.leaves(wrong[key]), strict=True)
+        )
+        assert same is not changed, key
 
 
 # --- jit, vmap, single examples --------------------------------------------------------------

@@ -1,12 +1,16 @@
-"""gradcheck: passes on correct gradients, and each of its two checks catches a planted bug."""
+"""gradcheck: passes on correct gradients, and each of its checks (jax.grad, finite differences,
+the forward mode against jax.jvp) catches a planted bug."""
 
 from __future__ import annotations
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxmlp import MLP, Dense, gradcheck, value_and_grad
+from jaxmlp import MLP, Dense, apply_manual, gradcheck, value_and_grad
+from jaxmlp._core import gradcheck as gradcheck_module
+from jaxmlp._core import manual_apply
 from jaxmlp._core.gradcheck import TOLERANCES
 
 # 3-4-4-2: the middle weight is square, so a transposed gradient has the right shape.
@@ -173,3 +177,79 @@ def test_finite_difference_check_alone_catches_a_float64_only_bug(setup):
     row = _row(report, 3, "w")
     assert row.autodiff.ok and not row.finite_diff.ok
     assert not report.ok and _row_line(str(report), 3, "w").endswith("NO")
+
+
+# --- forward mode: the hand-written JVP against jax.jvp ----------------------------------------
+
+
+def test_forward_mode_is_checked_per_block_and_for_x(setup):
+    params, x, y = setup
+    report = gradcheck(MODEL, params, x, y, LOSS)
+    text = str(report)
+    for r in report.rows:
+        assert r.forward_mode is not None and r.forward_mode.ok
+        assert r.forward_mode.cosine == pytest.approx(1.0, abs=1e-6)
+    fx = report.input_forward_mode
+    assert fx is not None and fx.ok and fx.cosine == pytest.approx(1.0, abs=1e-6)
+    assert "jvp vs jax.jvp" in text
+    (x_line,) = [ln for ln in text.splitlines() if ln.split()[:2] == ["input", "x"]]
+    assert x_line.endswith("yes")
+
+
+def _broken_jvp(where):
+    """``jax.jvp`` of ``apply_manual`` with one block of the tangent doubled: a parameter block
+    ``(layer, name)`` (1-based layer) or ``"x"``."""
+
+    def jvp_fn(params, x, dparams, dx):
+        if where == "x":
+            dx = 2 * dx
+        else:
+            layer, name = where
+            dparams = list(dparams)
+            block = getattr(dparams[layer - 1], name)
+            dparams[layer - 1] = dparams[layer - 1]._replace(**{name: 2 * block})
+        f = lambda p, xx: apply_manual(MODEL, p, xx)  # noqa: E731
+        return jax.jvp(f, (params, x), (tuple(dparams), dx))[1]
+
+    return jvp_fn
+
+
+@pytest.mark.parametrize("where", [(1, "w"), (2, "b"), "x"], ids=["w-1", "b-2", "x"])
+def test_planted_forward_mode_bug_is_caught_in_its_row(setup, where):
+    params, x, y = setup
+    report = gradcheck(MODEL, params, x, y, LOSS, jvp_fn=_broken_jvp(where))
+    assert not report.ok and "overall: MISMATCH" in str(report)
+    fx = report.input_forward_mode
+    assert fx is not None and fx.ok is (where != "x")
+    for r in report.rows:
+        bad = (r.layer, r.name) == where
+        # the gradient checks know nothing of the forward mode
+        assert r.autodiff.ok and r.finite_diff.ok
+        assert r.forward_mode is not None and r.forward_mode.ok is not bad
+        assert _row_line(str(report), r.layer, r.name).endswith("NO" if bad else "yes")
+
+
+def test_a_bug_in_the_tangent_pass_itself_is_caught(setup, monkeypatch):
+    # The default check runs the library's own tangent pass: plant a bug there (the last layer's
+    # bias tangent dropped), with the compiled program rebuilt rather than cached.
+    params, x, y = setup
+    good = manual_apply.tangent
+
+    def bad(model, params, trace, dparams, dx):
+        if dparams is not None and dparams[-1] is not None:
+            dparams = (*dparams[:-1], dparams[-1]._replace(b=None))
+        return good(model, params, trace, dparams, dx)
+
+    monkeypatch.setattr(manual_apply, "tangent", bad)
+    monkeypatch.setattr(gradcheck_module, "_jvp_program", gradcheck_module._jvp_program.__wrapped__)
+    report = gradcheck(MODEL, params, x, y, LOSS)
+    assert not report.ok
+    for r in report.rows:
+        assert r.forward_mode is not None and r.forward_mode.ok is ((r.layer, r.name) != (3, "b"))
+    assert report.input_forward_mode is not None and report.input_forward_mode.ok
+
+
+def test_jvp_fn_must_be_callable(setup):
+    params, x, y = setup
+    with pytest.raises(TypeError, match="jvp_fn: expected a callable"):
+        gradcheck(MODEL, params, x, y, LOSS, jvp_fn="jax.jvp")  # pyright: ignore[reportArgumentType]

@@ -345,39 +345,22 @@ def value_and_grad(
     return manual if method == "manual" else autodiff
 
 
-def _output(model: MLP, params: Params, x: jax.Array) -> jax.Array:
-    return forward(model, params, x).a[-1]
-
-
-# Called rather than used through functools.partial so that type checkers keep the return type.
-_apply_manual = jax.custom_vjp(_output, nondiff_argnums=(0,))
-
-
-def _apply_manual_fwd(model, params, x):
-    trace = forward(model, params, x)
-    return trace.a[-1], (params, trace)
-
-
-def _apply_manual_bwd(model, res, g):
-    params, trace = res
-    out_act = get_activation(model.output_activation, output=True)
-    dz_out = out_act.vjp(trace.z[-1], trace.a[-1], g)
-    result = backward(model, params, trace, dz_out, need_dx=True)
-    return result.grads, result.dx
-
-
-_apply_manual.defvjp(_apply_manual_fwd, _apply_manual_bwd)
-
-
 def apply_manual(model: MLP, params: Params, x: jax.typing.ArrayLike) -> jax.Array:
-    """``model.apply`` whose reverse-mode derivative (VJP) is the manual backward pass.
+    """``model.apply`` whose derivatives in both modes are the hand-written passes.
 
-    ``jax.grad`` of any loss written on top of it runs :func:`backward`; the result is the
-    same function as ``model.apply``, on ``x`` ``(..., sizes[0])`` with any leading axes.
+    Reverse mode (``jax.grad``, ``jax.vjp``, ``jax.jacrev``) of any function written on top of
+    it runs :func:`backward`; forward mode (``jax.jvp``, ``jax.jacfwd``, ``jax.linearize``) runs
+    the hand-written tangent pass (``jaxmlp/_core/tangent.py``), with respect to ``params``, to
+    ``x`` or both. Higher orders (``jax.hessian``, Laplacians in ``x``) differentiate those passes.
+    The result is the same function as ``model.apply``, on ``x`` ``(..., sizes[0])`` with any
+    leading axes.
     """
+    # Imported here: manual_apply.py builds on this module's forward and backward passes.
+    from jaxmlp._core.manual_apply import apply_rows
+
     check_params(model, params)
     xb, lead = as_rows(model, x, params)
-    return unrows(_apply_manual(model, params, xb), lead)
+    return unrows(apply_rows(model, params, xb), lead)
 
 
 def _per_example_setup(model, loss, l2):

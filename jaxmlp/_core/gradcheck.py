@@ -1,4 +1,5 @@
-"""``gradcheck``: manual gradients against ``jax.grad`` and against central finite differences.
+"""``gradcheck``: manual gradients against ``jax.grad`` and against central finite differences,
+and the manual forward mode against ``jax.jvp``.
 
 Three numbers per layer and per ``w``/``b``, for each comparison:
     max abs error      max |g_manual - g_ref|
@@ -7,6 +8,9 @@ Three numbers per layer and per ``w``/``b``, for each comparison:
 Manual vs autodiff runs in the parameters' own dtype. Finite differences run in float64 (under
 ``jax.enable_x64``) on the manual gradient recomputed in float64: along random unit directions
 for every block, and entry by entry for blocks with at most ``entrywise_max`` entries.
+Forward mode: the hand-written tangent pass (``jax.jvp`` of ``apply_manual``) against ``jax.jvp``
+of the plain forward pass (``model.apply``), along random unit directions in each block and in
+``x``, in the parameters' dtype and with the same tolerances as the gradient against ``jax.grad``.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ import numpy as np
 from jax import lax
 
 from jaxmlp._checks import check_key
-from jaxmlp._core.backprop import loss_fn, value_and_grad
+from jaxmlp._core.backprop import apply_manual, loss_fn, value_and_grad
 from jaxmlp._core.losses import Loss
 from jaxmlp._core.mlp import MLP, Params, as_array, check_params
 
@@ -48,7 +52,11 @@ class Comparison(NamedTuple):
 
 
 class GradCheckRow(NamedTuple):
-    """One parameter block (layer ``layer``, ``w`` or ``b``)."""
+    """One parameter block (layer ``layer``, ``w`` or ``b``).
+
+    ``forward_mode`` compares the output's hand-written JVP along directions in this block with
+    ``jax.jvp`` of the plain forward pass (``None``: not checked).
+    """
 
     layer: int
     name: str
@@ -56,41 +64,66 @@ class GradCheckRow(NamedTuple):
     autodiff: Comparison
     finite_diff: Comparison
     fd_kind: str
+    forward_mode: Comparison | None = None
 
 
 class GradCheckReport(NamedTuple):
-    """The result of :func:`gradcheck`; ``print`` it for the per-layer table."""
+    """The result of :func:`gradcheck`; ``print`` it for the per-layer table.
+
+    ``input_forward_mode`` compares the hand-written JVP along directions in ``x`` with
+    ``jax.jvp`` of the plain forward pass (``None``: not checked).
+    """
 
     rows: tuple[GradCheckRow, ...]
     dtype: str
     rtol: float
     atol: float
+    input_forward_mode: Comparison | None = None
 
     @property
     def ok(self) -> bool:
-        """True when every block agrees with both references within the tolerances."""
-        return all(r.autodiff.ok and r.finite_diff.ok for r in self.rows)
+        """True when every block agrees with both references, and the forward mode with
+        ``jax.jvp``, within the tolerances."""
+        forward = [r.forward_mode for r in self.rows] + [self.input_forward_mode]
+        return all(r.autodiff.ok and r.finite_diff.ok for r in self.rows) and all(
+            c is None or c.ok for c in forward
+        )
 
     def __str__(self) -> str:
         head = (
             f"{'layer':>5} {'param':>5} {'shape':>10} | {'vs jax.grad: max abs':>20} {'max rel':>9} "
-            f"{'cosine':>10} | {'vs finite diff: max abs':>23} {'max rel':>9} {'cosine':>10} {'how':>10} | ok"
+            f"{'cosine':>10} | {'vs finite diff: max abs':>23} {'max rel':>9} {'cosine':>10} {'how':>10} "
+            f"| {'jvp vs jax.jvp: max rel':>23} {'cosine':>10} | ok"
         )
         lines = [
             f"gradcheck: manual backward vs jax.grad ({self.dtype}, rtol={self.rtol:g}, "
-            f"atol={self.atol:g} x scale) and vs central finite differences (float64)",
+            f"atol={self.atol:g} x scale) and vs central finite differences (float64); "
+            f"manual forward mode (jvp) vs jax.jvp ({self.dtype})",
             head,
             "-" * len(head),
         ]
         for r in self.rows:
-            ad, fd = r.autodiff, r.finite_diff
+            ad, fd, fm = r.autodiff, r.finite_diff, r.forward_mode
+            ok = ad.ok and fd.ok and (fm is None or fm.ok)
             lines.append(
                 f"{r.layer:>5} {r.name:>5} {r.shape!s:>10} | {ad.max_abs:>20.3e} {ad.max_rel:>9.2e} "
                 f"{ad.cosine:>10.7f} | {fd.max_abs:>23.3e} {fd.max_rel:>9.2e} {fd.cosine:>10.7f} "
-                f"{r.fd_kind:>10} | {'yes' if ad.ok and fd.ok else 'NO'}"
+                f"{r.fd_kind:>10} | {_forward_cells(fm)} | {'yes' if ok else 'NO'}"
+            )
+        fx = self.input_forward_mode
+        if fx is not None:
+            lines.append(
+                f"{'input':>5} {'x':>5} {'':>10} | {'':>20} {'':>9} {'':>10} | {'':>23} {'':>9} "
+                f"{'':>10} {'':>10} | {_forward_cells(fx)} | {'yes' if fx.ok else 'NO'}"
             )
         lines.append(f"overall: {'OK' if self.ok else 'MISMATCH'}")
         return "\n".join(lines)
+
+
+def _forward_cells(c: Comparison | None) -> str:
+    if c is None:
+        return f"{'not checked':>23} {'':>10}"
+    return f"{c.max_rel:>23.2e} {c.cosine:>10.7f}"
 
 
 def _compare(m: np.ndarray, ref: np.ndarray, scale: float, rtol: float, atol: float) -> Comparison:
@@ -157,6 +190,64 @@ def _differences(objective, p64: Params, data, which: jax.Array, dirs: jax.Array
     return lax.map(along, (which, dirs))
 
 
+def _jvp_directions(params: Params, x: jax.Array, key, num_directions: int):
+    """``num_directions`` random unit directions in each parameter block and in ``x``, drawn on
+    the host: ``(which, direction)`` rows, ``which`` the block (``2 L`` for ``x``), each padded
+    to the largest block."""
+    sizes = [p_block.size for _, _, p_block in _blocks(params)] + [x.size]
+    width = max(sizes)
+    # a stream of its own: these directions are not the finite differences' ones
+    rng = np.random.default_rng([*np.asarray(jax.random.key_data(key)).ravel().tolist(), 1])
+    dirs, which = [], []
+    for b, size in enumerate(sizes):
+        d = rng.standard_normal((num_directions, size))
+        d /= np.sqrt(np.sum(d**2, axis=1, keepdims=True))
+        dirs.append(np.pad(d, ((0, 0), (0, width - size))))
+        which.append(np.full(num_directions, b))
+    return np.concatenate(which), np.concatenate(dirs)
+
+
+def _jvps(model: MLP, jvp_fn: Callable, params: Params, x: jax.Array, which, dirs):
+    """The JVP under test and ``jax.jvp`` of ``model.apply`` along each row of ``dirs``.
+
+    Like :func:`_differences`: a ``lax.switch`` puts the direction in its block of an otherwise
+    zero tangent ``(dparams, dx)``, and ``lax.map`` runs the directions one after another.
+    """
+    zeros = jax.tree.map(jnp.zeros_like, params)
+    dx0 = jnp.zeros_like(x)
+
+    def in_params(b, v):
+        return _shifted(b, zeros, v, 1.0), dx0
+
+    def in_x(v):
+        return zeros, v[: x.size].reshape(x.shape).astype(x.dtype)
+
+    branches = [functools.partial(in_params, b) for b in range(2 * len(params))] + [in_x]
+
+    def along(args):
+        b, v = args
+        dparams, dx = lax.switch(b, branches, v.astype(x.dtype))
+        reference = jax.jvp(model.apply, (params, x), (dparams, dx))[1]
+        return jvp_fn(params, x, dparams, dx), reference
+
+    return lax.map(along, (which, dirs))
+
+
+def _manual_jvp(model: MLP):
+    """``(params, x, dparams, dx) -> d out``: ``jax.jvp`` of ``apply_manual``, the tangent pass."""
+
+    def jvp_fn(params, x, dparams, dx):
+        return jax.jvp(functools.partial(apply_manual, model), (params, x), (dparams, dx))[1]
+
+    return jvp_fn
+
+
+@functools.lru_cache(maxsize=32)
+def _jvp_program(model: MLP):
+    """The compiled forward-mode comparison with the hand-written JVP, cached on the model."""
+    return jax.jit(functools.partial(_jvps, model, _manual_jvp(model)))
+
+
 @functools.lru_cache(maxsize=32)
 def _programs(model: MLP, loss: str | Loss, l2: float):
     """The compiled manual, autodiff and finite-difference programs, cached on the static
@@ -178,6 +269,7 @@ def gradcheck(
     l2: float = 0.0,
     sample_weight: jax.typing.ArrayLike | None = None,
     grad_fn: Callable | None = None,
+    jvp_fn: Callable | None = None,
     num_directions: int = 4,
     entrywise_max: int = 64,
     key: jax.Array | None = None,
@@ -195,7 +287,13 @@ def gradcheck(
         grad_fn: the gradient under test, ``(params, x, y, sample_weight) -> (value, grads)``;
             defaults to ``value_and_grad(model, loss, method="manual", l2=l2)``. Pass a
             deliberately broken one to see the check fail.
-        num_directions: random unit directions per block for the directional differences.
+        jvp_fn: the forward mode under test, ``(params, x, dparams, dx) -> d out`` (the
+            output's change along the tangent ``(dparams, dx)``); defaults to ``jax.jvp`` of
+            ``apply_manual``, the hand-written tangent pass. It is compared with ``jax.jvp`` of
+            ``model.apply`` along ``num_directions`` random unit directions in each block and
+            in ``x``.
+        num_directions: random unit directions per block for the directional differences and
+            for the forward-mode comparison.
         entrywise_max: blocks with at most this many entries are also checked entry by entry.
         key: PRNG key for the directions (default ``jax.random.key(0)``).
 
@@ -209,8 +307,9 @@ def gradcheck(
     ):
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
             raise ValueError(f"{argname}: expected an int >= {low}, got {value!r}")
-    if grad_fn is not None and not callable(grad_fn):
-        raise TypeError(f"grad_fn: expected a callable, got {type(grad_fn).__name__}")
+    for fn, argname in ((grad_fn, "grad_fn"), (jvp_fn, "jvp_fn")):
+        if fn is not None and not callable(fn):
+            raise TypeError(f"{argname}: expected a callable, got {type(fn).__name__}")
     key = jax.random.key(0) if key is None else check_key(key)
     # Arrays before jit: jit's own error for a string or None names no argument.
     x, y = as_array(x, "x"), as_array(y, "y")
@@ -225,6 +324,7 @@ def gradcheck(
     _, g_auto = autodiff(params, x, y, sample_weight)
     # NumPy, not jnp: eager jnp ops compile once per block shape.
     scale = max(float(np.max(np.abs(np.asarray(g)))) for g in jax.tree.leaves(g_auto))
+    forward = _forward_mode(model, params, x, key, num_directions, jvp_fn, rtol, atol)
 
     with jax.enable_x64(True):
         f64 = lambda t: jax.tree.map(lambda a: jnp.asarray(np.asarray(a, np.float64)), t)  # noqa: E731
@@ -258,6 +358,24 @@ def gradcheck(
                     ad,
                     _compare(analytic, fd, fd_scale, FD_RTOL, FD_ATOL),
                     "entries" if size <= entrywise_max else "directions",
+                    forward[b],
                 )
             )
-    return GradCheckReport(tuple(rows), dtype, rtol, atol)
+    return GradCheckReport(tuple(rows), dtype, rtol, atol, forward[-1])
+
+
+def _forward_mode(model, params, x, key, num_directions, jvp_fn, rtol, atol) -> list[Comparison]:
+    """The forward mode under test against ``jax.jvp`` of ``model.apply``: one comparison per
+    parameter block, then one for ``x``, on a common scale (the largest reference entry)."""
+    xf = jnp.asarray(x, params[0].w.dtype)
+    which, dirs = _jvp_directions(params, xf, key, num_directions)
+    if jvp_fn is None:
+        program = _jvp_program(model)
+    else:
+        program = jax.jit(functools.partial(_jvps, model, jvp_fn))
+    manual, reference = (np.asarray(a) for a in program(params, xf, which, dirs))
+    scale = float(np.max(np.abs(reference)))
+    return [
+        _compare(manual[which == b], reference[which == b], scale, rtol, atol)
+        for b in range(2 * len(params) + 1)
+    ]
