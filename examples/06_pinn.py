@@ -6,9 +6,10 @@ The 1-D heat equation ``u_t = ALPHA u_xx`` on ``x in [0, 1]``, ``t in [0, T]``, 
 ``u(x, t)`` is trained on an *objective* (``fit(..., loss=objective)``) that penalises the
 equation's residual ``u_t - ALPHA u_xx`` at random collocation points, the initial condition at
 ``t = 0`` and the boundary condition at ``x = 0, 1``. The derivatives of the network with respect
-to its inputs come from JAX inside the objective; with ``method="manual"`` the gradient with respect
-to the parameters runs jaxmlp's hand-written backward (through ``apply_manual``). The script reports
-the error against the exact solution on a grid.
+to its inputs are taken inside the objective (here by ``jax.grad``, which runs the hand-written
+backward; ``jax.jacfwd`` would run the hand-written tangent pass); with ``method="manual"`` the
+gradient with respect to the parameters runs jaxmlp's hand-written passes too (``apply_manual``).
+The script reports the error against the exact solution on a grid.
 
 Model: tanh hidden layers (smooth second derivatives; ReLU's are zero), identity output, Adam.
 
