@@ -91,15 +91,21 @@ def test_manual_and_autodiff_curves_agree(ex04):
 def test_curve_divergence_detects_a_small_gradient_bug(ex04):
     x, y = ex04.load_data()
     ce = jaxmlp.get_loss(ex04.LOSS)
-    # A planted bug: the hand-written output gradient 0.1% too large; autodiff never reads it.
+    # A planted bug: the hand-written output gradient 0.05% too large; autodiff never reads it.
+    # It is below the tolerance of fit's one-batch check of a custom loss's gradient (0.1% of the
+    # gradient's size in float32), so only the training curves can show it.
     planted = ce._replace(
-        name="planted_ce", per_example_grad=lambda z, t: 1.001 * ce.per_example_grad(z, t)
+        name="planted_ce", per_example_grad=lambda z, t: 1.0005 * ce.per_example_grad(z, t)
     )
     faulty = ex04.train("manual", x, y, epochs=5, loss=planted)
     reference = ex04.train("autodiff", x, y, epochs=5)
     assert (
         ex04.curve_divergence(faulty.history["loss"], reference.history["loss"])["max_rel"] > 1e-4
     )
+    # At 0.1% fit refuses the loss before training.
+    louder = planted._replace(per_example_grad=lambda z, t: 1.001 * ce.per_example_grad(z, t))
+    with pytest.raises(ValueError, match="per_example_grad of 'planted_ce' disagrees"):
+        ex04.train("manual", x, y, epochs=5, loss=louder)
 
 
 def test_curve_divergence_rejects_unequal_lengths(ex04):
