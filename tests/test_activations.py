@@ -315,6 +315,7 @@ def regression_networks(draw):
     }
 
 
+@pytest.mark.slow  # a long hypothesis run; the named tanh/softplus pairings stay fast
 @settings(max_examples=max(1, settings.default.max_examples // 2))
 @given(regression_networks(), st.sampled_from(["float32", "float64"]))
 def test_tanh_and_softplus_outputs_manual_matches_autodiff(c, dtype):

@@ -553,6 +553,7 @@ def test_second_order_through_apply_manual_matches_apply(name, x64):
     _assert_modes_close(manual, auto, TOLERANCES["float64"])
 
 
+@pytest.mark.slow  # many compiles; the per-mode and second-order checks stay fast
 def test_vmap_over_params_and_x_in_both_modes(x64):
     # ensembles map the parameters, per-point derivatives map x; both nest with jvp and grad
     model = APPLY_MODELS["tanh-softmax"]

@@ -78,6 +78,7 @@ def test_objective_gradients_match_jax_grad_in_both_methods(sizes, act, seed):
             chex.assert_trees_all_close(grads, want, rtol=1e-9, atol=1e-12)
 
 
+@pytest.mark.slow  # trains 150 epochs with second derivatives; the gradient checks stay fast
 def test_a_pinn_solves_poisson_and_ensembles_take_objectives():
     # u'' = -pi^2 sin(pi x) on [0, 1], u(0) = u(1) = 0: the solution is sin(pi x).
     model = jaxmlp.MLP((1, 16, 1), activation="tanh")
