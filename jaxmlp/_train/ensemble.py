@@ -53,9 +53,7 @@ from jaxmlp._train.inputs import (
     choose_epochs_per_call,
     clip_batch_size,
     pad_rows,
-    prepare_data,
-    prepare_rows,
-    prepare_validation,
+    prepare_training,
     whole_batches,
 )
 from jaxmlp.errors import JaxmlpWarning
@@ -195,21 +193,9 @@ def fit_ensemble(
     # before the states are built: a read after that compiled call would wait for it.
     order_keys = jax.random.split(k_order, K)
     member_keys = order_keys[np.zeros(K, np.int32)] if same_order else order_keys
-    if lossf is not None:
-        if y is None:
-            raise TypeError(
-                "y: a loss needs targets (or pass an objective as loss= to train on rows)"
-            )
-        xb, yb, words = prepare_data(model, lossf, member0, x, y, key=member_keys)
-        xv, yv, _ = prepare_validation(model, lossf, member0, validation_data)
-    else:
-        if y is not None:
-            raise ValueError("y: an objective reads everything from its rows (x); leave y=None")
-        xb, words = prepare_rows(member0, x, key=member_keys)
-        yb = yv = xv = None
-        if validation_data is not None:
-            xv, _ = prepare_rows(member0, validation_data, "validation_data")
-    assert words is not None  # a key was passed
+    xb, yb, xv, yv, words = prepare_training(
+        model, lossf, member0, x, y, validation_data, member_keys
+    )
     seeds = seed_from_words(words)
     n = rows_of(xb)
     dtype = dtype_of(xb, member0)

@@ -63,9 +63,7 @@ from jaxmlp._train.inputs import (
     choose_epochs_per_call,
     clip_batch_size,
     pad_rows,
-    prepare_data,
-    prepare_rows,
-    prepare_validation,
+    prepare_training,
     whole_batches,
 )
 from jaxmlp.errors import DivergenceError
@@ -218,21 +216,9 @@ def fit(
     ckpt = check_checkpointing(checkpoint_dir, checkpoint_every, keep, resume)
     users = as_callbacks(callbacks)
     # The key's bits come back with the value checks' read: one device-to-host copy for both.
-    if lossf is not None:
-        if y is None:
-            raise TypeError(
-                "y: a loss needs targets (or pass an objective as loss= to train on rows)"
-            )
-        xb, yb, key_words = prepare_data(model, lossf, params, x, y, finite_params=True, key=key)
-        xv, yv, _ = prepare_validation(model, lossf, params, validation_data)
-    else:
-        if y is not None:
-            raise ValueError("y: an objective reads everything from its rows (x); leave y=None")
-        xb, key_words = prepare_rows(params, x, finite_params=True, key=key)
-        yb = yv = None
-        xv = None
-        if validation_data is not None:
-            xv, _ = prepare_rows(params, validation_data, "validation_data")
+    xb, yb, xv, yv, key_words = prepare_training(
+        model, lossf, params, x, y, validation_data, key, finite_params=True
+    )
     n = rows_of(xb)
     dtype = dtype_of(xb, params)
     batch_size = clip_batch_size(batch_size, n)
@@ -268,7 +254,6 @@ def fit(
 
     # The row orders' seed, from the bits read before the initialisation below was dispatched (a
     # read after it would wait for it on the device).
-    assert key_words is not None  # a key was passed
     seed = seed_from_words(key_words)
     carry = fresh_carry(params, optimizer, dtype, stopping.track_best)
     lr = learning_rate(carry.state.opt_state) is not None  # the history records it

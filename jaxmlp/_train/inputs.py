@@ -263,3 +263,36 @@ def pad_rows(tree: Any, total: int) -> Any:
     along its leading axis (the last axis' rows for an ensemble's ``(K, n)`` weights: pass them
     transposed), in one compiled call."""
     return _pad_program(total)(tree)
+
+
+def prepare_training(
+    model: MLP,
+    loss: Loss | None,
+    params: Params,
+    x: Any,
+    y: Any,
+    validation_data: Any,
+    key: Any,
+    finite_params: bool = False,
+) -> tuple[Any, Any, Any, Any, np.ndarray]:
+    """``fit``'s and ``fit_ensemble``'s data, checked: ``(x, y, x_val, y_val, key_words)``. With a
+    ``loss`` the data are inputs and targets (:func:`prepare_data`); with ``loss=None`` (an
+    objective) they are rows (:func:`prepare_rows`) and ``y``/``y_val`` are ``None``."""
+    if loss is not None:
+        if y is None:
+            raise TypeError(
+                "y: a loss needs targets (or pass an objective as loss= to train on rows)"
+            )
+        xb, yb, words = prepare_data(
+            model, loss, params, x, y, finite_params=finite_params, key=key
+        )
+        xv, yv, _ = prepare_validation(model, loss, params, validation_data)
+    else:
+        if y is not None:
+            raise ValueError("y: an objective reads everything from its rows (x); leave y=None")
+        xb, words = prepare_rows(params, x, finite_params=finite_params, key=key)
+        yb = yv = xv = None
+        if validation_data is not None:
+            xv, _ = prepare_rows(params, validation_data, "validation_data")
+    assert words is not None  # a key was passed
+    return xb, yb, xv, yv, words
