@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from jaxmlp.errors import CheckpointError, DivergenceError, JaxmlpWarning
 
 if TYPE_CHECKING:
-    from jaxmlp import data
+    from jaxmlp import data, layers
     from jaxmlp._cache import enable_compilation_cache
     from jaxmlp._checkpoint.files import (
         Checkpoint,
@@ -32,6 +32,7 @@ if TYPE_CHECKING:
         OUTPUT_ACTIVATIONS,
         Activation,
         get_activation,
+        register_activation,
     )
     from jaxmlp._core.backprop import (
         METHODS,
@@ -121,6 +122,7 @@ __all__ = [
     "get_loss",
     "gradcheck",
     "latest_checkpoint",
+    "layers",
     "list_checkpoints",
     "load_checkpoint",
     "loss_fn",
@@ -130,6 +132,7 @@ __all__ = [
     "predict_ensemble",
     "prune_checkpoints",
     "r2_score",
+    "register_activation",
     "save_checkpoint",
     "train_test_split",
     "value_and_grad",
@@ -142,6 +145,7 @@ __all__ = [
 _SOURCES: dict[str, tuple[str, ...]] = {
     "jaxmlp._cache": ("enable_compilation_cache",),
     "jaxmlp.data": ("data", "Standardizer", "train_test_split"),
+    "jaxmlp.layers": ("layers",),
     "jaxmlp._checkpoint.files": (
         "Checkpoint",
         "checkpoint_path",
@@ -156,6 +160,7 @@ _SOURCES: dict[str, tuple[str, ...]] = {
         "OUTPUT_ACTIVATIONS",
         "Activation",
         "get_activation",
+        "register_activation",
     ),
     "jaxmlp._core.backprop": (
         "METHODS",

@@ -33,6 +33,7 @@ JAX_REFERENCE = {
     "gelu": functools.partial(jax.nn.gelu, approximate=False),
     "gelu_tanh": functools.partial(jax.nn.gelu, approximate=True),
     "silu": jax.nn.silu,
+    "sin": jnp.sin,
 }
 ELEMENTWISE = tuple(
     dict.fromkeys(n for n in (*HIDDEN_ACTIVATIONS, *OUTPUT_ACTIVATIONS) if n != "softmax")

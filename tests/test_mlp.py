@@ -249,8 +249,8 @@ def test_to_dict_from_dict_roundtrip(kwargs, x64):
 
 def test_from_dict_rejects_unknown_fields():
     d = MLP((3, 2)).to_dict()
-    d["dropout"] = 0.5
-    with pytest.raises(ValueError, match="dropout"):
+    d["momentum"] = 0.5
+    with pytest.raises(ValueError, match="momentum"):
         MLP.from_dict(d)
 
 

@@ -136,12 +136,56 @@ _ACTIVATIONS: dict[str, Activation] = {
         Activation("gelu", _gelu, _gelu_deriv, False),
         Activation("gelu_tanh", _gelu_tanh, _gelu_tanh_deriv, False),
         Activation("silu", jax.nn.silu, _silu_deriv, False),
+        # sin for SIREN networks; its derivative cos(z) needs z
+        Activation("sin", jnp.sin, lambda z, a: jnp.cos(z), False),
         Activation("softmax", _softmax, None, True),
     )
 }
 
 HIDDEN_ACTIVATIONS: tuple[str, ...] = tuple(n for n in _ACTIVATIONS if n != "softmax")
 OUTPUT_ACTIVATIONS: tuple[str, ...] = ("identity", "sigmoid", "softmax", "tanh", "softplus")
+# Activations added with register_activation (hidden layers only).
+_REGISTERED: dict[str, Activation] = {}
+
+
+def register_activation(
+    name: str,
+    fn: Callable[[jax.Array], jax.Array],
+    deriv: Callable[[jax.Array, jax.Array], jax.Array],
+    *,
+    uses_output_only: bool = False,
+) -> Activation:
+    """Adds a hidden activation of your own, usable by name in ``MLP(activation=name)``.
+
+    Args:
+        name: a new name (the built-in ones cannot be replaced).
+        fn: ``z -> a``, elementwise, written with ``jax.numpy``.
+        deriv: ``(z, a) -> f'(z)``, its hand-written derivative, elementwise; the backward
+            pass multiplies ``dL/da`` by it, the forward mode ``dz``.
+        uses_output_only: ``deriv`` reads only ``a`` (documentation for XLA's memory).
+
+    Returns:
+        The :class:`Activation`. ``jaxmlp.gradcheck`` compares ``deriv`` with ``jax.grad`` of
+        ``fn`` through a whole network; a checkpoint stores the name, so register the
+        activation again before loading one (re-registering the same functions is allowed).
+
+    Raises:
+        ValueError: for a built-in name or a name registered with other functions.
+        TypeError: when ``fn`` or ``deriv`` is not callable.
+    """
+    if not isinstance(name, str) or not name:
+        raise TypeError(f"name: expected a non-empty string, got {name!r}")
+    if name in _ACTIVATIONS:
+        raise ValueError(f"name: {name!r} is a built-in activation")
+    for argname, f in (("fn", fn), ("deriv", deriv)):
+        if not callable(f):
+            raise TypeError(f"{argname}: expected a callable, got {type(f).__name__}")
+    act = Activation(name, fn, deriv, bool(uses_output_only))
+    old = _REGISTERED.get(name)
+    if old is not None and (old.fn is not fn or old.deriv is not deriv):
+        raise ValueError(f"name: {name!r} is registered already, with other functions")
+    _REGISTERED[name] = act
+    return act
 
 
 def get_activation(name: str, *, output: bool = False, argname: str = "activation") -> Activation:
@@ -155,7 +199,7 @@ def get_activation(name: str, *, output: bool = False, argname: str = "activatio
     Raises:
         ValueError: for an unknown name, listing the valid ones.
     """
-    valid = OUTPUT_ACTIVATIONS if output else HIDDEN_ACTIVATIONS
+    valid = OUTPUT_ACTIVATIONS if output else (*HIDDEN_ACTIVATIONS, *_REGISTERED)
     if not isinstance(name, str) or name not in valid:
         raise ValueError(f"{argname}: unknown activation {name!r}; valid names are {list(valid)}")
-    return _ACTIVATIONS[name]
+    return _ACTIVATIONS[name] if name in _ACTIVATIONS else _REGISTERED[name]

@@ -19,11 +19,11 @@ from typing import Any, NamedTuple, Protocol
 
 import jax
 import jax.numpy as jnp
-from jax import lax
 from jax.typing import ArrayLike
 
-from jaxmlp._checks import check_choice, check_nonnegative
+from jaxmlp._checks import check_choice, check_key, check_nonnegative
 from jaxmlp._core.activations import get_activation
+from jaxmlp._core.layers import Affine
 from jaxmlp._core.losses import Loss, get_loss
 from jaxmlp._core.mlp import (
     MLP,
@@ -33,9 +33,9 @@ from jaxmlp._core.mlp import (
     as_batch,
     as_rows,
     check_params,
-    dense,
     unrows,
 )
+from jaxmlp._core.stack import run_backward, run_forward
 
 METHODS = ("manual", "autodiff")
 
@@ -44,29 +44,49 @@ class Trace(NamedTuple):
     """What the forward pass keeps for the backward pass.
 
     Attributes:
-        z: pre-activations ``(z[1], ..., z[L])``, each ``(batch, sizes[l])``.
-        a: activations ``(a[0] = x, a[1], ..., a[L])``; ``a[L]`` is the network output.
+        z: pre-activations ``(z[1], ..., z[L])``, each affine layer's output
+            ``(batch, sizes[l])``.
+        a: activations ``(a[0] = x, a[1], ..., a[L])``: what each affine layer reads (after
+            the input feature map, a residual connection, ...), then the network output
+            ``a[L]``.
+        values: every layer's input in :attr:`jaxmlp.MLP.layers` order, then the output (for
+            the lecture's network ``x, z[1], a[1], z[2], a[2], ...``).
+        saved: what each layer kept for its derivatives (``None`` for most).
     """
 
     z: tuple[jax.Array, ...]
     a: tuple[jax.Array, ...]
+    values: tuple[jax.Array, ...] = ()
+    saved: tuple[Any, ...] = ()
 
 
 class LossFn(Protocol):
-    """What :func:`loss_fn` builds: ``f(params, x, y, sample_weight=None) -> loss_value``,
-    a scalar."""
+    """What :func:`loss_fn` builds: ``f(params, x, y, sample_weight=None, *, key=None) ->
+    loss_value``, a scalar."""
 
     def __call__(
-        self, params: Params, x: ArrayLike, y: ArrayLike, sample_weight: ArrayLike | None = None
+        self,
+        params: Params,
+        x: ArrayLike,
+        y: ArrayLike,
+        sample_weight: ArrayLike | None = None,
+        *,
+        key: jax.Array | None = None,
     ) -> jax.Array: ...
 
 
 class ValueAndGradFn(Protocol):
-    """What :func:`value_and_grad` builds: ``f(params, x, y, sample_weight=None) ->
-    (loss_value, grads)``, ``grads`` shaped like ``params``."""
+    """What :func:`value_and_grad` builds: ``f(params, x, y, sample_weight=None, *,
+    key=None) -> (loss_value, grads)``, ``grads`` shaped like ``params``."""
 
     def __call__(
-        self, params: Params, x: ArrayLike, y: ArrayLike, sample_weight: ArrayLike | None = None
+        self,
+        params: Params,
+        x: ArrayLike,
+        y: ArrayLike,
+        sample_weight: ArrayLike | None = None,
+        *,
+        key: jax.Array | None = None,
     ) -> tuple[jax.Array, Params]: ...
 
 
@@ -97,35 +117,29 @@ class Backward(NamedTuple):
     dx: jax.Array | None
 
 
-def _mm(model: MLP, lhs, rhs, contract: tuple[int, int], out_dtype) -> jax.Array:
-    """``lhs`` x ``rhs`` contracting ``lhs`` axis ``contract[0]`` with ``rhs`` axis ``contract[1]``."""
-    if model.compute_dtype is not None:
-        cd = jnp.dtype(model.compute_dtype)
-        lhs, rhs = lhs.astype(cd), rhs.astype(cd)
-    dims = (((contract[0],), (contract[1],)), ((), ()))
-    return lax.dot_general(lhs, rhs, dims, preferred_element_type=out_dtype)
-
-
-def forward(model: MLP, params: Params, x: jax.Array) -> Trace:
-    """The forward pass (eq. 18, 39-42), keeping every ``z[l]`` and ``a[l]``.
+def forward(model: MLP, params: Params, x: jax.Array, key: jax.Array | None = None) -> Trace:
+    """The forward pass (eqs. 18, 39-42), keeping every layer's input: for the lecture's
+    network ``z[l] = a[l-1] w[l] + b[l]`` (eq. 39) and ``a[l] = f(z[l])`` (eq. 40), layer by
+    layer (:mod:`jaxmlp._core.layers`).
 
     Args:
         x: ``(batch, sizes[0])`` in the parameters' dtype (use ``forward_trace`` for raw input).
+        key: ``None`` for inference; a key for training mode (dropout).
     """
-    zs, acts = [], [x]
-    for l, (layer, name) in enumerate(zip(params, model.activations, strict=True)):
-        z = dense(model, layer, acts[-1])  # z[l] = a[l-1] w[l] + b[l]          (eq. 39)
-        act = get_activation(name, output=l == model.num_layers - 1)
-        zs.append(z)
-        acts.append(act.fn(z))  # a[l] = f(z[l])                        (eq. 40)
-    return Trace(tuple(zs), tuple(acts))
+    values, saved = run_forward(model, params, x, key)
+    affine = [i for i, layer in enumerate(model.layers) if isinstance(layer, Affine)]
+    z = tuple(values[i + 1] for i in affine)
+    a = (*(values[i] for i in affine), values[-1])
+    return Trace(z, a, values, saved)
 
 
-def forward_trace(model: MLP, params: Params, x: jax.typing.ArrayLike) -> Trace:
+def forward_trace(
+    model: MLP, params: Params, x: jax.typing.ArrayLike, *, key: jax.Array | None = None
+) -> Trace:
     """Checks the inputs and runs :func:`forward` on ``x`` of shape ``(batch, sizes[0])``."""
     check_params(model, params)
     xb, _ = as_batch(model, x, params)
-    return forward(model, params, xb)
+    return forward(model, params, xb, None if key is None else check_key(key))
 
 
 def backward(
@@ -140,41 +154,28 @@ def backward(
         dz_out: ``(batch, sizes[-1])``, dL/dz of the output layer.
         need_dx: also return dL/dx ``(batch, sizes[0])`` in ``Backward.dx``.
 
-    Each line carries the chain-rule factor it computes (eqs. 44-64).
+    Every layer's ``backward`` (:mod:`jaxmlp._core.layers`; the affine layer and the
+    activation are the lecture's eqs. 44-64) carries the chain-rule factor each line computes;
+    :mod:`jaxmlp._core.stack` walks them from the last layer to the first.
     """
     _check_backward_args(model, params, trace, dz_out)
-    L = model.num_layers
-    # Filled from the last layer back to the first, then reversed.
-    grads: list[Dense] = []
-    deltas: list[jax.Array] = []
-    dz = dz_out  # dL/dz[L] = dL/da[L] * da[L]/dz[L]        (eqs. 23, 44)
-    dx = None
-    for l in reversed(range(L)):
-        w = params[l].w
-        a_prev = trace.a[l]
-        deltas.append(dz)
-        # dL/dw[l] = a[l-1]^T dz[l]: dz[l]/dw[l] = a[l-1]       (eqs. 23, 44, 48, 57)
-        dw = _mm(model, a_prev, dz, (0, 0), w.dtype)
-        # dL/db[l] = sum over the batch of dz[l]: dz[l]/db[l] = 1 (eqs. 24, 45, 49, 58)
-        db = jnp.sum(dz, axis=0)
-        grads.append(Dense(dw, db))
-        if l == 0 and not need_dx:
-            break
-        # dL/da[l-1] = dz[l] w[l]^T: dz[l]/da[l-1] = w[l]       (eqs. 32, 48)
-        da = _mm(model, dz, w, (1, 1), w.dtype)
-        if l == 0:
-            dx = da
-            break
-        act = get_activation(model.activations[l - 1])
-        # dL/dz[l-1] = dL/da[l-1] * f'(z[l-1])                 (eqs. 33-34, 52, 63-64)
-        dz = act.vjp(trace.z[l - 1], trace.a[l], da)
-    return Backward(tuple(reversed(grads)), tuple(reversed(deltas)), dx)
+    # From dL/dz[L] back through every layer but the output activation (the loss head's).
+    grads, deltas, dx = run_backward(
+        model, params, trace.values, trace.saved, dz_out, stop=len(model.layers) - 1,
+        need_dx=need_dx,
+    )  # fmt: skip
+    return Backward(grads, deltas, dx)
 
 
 def _check_backward_args(model: MLP, params: Params, trace: Any, dz_out: Any) -> None:
     check_params(model, params)
     L = model.num_layers
-    if not (isinstance(trace, Trace) and len(trace.z) == L and len(trace.a) == L + 1):
+    if not (
+        isinstance(trace, Trace)
+        and len(trace.z) == L
+        and len(trace.a) == L + 1
+        and len(trace.values) == len(model.layers) + 1
+    ):
         raise TypeError(f"trace: expected a Trace of {L} layers (from forward_trace)")
     expected = (trace.a[0].shape[0], model.sizes[-1])
     if tuple(getattr(dz_out, "shape", ())) != expected:
@@ -254,18 +255,46 @@ def loss_head(
     return loss.value(out, y, sample_weight), out_act.vjp(z_out, out, dout)
 
 
-def _l2_value(params: Params, l2: float):
-    # (l2 / 2) sum_l ||w[l]||^2 over weights only
-    return 0.5 * l2 * sum(jnp.sum(p.w * p.w) for p in params)
+def penalty_value(model: MLP, params: Params, l2: float, l1: float = 0.0):
+    """``(l2 / 2) sum ||w||^2 + l1 sum |w|`` over the affine layers' weights (not the biases,
+    not the layer norms' scales and offsets); a Python 0 when both are 0."""
+    total = 0.0
+    for s in model.affine_slots():
+        w = params[s].w
+        if l2:
+            total = total + 0.5 * l2 * jnp.sum(w * w)
+        if l1:
+            total = total + l1 * jnp.sum(jnp.abs(w))
+    return total
 
 
-def _objective(model: MLP, loss: Loss, l2: float, params: Params, xb, yb, sw) -> jax.Array:
-    """The scalar training objective: the loss of the forward pass plus the L2 term."""
-    trace = forward(model, params, xb)
+def penalty_grads(model: MLP, params: Params, grads: Params, l2: float, l1: float = 0.0):
+    """``grads`` plus the penalty's gradient: ``l2 w + l1 sign(w)`` on the weights. At
+    ``w = 0`` the derivative of ``|w|`` is taken as 0 (``sign(0) = 0``), which is also what
+    ``jax.grad`` of ``jnp.abs`` gives there: both methods agree."""
+    if not (l2 or l1):
+        return grads
+    out: list[Any] = list(grads)
+    for s in model.affine_slots():
+        w, g = params[s].w, out[s]
+        dw = g.w
+        if l2:
+            dw = dw + l2 * w  # d/dw (l2/2)||w||^2 = l2 w
+        if l1:
+            dw = dw + l1 * jnp.sign(w)  # d/dw l1 |w| = l1 sign(w), 0 at w = 0
+        out[s] = g._replace(w=dw)
+    return tuple(out)
+
+
+def _objective(
+    model: MLP, loss: Loss, l2: float, l1: float, params: Params, xb, yb, sw, key=None
+) -> jax.Array:
+    """The scalar training objective: the loss of the forward pass plus the penalties."""
+    trace = forward(model, params, xb, key)
     out = trace.z[-1] if loss.logits else trace.a[-1]
     value = loss.value(out, yb, sw)
-    # l2 == 0 skips the term: XLA keeps 0 * sum ||w||^2 and its gradient 0 * w otherwise.
-    return value + _l2_value(params, l2) if l2 else value
+    # l2 == l1 == 0 skips the term: XLA keeps 0 * sum ||w||^2 and its gradient otherwise.
+    return value + penalty_value(model, params, l2, l1) if (l2 or l1) else value
 
 
 def _prepare(model, loss, params, x, y, sample_weight):
@@ -287,24 +316,36 @@ def check_model_loss(model: Any, loss: str | Loss) -> Loss:
     return loss
 
 
-def loss_fn(model: MLP, loss: str | Loss, *, l2: float = 0.0) -> LossFn:
-    """Builds ``f(params, x, y, sample_weight=None) -> loss_value`` (the objective alone)."""
+def _train_key(model: MLP, key: Any) -> jax.Array | None:
+    """``key`` checked, or ``None``; a model with dropout trains only with one."""
+    return None if key is None else check_key(key)
+
+
+def loss_fn(model: MLP, loss: str | Loss, *, l2: float = 0.0, l1: float = 0.0) -> LossFn:
+    """Builds ``f(params, x, y, sample_weight=None, *, key=None) -> loss_value`` (the
+    objective alone; ``key``: training mode, as in :func:`value_and_grad`)."""
     loss = check_model_loss(model, loss)
     l2 = check_nonnegative(l2, "l2")
+    l1 = check_nonnegative(l1, "l1")
 
     def f(
-        params: Params, x: ArrayLike, y: ArrayLike, sample_weight: ArrayLike | None = None
+        params: Params,
+        x: ArrayLike,
+        y: ArrayLike,
+        sample_weight: ArrayLike | None = None,
+        *,
+        key: jax.Array | None = None,
     ) -> jax.Array:
         xb, yb, sw = _prepare(model, loss, params, x, y, sample_weight)
-        return _objective(model, loss, l2, params, xb, yb, sw)
+        return _objective(model, loss, l2, l1, params, xb, yb, sw, _train_key(model, key))
 
     return f
 
 
 def value_and_grad(
-    model: MLP, loss: str | Loss, *, method: str = "manual", l2: float = 0.0
+    model: MLP, loss: str | Loss, *, method: str = "manual", l2: float = 0.0, l1: float = 0.0
 ) -> ValueAndGradFn:
-    """Builds ``f(params, x, y, sample_weight=None) -> (loss_value, grads)``.
+    """Builds ``f(params, x, y, sample_weight=None, *, key=None) -> (loss_value, grads)``.
 
     Args:
         model: the network description.
@@ -312,35 +353,49 @@ def value_and_grad(
         method: ``"manual"`` (the hand-written backward) or ``"autodiff"``
             (``jax.value_and_grad`` of the same forward pass and loss).
         l2: adds ``(l2 / 2) * sum ||w||^2`` over the weights (not the biases).
+        l1: adds ``l1 * sum |w|`` over the weights; its derivative ``l1 sign(w)`` is taken
+            as 0 at ``w = 0`` by both methods.
 
     The returned function takes ``x`` ``(batch, sizes[0])`` (or one example ``(sizes[0],)``),
     ``y`` as the loss expects and ``sample_weight`` ``(batch,)`` (weighted mean; zero masks a
-    row). ``grads`` has the structure, shapes and dtypes of ``params``. Pure: jit and vmap it.
+    row); ``key`` switches training mode on (dropout masks drawn from it: both methods draw
+    the same masks from the same key; ``None``: inference, no dropout). ``grads`` has the
+    structure, shapes and dtypes of ``params``. Pure: jit and vmap it.
     """
     loss = check_model_loss(model, loss)
     check_choice(method, "method", METHODS)
     l2 = check_nonnegative(l2, "l2")
+    l1 = check_nonnegative(l1, "l1")
 
-    objective = functools.partial(_objective, model, loss, l2)
+    objective = functools.partial(_objective, model, loss, l2, l1)
 
     def manual(
-        params: Params, x: ArrayLike, y: ArrayLike, sample_weight: ArrayLike | None = None
+        params: Params,
+        x: ArrayLike,
+        y: ArrayLike,
+        sample_weight: ArrayLike | None = None,
+        *,
+        key: jax.Array | None = None,
     ) -> tuple[jax.Array, Params]:
         xb, yb, sw = _prepare(model, loss, params, x, y, sample_weight)
-        trace = forward(model, params, xb)
+        trace = forward(model, params, xb, _train_key(model, key))
         value, dz_out = loss_head(model, loss, trace, yb, sw)
         grads = backward(model, params, trace, dz_out).grads
-        if l2:
-            value = value + _l2_value(params, l2)
-            # d/dw (l2/2)||w||^2 = l2 w
-            grads = tuple(Dense(g.w + l2 * p.w, g.b) for g, p in zip(grads, params, strict=True))
+        if l2 or l1:
+            value = value + penalty_value(model, params, l2, l1)
+            grads = penalty_grads(model, params, grads, l2, l1)
         return value, grads
 
     def autodiff(
-        params: Params, x: ArrayLike, y: ArrayLike, sample_weight: ArrayLike | None = None
+        params: Params,
+        x: ArrayLike,
+        y: ArrayLike,
+        sample_weight: ArrayLike | None = None,
+        *,
+        key: jax.Array | None = None,
     ) -> tuple[jax.Array, Params]:
         xb, yb, sw = _prepare(model, loss, params, x, y, sample_weight)
-        return jax.value_and_grad(objective)(params, xb, yb, sw)
+        return jax.value_and_grad(objective)(params, xb, yb, sw, _train_key(model, key))
 
     return manual if method == "manual" else autodiff
 
@@ -363,9 +418,9 @@ def apply_manual(model: MLP, params: Params, x: jax.typing.ArrayLike) -> jax.Arr
     return unrows(apply_rows(model, params, xb), lead)
 
 
-def _per_example_setup(model, loss, l2):
+def _per_example_setup(model, loss, l2, l1):
     loss = check_model_loss(model, loss)
-    return loss, check_nonnegative(l2, "l2")
+    return loss, check_nonnegative(l2, "l2"), check_nonnegative(l1, "l1")
 
 
 def _per_example_deltas(model, loss, params, x, y):
@@ -381,36 +436,69 @@ def _per_example_deltas(model, loss, params, x, y):
     return trace, backward(model, params, trace, dz_out).deltas
 
 
-def per_example_grads(model: MLP, loss: str | Loss, *, l2: float = 0.0) -> PerExampleGradsFn:
+def _per_example_vmapped(model, loss, l2, l1):
+    """Per-example gradients of a network beyond the plain one (layer norm mixes a row's
+    units, so no outer-product shortcut): the hand-written backward on each example alone,
+    vmapped; the loss of a batch of one is the example's loss (inference: no dropout)."""
+    vg = value_and_grad(model, loss, method="manual", l2=l2, l1=l1)
+
+    def f(params, x, y):
+        xb, yb, _ = _prepare(model, loss, params, x, y, None)
+        return jax.vmap(lambda xr, yr: vg(params, xr[None], yr[None])[1])(xb, yb)
+
+    return f
+
+
+def per_example_grads(
+    model: MLP, loss: str | Loss, *, l2: float = 0.0, l1: float = 0.0
+) -> PerExampleGradsFn:
     """Builds ``f(params, x, y) -> grads`` with a leading batch axis on every leaf.
 
-    ``grads[l].w[n]`` is the gradient of the loss of example ``n`` alone (a batch of one), from
-    a single batched backward pass: ``dw_n = a_prev_n (outer) dz_n``, ``db_n = dz_n``.
+    ``grads[l].w[n]`` is the gradient of the loss of example ``n`` alone (a batch of one). For
+    the plain network it comes from a single batched backward pass: ``dw_n = a_prev_n (outer)
+    dz_n``, ``db_n = dz_n``; with layer norm, residual connections or features, from the
+    hand-written backward vmapped over the examples.
     """
-    loss, l2 = _per_example_setup(model, loss, l2)
+    loss, l2, l1 = _per_example_setup(model, loss, l2, l1)
+    if not model.plain:
+        return _per_example_vmapped(model, loss, l2, l1)
 
     def f(params: Params, x: ArrayLike, y: ArrayLike) -> Params:
         trace, deltas = _per_example_deltas(model, loss, params, x, y)
         out = []
         for p, a_prev, dz in zip(params, trace.a[:-1], deltas, strict=True):
-            # dw_n = a_prev_n^T dz_n (an outer product per example), plus l2 w
+            # dw_n = a_prev_n^T dz_n (an outer product per example), plus the penalties'
             dw = jnp.einsum("ni,no->nio", a_prev, dz).astype(p.w.dtype)
-            out.append(Dense(dw + l2 * p.w[None] if l2 else dw, dz.astype(p.b.dtype)))
+            if l2:
+                dw = dw + l2 * p.w[None]
+            if l1:
+                dw = dw + l1 * jnp.sign(p.w)[None]
+            out.append(Dense(dw, dz.astype(p.b.dtype)))
         return tuple(out)
 
     return f
 
 
 def per_example_grad_norms(
-    model: MLP, loss: str | Loss, *, l2: float = 0.0
+    model: MLP, loss: str | Loss, *, l2: float = 0.0, l1: float = 0.0
 ) -> PerExampleGradNormsFn:
     """Builds ``f(params, x, y) -> (batch,)``, each example's gradient L2 norm.
 
-    Never materialises the per-example gradients: for a dense layer
-    ``||a_n dz_n^T||^2 = ||a_n||^2 ||dz_n||^2`` and ``||db_n||^2 = ||dz_n||^2``; with ``l2`` the
-    weight block is ``a_n dz_n^T + l2 w``, adding ``2 l2 a_n^T w dz_n + l2^2 ||w||^2``.
+    For the plain network without ``l1`` it never materialises the per-example gradients: for
+    a dense layer ``||a_n dz_n^T||^2 = ||a_n||^2 ||dz_n||^2`` and ``||db_n||^2 = ||dz_n||^2``;
+    with ``l2`` the weight block is ``a_n dz_n^T + l2 w``, adding ``2 l2 a_n^T w dz_n + l2^2
+    ||w||^2``. Otherwise the norms of :func:`per_example_grads`.
     """
-    loss, l2 = _per_example_setup(model, loss, l2)
+    loss, l2, l1 = _per_example_setup(model, loss, l2, l1)
+    if not model.plain or l1:
+        grads = per_example_grads(model, loss, l2=l2, l1=l1)
+
+        def from_grads(params: Params, x: ArrayLike, y: ArrayLike) -> jax.Array:
+            g = grads(params, x, y)
+            return jnp.sqrt(sum(jnp.sum(leaf.reshape(leaf.shape[0], -1) ** 2, axis=1)
+                                for leaf in jax.tree.leaves(g)))  # fmt: skip
+
+        return from_grads
 
     def f(params: Params, x: ArrayLike, y: ArrayLike) -> jax.Array:
         trace, deltas = _per_example_deltas(model, loss, params, x, y)

@@ -91,7 +91,7 @@ class GradCheckReport(NamedTuple):
 
     def __str__(self) -> str:
         head = (
-            f"{'layer':>5} {'param':>5} {'shape':>10} | {'vs jax.grad: max abs':>20} {'max rel':>9} "
+            f"{'layer':>5} {'param':>6} {'shape':>10} | {'vs jax.grad: max abs':>20} {'max rel':>9} "
             f"{'cosine':>10} | {'vs finite diff: max abs':>23} {'max rel':>9} {'cosine':>10} {'how':>10} "
             f"| {'jvp vs jax.jvp: max rel':>23} {'cosine':>10} | ok"
         )
@@ -106,7 +106,7 @@ class GradCheckReport(NamedTuple):
             ad, fd, fm = r.autodiff, r.finite_diff, r.forward_mode
             ok = ad.ok and fd.ok and (fm is None or fm.ok)
             lines.append(
-                f"{r.layer:>5} {r.name:>5} {r.shape!s:>10} | {ad.max_abs:>20.3e} {ad.max_rel:>9.2e} "
+                f"{r.layer:>5} {r.name:>6} {r.shape!s:>10} | {ad.max_abs:>20.3e} {ad.max_rel:>9.2e} "
                 f"{ad.cosine:>10.7f} | {fd.max_abs:>23.3e} {fd.max_rel:>9.2e} {fd.cosine:>10.7f} "
                 f"{r.fd_kind:>10} | {_forward_cells(fm)} | {'yes' if ok else 'NO'}"
             )
@@ -141,11 +141,21 @@ def _compare(m: np.ndarray, ref: np.ndarray, scale: float, rtol: float, atol: fl
 
 
 def _blocks(params: Params) -> list[tuple[int, str, Any]]:
-    return [(l, name, getattr(p, name)) for l, p in enumerate(params) for name in ("w", "b")]
+    """``(entry, name, array)`` per parameter array, in pytree order: ``w`` and ``b`` of a
+    Dense, ``scale`` and ``offset`` of a Norm, a key path for a layer of the user's."""
+    out = []
+    for l, p in enumerate(params):
+        for path, leaf in jax.tree.leaves_with_path(p):
+            name = jax.tree_util.keystr(path)
+            out.append((l, name[1:] if name.startswith(".") else name, leaf))
+    return out
 
 
-def _replace(params: Params, l: int, name: str, value) -> Params:
-    return tuple(p._replace(**{name: value}) if i == l else p for i, p in enumerate(params))
+def _replace_block(params: Params, b: int, value) -> Params:
+    """``params`` with its ``b``-th array (in pytree order) replaced by ``value``."""
+    leaves, tree = jax.tree.flatten(params)
+    leaves[b] = value
+    return jax.tree.unflatten(tree, leaves)
 
 
 def _directions(p64: Params, key, num_directions: int, entrywise_max: int):
@@ -167,8 +177,8 @@ def _directions(p64: Params, key, num_directions: int, entrywise_max: int):
 
 
 def _shifted(b: int, p64: Params, v: jax.Array, step: float) -> Params:
-    l, name, p_block = _blocks(p64)[b]
-    return _replace(p64, l, name, p_block + step * v[: p_block.size].reshape(p_block.shape))
+    p_block = jax.tree.leaves(p64)[b]
+    return _replace_block(p64, b, p_block + step * v[: p_block.size].reshape(p_block.shape))
 
 
 def _differences(objective, p64: Params, data, which: jax.Array, dirs: jax.Array) -> jax.Array:
@@ -178,7 +188,7 @@ def _differences(objective, p64: Params, data, which: jax.Array, dirs: jax.Array
     ``lax.map`` runs the directions one after another, so memory stays that of one forward
     pass and the program compiles once for all blocks.
     """
-    branches = [functools.partial(_shifted, b) for b in range(2 * len(p64))]
+    branches = [functools.partial(_shifted, b) for b in range(len(jax.tree.leaves(p64)))]
 
     def along(args):
         b, v = args
@@ -192,7 +202,7 @@ def _differences(objective, p64: Params, data, which: jax.Array, dirs: jax.Array
 
 def _jvp_directions(params: Params, x: jax.Array, key, num_directions: int):
     """``num_directions`` random unit directions in each parameter block and in ``x``, drawn on
-    the host: ``(which, direction)`` rows, ``which`` the block (``2 L`` for ``x``), each padded
+    the host: ``(which, direction)`` rows, ``which`` the block (the last for ``x``), each padded
     to the largest block."""
     sizes = [p_block.size for _, _, p_block in _blocks(params)] + [x.size]
     width = max(sizes)
@@ -222,7 +232,8 @@ def _jvps(model: MLP, jvp_fn: Callable, params: Params, x: jax.Array, which, dir
     def in_x(v):
         return zeros, v[: x.size].reshape(x.shape).astype(x.dtype)
 
-    branches = [functools.partial(in_params, b) for b in range(2 * len(params))] + [in_x]
+    n_blocks = len(jax.tree.leaves(params))
+    branches = [functools.partial(in_params, b) for b in range(n_blocks)] + [in_x]
 
     def along(args):
         b, v = args
@@ -249,13 +260,16 @@ def _jvp_program(model: MLP):
 
 
 @functools.lru_cache(maxsize=32)
-def _programs(model: MLP, loss: str | Loss, l2: float):
+def _programs(model: MLP, loss: str | Loss, l2: float, l1: float):
     """The compiled manual, autodiff and finite-difference programs, cached on the static
-    description so that repeated checks of one model compile once."""
+    description so that repeated checks of one model compile once. Each takes a training key
+    (``None``: inference) as its last argument."""
+    objective = loss_fn(model, loss, l2=l2, l1=l1)
+    keyed = lambda f: lambda p, x, y, sw, k: f(p, x, y, sw, key=k)  # noqa: E731
     return (
-        jax.jit(value_and_grad(model, loss, method="manual", l2=l2)),
-        jax.jit(value_and_grad(model, loss, method="autodiff", l2=l2)),
-        jax.jit(functools.partial(_differences, loss_fn(model, loss, l2=l2))),
+        jax.jit(keyed(value_and_grad(model, loss, method="manual", l2=l2, l1=l1))),
+        jax.jit(keyed(value_and_grad(model, loss, method="autodiff", l2=l2, l1=l1))),
+        jax.jit(functools.partial(_differences, keyed(objective))),
     )
 
 
@@ -267,7 +281,9 @@ def gradcheck(
     loss: str | Loss,
     *,
     l2: float = 0.0,
+    l1: float = 0.0,
     sample_weight: jax.typing.ArrayLike | None = None,
+    train_key: jax.Array | None = None,
     grad_fn: Callable | None = None,
     jvp_fn: Callable | None = None,
     num_directions: int = 4,
@@ -283,10 +299,14 @@ def gradcheck(
         y: targets as ``loss`` expects.
         loss: a loss name or ``jaxmlp.Loss``.
         l2: as in ``value_and_grad``.
+        l1: as in ``value_and_grad``.
         sample_weight: as in ``value_and_grad``.
+        train_key: checks training mode (dropout) with the masks this key draws: every
+            gradient and every finite difference sees the same masks. ``None``: inference.
         grad_fn: the gradient under test, ``(params, x, y, sample_weight) -> (value, grads)``;
-            defaults to ``value_and_grad(model, loss, method="manual", l2=l2)``. Pass a
-            deliberately broken one to see the check fail.
+            defaults to ``value_and_grad(model, loss, method="manual", l2=l2, l1=l1)``; with
+            ``train_key`` it is called with ``key=train_key`` too. Pass a deliberately broken
+            one to see the check fail.
         jvp_fn: the forward mode under test, ``(params, x, dparams, dx) -> d out`` (the
             output's change along the tangent ``(dparams, dx)``); defaults to ``jax.jvp`` of
             ``apply_manual``, the hand-written tangent pass. It is compared with ``jax.jvp`` of
@@ -314,14 +334,22 @@ def gradcheck(
     # Arrays before jit: jit's own error for a string or None names no argument.
     x, y = as_array(x, "x"), as_array(y, "y")
     sample_weight = None if sample_weight is None else as_array(sample_weight, "sample_weight")
-    dtype = jnp.dtype(params[0].w.dtype).name
+    dtype = jnp.dtype(jax.tree.leaves(params)[0].dtype).name
     if dtype not in TOLERANCES:
         raise ValueError(f"params: no tolerance for dtype {dtype}")
     rtol, atol = TOLERANCES[dtype]
-    manual, autodiff, differences = _programs(model, loss, l2)
-    grad_fn = manual if grad_fn is None else jax.jit(grad_fn)
-    _, g_manual = grad_fn(params, x, y, sample_weight)
-    _, g_auto = autodiff(params, x, y, sample_weight)
+    train_key = None if train_key is None else check_key(train_key, "train_key")
+    manual, autodiff, differences = _programs(model, loss, l2, l1)
+    if grad_fn is None:
+        grad_fn = manual
+    else:
+        user_fn = grad_fn
+        if train_key is None:
+            grad_fn = jax.jit(lambda p, x, y, sw, k: user_fn(p, x, y, sw))
+        else:
+            grad_fn = jax.jit(lambda p, x, y, sw, k: user_fn(p, x, y, sw, key=k))
+    _, g_manual = grad_fn(params, x, y, sample_weight, train_key)
+    _, g_auto = autodiff(params, x, y, sample_weight, train_key)
     # NumPy, not jnp: eager jnp ops compile once per block shape.
     scale = max(float(np.max(np.abs(np.asarray(g)))) for g in jax.tree.leaves(g_auto))
     with jax.enable_x64(True):
@@ -332,7 +360,7 @@ def gradcheck(
             y_np if np.issubdtype(y_np.dtype, np.integer) else y_np.astype(np.float64)
         )
         sw64 = None if sample_weight is None else jnp.asarray(np.asarray(sample_weight, np.float64))
-        value64, g64 = grad_fn(p64, x64, y64, sw64)
+        value64, g64 = grad_fn(p64, x64, y64, sw64, train_key)
         # Forward mode in float64, like the finite differences: two float32 tangent passes that
         # sum in different orders differ by a few ulps of the output's largest entry (more through a
         # saturated softmax), which is rounding, not a bug; in float64 any real slip stands out.
@@ -343,7 +371,7 @@ def gradcheck(
         # Rounding in the loss values limits the differences to ~1e-16 |L| / eps.
         fd_scale = gnorm + abs(float(value64))
         which, dirs = _directions(p64, key, num_directions, entrywise_max)
-        fd_all = np.asarray(differences(p64, (x64, y64, sw64), which, dirs))
+        fd_all = np.asarray(differences(p64, (x64, y64, sw64, train_key), which, dirs))
 
         rows = []
         for b, ((l, name, g_m), (_, _, g_a), (_, _, g_m64)) in enumerate(
@@ -371,7 +399,7 @@ def gradcheck(
 def _forward_mode(model, params, x, key, num_directions, jvp_fn, rtol, atol) -> list[Comparison]:
     """The forward mode under test against ``jax.jvp`` of ``model.apply``: one comparison per
     parameter block, then one for ``x``, on a common scale (the largest reference entry)."""
-    xf = jnp.asarray(x, params[0].w.dtype)
+    xf = jnp.asarray(x, jax.tree.leaves(params)[0].dtype)
     which, dirs = _jvp_directions(params, xf, key, num_directions)
     if jvp_fn is None:
         program = _jvp_program(model)
@@ -381,5 +409,5 @@ def _forward_mode(model, params, x, key, num_directions, jvp_fn, rtol, atol) -> 
     scale = float(np.max(np.abs(reference)))
     return [
         _compare(manual[which == b], reference[which == b], scale, rtol, atol)
-        for b in range(2 * len(params) + 1)
+        for b in range(len(jax.tree.leaves(params)) + 1)
     ]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -37,6 +38,34 @@ def glorot_normal(key: jax.Array, shape: tuple[int, int], dtype=jnp.float32) -> 
     return jax.random.normal(key, shape, dtype) * math.sqrt(2.0 / (shape[0] + shape[1]))
 
 
+SIREN_OMEGA0 = 30.0
+
+
+def siren_first(key: jax.Array, shape: tuple[int, int], dtype=jnp.float32):
+    """SIREN's first layer, with the frequency factor folded in: ``sin(omega0 (x w' + b'))``
+    is ``sin(x w + b)`` for ``w = omega0 w'``, ``w' ~ U(-1/fan_in, 1/fan_in)``; the bias
+    ``b = omega0 b'`` with ``b' ~ U(-1/sqrt(fan_in), 1/sqrt(fan_in))``. Returns ``(w, b)``."""
+    kw, kb = jax.random.split(key)
+    n = shape[0]
+    w = jax.random.uniform(kw, shape, dtype, -1.0 / n, 1.0 / n) * SIREN_OMEGA0
+    bound = 1.0 / math.sqrt(n)
+    b = jax.random.uniform(kb, (shape[1],), dtype, -bound, bound) * SIREN_OMEGA0
+    return w.astype(dtype), b.astype(dtype)
+
+
+def siren_hidden(key: jax.Array, shape: tuple[int, int], dtype=jnp.float32):
+    """SIREN's later layers: ``w ~ U(-sqrt(6/fan_in), sqrt(6/fan_in))`` (the paper's
+    ``sqrt(6/fan_in) / omega0`` with ``omega0`` folded in), so every pre-activation stays
+    roughly standard normal through the ``sin`` layers; bias ``U(-1/sqrt(fan_in),
+    1/sqrt(fan_in))``. Returns ``(w, b)``."""
+    kw, kb = jax.random.split(key)
+    n = shape[0]
+    limit = math.sqrt(6.0 / n)
+    w = jax.random.uniform(kw, shape, dtype, -limit, limit)
+    bound = 1.0 / math.sqrt(n)
+    return w, jax.random.uniform(kb, (shape[1],), dtype, -bound, bound)
+
+
 INITIALIZERS: dict[str, Initializer] = {
     "he_normal": he_normal,
     "lecun_normal": lecun_normal,
@@ -47,18 +76,23 @@ INITIALIZERS: dict[str, Initializer] = {
 _RELU_FAMILY = frozenset({"relu", "leaky_relu", "elu", "gelu", "gelu_tanh", "silu", "softplus"})
 
 
-def get_initializer(name: str | Initializer, activation: str) -> Initializer:
+def get_initializer(
+    name: str | Initializer, activation: str, *, first: bool = False
+) -> Callable[..., Any]:
     """Returns the initialiser called ``name`` (``"auto"`` chooses by ``activation``), or
-    ``name`` itself when it is a callable ``(key, shape, dtype) -> array``.
+    ``name`` itself when it is a callable ``(key, shape, dtype) -> array``. ``"siren"`` (for
+    ``sin`` networks) differs for the ``first`` layer and draws biases too.
 
     Raises:
         ValueError: for an unknown name, listing the valid ones.
     """
     if callable(name):
         return name
+    if name == "siren":
+        return siren_first if first else siren_hidden
     if name == "auto":
         return he_normal if activation in _RELU_FAMILY else glorot_uniform
     if name not in INITIALIZERS:
-        valid = ["auto", *INITIALIZERS]
+        valid = ["auto", "siren", *INITIALIZERS]
         raise ValueError(f"initializer: unknown initializer {name!r}; valid names are {valid}")
     return INITIALIZERS[name]

@@ -37,7 +37,7 @@ from jax.experimental.hijax import ShapedArray, VJPHiPrimitive, Zero, instantiat
 
 from jaxmlp._core.activations import get_activation
 from jaxmlp._core.backprop import Trace, backward, forward
-from jaxmlp._core.mlp import MLP, Dense, Params
+from jaxmlp._core.mlp import MLP, Params
 from jaxmlp._core.tangent import ParamTangents, tangent
 
 
@@ -51,11 +51,14 @@ def _or_none(t: Any) -> Any:
 
 
 def _param_tangents(dparams: Any) -> ParamTangents:
-    """The parameters' tangent with every symbolic zero block as ``None``."""
+    """The parameters' tangent with every symbolic zero block as ``None`` (a whole entry
+    ``None`` when all its blocks are)."""
     if dparams is None:
         return None
-    out = [None if d is None else Dense(_or_none(d.w), _or_none(d.b)) for d in dparams]
-    out = [None if d is None or (d.w is None and d.b is None) else d for d in out]
+    out = []
+    for d in dparams:
+        d = None if d is None else jax.tree.map(_or_none, d, is_leaf=_is_zero)
+        out.append(None if d is None or not jax.tree.leaves(d) else d)
     return None if all(d is None for d in out) else tuple(out)
 
 
@@ -84,7 +87,7 @@ def _cut(tangents: tuple[Any, Any], grads: Params, gx: jax.Array | None) -> tupl
     dparams, dx = tangents
     if dparams is not None:
         dparams = tuple(
-            None if d is None else Dense(_keep(d.w, g.w), _keep(d.b, g.b))
+            None if d is None else jax.tree.map(_keep, d, g, is_leaf=lambda t: t is None)
             for d, g in zip(dparams, grads, strict=True)
         )
     return dparams, None if dx is None else gx

@@ -8,8 +8,10 @@ Convention (batch-major): ``x`` is ``(batch, sizes[0])``, a layer's weight ``w``
 from __future__ import annotations
 
 import dataclasses
+import functools
+import itertools
 from collections.abc import Callable, Sequence
-from typing import Any, NamedTuple
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -19,26 +21,32 @@ from jax import lax
 from jaxmlp._checks import check_key
 from jaxmlp._core.activations import get_activation
 from jaxmlp._core.initializers import Initializer, get_initializer
+from jaxmlp._core.layers import (
+    ActivationLayer,
+    Affine,
+    Dense,
+    Dropout,
+    Features,
+    FourierFeatures,
+    Layer,
+    LayerNorm,
+    Norm,
+    SkipBegin,
+    SkipEnd,
+    count,
+)
 
 _FLOAT_DTYPES = ("float16", "bfloat16", "float32", "float64")
 # to_dict's stand-in for a callable initializer, which no file can hold: "callable:<qualname>".
 CALLABLE_INITIALIZER = "callable:"
 
 
-class Dense(NamedTuple):
-    """One fully connected layer's parameters.
-
-    Attributes:
-        w: ``(fan_in, fan_out)``; ``w[i, j]`` connects input unit ``i`` to output unit ``j``
-            (the lecture's ``w_{j,i}``).
-        b: ``(fan_out,)``.
-    """
-
-    w: jax.Array
-    b: jax.Array
-
-
-Params = tuple[Dense, ...]
+# A tuple with one entry per layer that has parameters: a Dense per affine layer (the lecture's
+# plain network is a tuple of Dense), a Norm per layer normalisation, a layer of your own's pytree.
+Params = tuple[Any, ...]
+NORMS = ("layernorm",)
+# to_dict's stand-in for a layer object of the user's: "layer:<qualname>".
+LAYER_OBJECT = "layer:"
 
 
 def _dtype_name(value: Any, argname: str, allow_none: bool = False) -> str | None:
@@ -102,6 +110,19 @@ class MLP:
         compute_dtype: mixed precision: matmul inputs are cast to this dtype (e.g.
             ``"bfloat16"``) while products accumulate, and the loss and gradients stay, in the
             parameters' dtype. ``None`` computes in the parameters' dtype.
+        norm: ``"layernorm"`` normalises every hidden layer's pre-activation over its units,
+            with a learnable scale and offset per unit (affine, layer norm, activation); or a
+            width-keeping :class:`jaxmlp.layers.Layer` of your own, placed there instead.
+        dropout: inverted dropout on the hidden activations with this rate, in ``[0, 1)``;
+            active only when a key is given (``apply(..., key=k)``, training), never at
+            inference.
+        residual: ``a[l] = a[l-1] + f(z[l])`` for every hidden layer whose input and output
+            widths are equal; the others stay plain.
+        features: an input feature map applied before the first layer: ``"playground"`` (the
+            TensorFlow Playground's ``x1, x2, x1^2, x2^2, x1*x2, sin(x1), sin(x2)``), a tuple of
+            such names, a :class:`jaxmlp.layers.FourierFeatures`, or any
+            :class:`jaxmlp.layers.Layer` without parameters of your own. ``sizes[0]`` stays the
+            raw input width.
     """
 
     sizes: tuple[int, ...]
@@ -110,6 +131,10 @@ class MLP:
     initializer: str | Initializer = "auto"
     param_dtype: str = "float32"
     compute_dtype: str | None = None
+    norm: str | Layer | None = None
+    dropout: float = 0.0
+    residual: bool = False
+    features: str | tuple[str, ...] | Layer | None = None
 
     def __post_init__(self):
         sizes = self.sizes
@@ -157,6 +182,145 @@ class MLP:
         object.__setattr__(
             self, "compute_dtype", _dtype_name(self.compute_dtype, "compute_dtype", allow_none=True)
         )
+        self._check_pieces()
+
+    def _check_pieces(self) -> None:
+        norm = self.norm
+        if norm is not None and not isinstance(norm, Layer):
+            if not isinstance(norm, str) or norm not in NORMS:
+                raise ValueError(
+                    f"norm: expected None, one of {list(NORMS)} or a jaxmlp.layers.Layer, "
+                    f"got {norm!r}"
+                )
+        p = self.dropout
+        if isinstance(p, bool) or not isinstance(p, (int, float, np.floating, np.integer)):
+            raise TypeError(f"dropout: expected a float rate in [0, 1), got {p!r}")
+        if not 0.0 <= float(p) < 1.0:
+            raise ValueError(f"dropout: the rate must be in [0, 1), got {p!r}")
+        object.__setattr__(self, "dropout", float(p))
+        if not isinstance(self.residual, (bool, np.bool_)):
+            raise TypeError(f"residual: expected True or False, got {self.residual!r}")
+        object.__setattr__(self, "residual", bool(self.residual))
+        f = self.features
+        if f is None or isinstance(f, Layer):
+            pass
+        elif isinstance(f, str) and f != "playground":
+            f = (f,)
+        elif not isinstance(f, str):
+            if not isinstance(f, Sequence):
+                raise TypeError(
+                    "features: expected 'playground', a sequence of names or a "
+                    f"jaxmlp.layers.Layer, got {type(f).__name__}"
+                )
+            f = tuple(f)
+        if isinstance(f, (str, tuple)):
+            layer = Features(f)  # type: ignore[arg-type]  # checks the names
+            if layer.n_inputs() > self.sizes[0]:
+                raise ValueError(
+                    f"features: {layer.names} read {layer.n_inputs()} inputs, but sizes[0] is "
+                    f"{self.sizes[0]}"
+                )
+        object.__setattr__(self, "features", f)
+        if self.layers:  # builds the stack once: a layer of the user's must init and fit
+            self.param_slots  # noqa: B018
+
+    @functools.cached_property
+    def feature_layer(self) -> Layer | None:
+        """The input feature map as a layer, or ``None``."""
+        f = self.features
+        if f is None or isinstance(f, Layer):
+            return f
+        return Features(f)  # type: ignore[arg-type]
+
+    @property
+    def in_features(self) -> int:
+        """The width the first affine layer reads: ``sizes[0]``, or the feature map's width."""
+        fl = self.feature_layer
+        return self.sizes[0] if fl is None else fl.out_size(self.sizes[0])
+
+    def widths(self) -> tuple[int, ...]:
+        """The affine layers' input widths followed by the output width: ``sizes`` with
+        ``sizes[0]`` replaced by the feature map's width."""
+        return (self.in_features, *self.sizes[1:])
+
+    def has_skip(self, l: int) -> bool:
+        """Whether hidden layer ``l`` (0-based) carries a residual connection."""
+        w = self.widths()
+        return self.residual and l < self.num_layers - 1 and w[l] == w[l + 1]
+
+    @functools.cached_property
+    def layers(self) -> tuple[Layer, ...]:
+        """The network as a stack of :class:`jaxmlp.layers.Layer`: (features), then per hidden
+        layer (skip begin) affine, (norm), activation, (dropout), (skip end); then the output
+        affine and the output activation (always the last two)."""
+        stack: list[Layer] = []
+        if self.feature_layer is not None:
+            stack.append(self.feature_layer)
+        w = self.widths()
+        for l, act in enumerate(self.activations):
+            init = get_initializer(self.initializer, act, first=l == 0)
+            affine = Affine(w[l + 1], init, self.compute_dtype)
+            if l == self.num_layers - 1:
+                stack += [affine, ActivationLayer(act, output=True)]
+                break
+            block: list[Layer] = [affine]
+            if self.norm is not None:
+                block.append(LayerNorm() if self.norm == "layernorm" else self.norm)  # type: ignore[list-item]
+            block.append(ActivationLayer(act))
+            if self.dropout:
+                block.append(Dropout(self.dropout))
+            if self.has_skip(l):
+                block = [SkipBegin(), *block, SkipEnd()]
+            stack += block
+        return tuple(stack)
+
+    @functools.cached_property
+    def param_slots(self) -> tuple[int | None, ...]:
+        """For each layer of :attr:`layers`, its index in the parameter tuple, or ``None`` for
+        a layer without parameters."""
+        slots, n, n_in = [], 0, self.sizes[0]
+        dtype = jnp.dtype(self.param_dtype)
+        for i, layer in enumerate(self.layers):
+            shapes = _init_shapes(layer, n_in, dtype)
+            if shapes is None:
+                slots.append(None)
+            else:
+                slots.append(n)
+                n += 1
+            n_out = layer.out_size(n_in)
+            if not isinstance(n_out, (int, np.integer)) or n_out <= 0:
+                raise ValueError(f"layers[{i}]: out_size({n_in}) returned {n_out!r}")
+            if isinstance(layer, (LayerNorm, Dropout)) or layer is self.norm:
+                if n_out != n_in:
+                    raise ValueError(
+                        f"norm: the layer must keep the width, maps {n_in} to {n_out} units"
+                    )
+            if layer is self.feature_layer and shapes is not None:
+                raise ValueError("features: a feature map cannot have parameters")
+            n_in = int(n_out)
+        return tuple(slots)
+
+    @property
+    def num_params_entries(self) -> int:
+        """The length of the parameter tuple (one entry per layer with parameters)."""
+        return sum(s is not None for s in self.param_slots)
+
+    @property
+    def plain(self) -> bool:
+        """The lecture's network: affine layers and activations only."""
+        return (
+            self.norm is None
+            and not self.dropout
+            and self.features is None
+            and not any(self.has_skip(l) for l in range(self.num_layers - 1))
+        )
+
+    def affine_slots(self) -> tuple[int, ...]:
+        """The parameter tuple's indices of the affine layers' ``Dense``, in order."""
+        return tuple(
+            s for s, layer in zip(self.param_slots, self.layers, strict=True)
+            if isinstance(layer, Affine) and s is not None
+        )  # fmt: skip
 
     @property
     def num_layers(self) -> int:
@@ -176,61 +340,97 @@ class MLP:
         return (*self.hidden_activations, self.output_activation)
 
     def layer_shapes(self) -> tuple[tuple[int, int], ...]:
-        """``(fan_in, fan_out)`` of each layer's weight."""
-        return tuple(zip(self.sizes[:-1], self.sizes[1:], strict=True))
+        """``(fan_in, fan_out)`` of each affine layer's weight."""
+        w = self.widths()
+        return tuple(itertools.pairwise(w))
+
+    def param_shapes(self) -> Params:
+        """The parameter tuple's structure with ``jax.ShapeDtypeStruct`` leaves."""
+        out, n_in = [], self.sizes[0]
+        dtype = jnp.dtype(self.param_dtype)
+        for layer, slot in zip(self.layers, self.param_slots, strict=True):
+            if slot is not None:
+                out.append(_init_shapes(layer, n_in, dtype))
+            n_in = layer.out_size(n_in)
+        return tuple(out)
 
     def count_params(self) -> int:
-        """Total parameter count: the lecture's ``sum (n_in + 1) * n_out``."""
-        return sum((i + 1) * o for i, o in self.layer_shapes())
+        """Total parameter count: the lecture's ``sum (n_in + 1) * n_out`` for the plain
+        network, plus a scale and an offset per unit of every layer norm."""
+        return count(self.param_shapes())
 
     def init(self, key: jax.Array) -> Params:
-        """Draws the parameters: weights from the initialiser, biases zero.
+        """Draws the parameters: weights from the initialiser, biases zero (SIREN: drawn too),
+        layer norms' scales one and offsets zero.
 
         Args:
-            key: a ``jax.random.key`` (or legacy ``PRNGKey``); split once per layer.
+            key: a ``jax.random.key`` (or legacy ``PRNGKey``); split once per layer with
+                parameters.
         """
         key = check_key(key)
         # A model built under jax.enable_x64 and used outside it would draw float32 weights.
         check_x64(self.param_dtype, "param_dtype")
         dtype = jnp.dtype(self.param_dtype)
-        keys = jax.random.split(key, self.num_layers)
-        layers = []
-        for k, shape, act in zip(keys, self.layer_shapes(), self.activations, strict=True):
-            w = get_initializer(self.initializer, act)(k, shape, dtype)
-            if tuple(getattr(w, "shape", ())) != shape or getattr(w, "dtype", None) != dtype:
-                got = f"{getattr(w, 'shape', None)} {getattr(w, 'dtype', type(w).__name__)}"
-                raise ValueError(f"initializer: asked for a {shape} {dtype} weight, returned {got}")
-            layers.append(Dense(w, jnp.zeros((shape[1],), dtype)))
-        return tuple(layers)
+        keys = jax.random.split(key, self.num_params_entries)
+        out, n_in = [], self.sizes[0]
+        for layer, slot in zip(self.layers, self.param_slots, strict=True):
+            if slot is not None:
+                out.append(layer.init(keys[slot], n_in, dtype))
+            n_in = layer.out_size(n_in)
+        return tuple(out)
 
-    def apply(self, params: Params, x: jax.typing.ArrayLike) -> jax.Array:
+    def apply(
+        self, params: Params, x: jax.typing.ArrayLike, *, key: jax.Array | None = None
+    ) -> jax.Array:
         """The forward pass, output activation included.
 
         Args:
-            params: a tuple of ``Dense`` matching ``sizes``.
+            params: the parameter tuple (a tuple of ``Dense`` for the plain network).
             x: ``(..., sizes[0])``: a batch ``(batch, sizes[0])``, one example ``(sizes[0],)``,
                 or any number of leading axes, e.g. a ``(grid_h, grid_w, sizes[0])`` grid.
+            key: ``None`` for inference (no dropout); a key for training mode (dropout masks
+                drawn from it; the same key gives the same masks).
 
         Returns:
             ``(..., sizes[-1])``: the leading axes of ``x`` kept, e.g. ``(batch, sizes[-1])``,
             ``(sizes[-1],)`` or ``(grid_h, grid_w, sizes[-1])``.
         """
+        from jaxmlp._core.stack import run_forward
+
         check_params(self, params)
         xb, lead = as_rows(self, x, params)
-        a = xb
-        for l, (layer, name) in enumerate(zip(params, self.activations, strict=True)):
-            z = dense(self, layer, a)
-            a = get_activation(name, output=l == self.num_layers - 1).fn(z)
-        return unrows(a, lead)
+        key = None if key is None else check_key(key)
+        values, _ = run_forward(self, params, xb, key)
+        return unrows(values[-1], lead)
 
-    def __call__(self, params: Params, x: jax.typing.ArrayLike) -> jax.Array:
-        return self.apply(params, x)
+    def __call__(
+        self, params: Params, x: jax.typing.ArrayLike, *, key: jax.Array | None = None
+    ) -> jax.Array:
+        return self.apply(params, x, key=key)
 
     def summary(self) -> str:
-        """A per-layer table: weight and bias shapes, activation, parameter count."""
+        """A per-layer table: weight and bias shapes, activation, parameter count; a layer's
+        other pieces (layer norm, dropout, a residual connection ``skip``) beside its
+        activation, and an input feature map as layer 0."""
+        shapes = self.param_shapes()
+        # per affine layer: its number, (fan_in, fan_out), its pieces, its other parameters
+        table: list[list[Any]] = []
         rows = [("layer", "w shape", "b shape", "activation", "params (n_in+1)*n_out")]
-        for l, ((i, o), act) in enumerate(zip(self.layer_shapes(), self.activations, strict=True)):
-            rows.append((str(l + 1), f"({i}, {o})", f"({o},)", act, f"({i}+1)*{o} = {(i + 1) * o}"))
+        if self.feature_layer is not None:
+            rows.append(("0", "", "", self.feature_layer.describe(), "0"))
+        for layer, slot in zip(self.layers, self.param_slots, strict=True):
+            if isinstance(layer, Affine):
+                table.append([len(table) + 1, self.layer_shapes()[len(table)], [], 0])
+            elif isinstance(layer, (SkipBegin, Features, FourierFeatures)) or not table:
+                continue
+            else:
+                name = layer.activation if isinstance(layer, ActivationLayer) else layer.describe()
+                table[-1][2].append("skip" if isinstance(layer, SkipEnd) else name)
+                table[-1][3] += 0 if slot is None else count(shapes[slot])
+        for l, (i, o), pieces, extra in table:
+            plus = f" + {extra}" if extra else ""
+            count_text = f"({i}+1)*{o}{plus} = {(i + 1) * o + extra}"
+            rows.append((str(l), f"({i}, {o})", f"({o},)", ", ".join(pieces), count_text))
         rows.append(("total", "", "", "", str(self.count_params())))
         widths = [max(len(r[c]) for r in rows) for c in range(len(rows[0]))]
         lines = [
@@ -249,6 +449,20 @@ class MLP:
             d["activation"] = list(self.activation)
         if not isinstance(self.initializer, str):
             d["initializer"] = CALLABLE_INITIALIZER + _callable_name(self.initializer)
+        # The pieces beyond the lecture's network are written only when used, so a plain
+        # model's description is what it always was.
+        for name, default in _PIECE_DEFAULTS.items():
+            if d[name] == default:
+                del d[name]
+        if isinstance(self.norm, Layer):
+            d["norm"] = LAYER_OBJECT + _callable_name(type(self.norm))
+        f = self.features
+        if isinstance(f, FourierFeatures):
+            d["features"] = {"fourier": {"n": f.n, "scale": f.scale, "seed": f.seed}}
+        elif isinstance(f, Layer):
+            d["features"] = LAYER_OBJECT + _callable_name(type(f))
+        elif isinstance(f, tuple):
+            d["features"] = list(f)
         return d
 
     @classmethod
@@ -273,14 +487,46 @@ class MLP:
                 f"{init[len(CALLABLE_INITIALIZER) :]}, which a description cannot hold; pass "
                 "the model itself (for a checkpoint: load_checkpoint(path, model=model))"
             )
+        for name in ("norm", "features"):
+            v = d.get(name)
+            if isinstance(v, str) and v.startswith(LAYER_OBJECT):
+                raise ValueError(
+                    f"{name}: the model had the layer {v[len(LAYER_OBJECT) :]} of its own, which "
+                    "a description cannot hold; pass the model itself (for a checkpoint: "
+                    "load_checkpoint(path, model=model))"
+                )
         act = d.get("activation", "relu")
-        return cls(
-            **{
-                **d,
-                "sizes": tuple(d["sizes"]) if isinstance(d["sizes"], list) else d["sizes"],
-                "activation": tuple(act) if isinstance(act, list) else act,
-            }
-        )
+        d = {
+            **d,
+            "sizes": tuple(d["sizes"]) if isinstance(d["sizes"], list) else d["sizes"],
+            "activation": tuple(act) if isinstance(act, list) else act,
+        }
+        f = d.get("features")
+        if isinstance(f, dict):
+            if set(f) != {"fourier"} or not isinstance(f["fourier"], dict):
+                raise ValueError(f"features: malformed description {f!r:.80}")
+            d["features"] = FourierFeatures(**f["fourier"])
+        elif isinstance(f, list):
+            d["features"] = tuple(f)
+        return cls(**d)
+
+
+_PIECE_DEFAULTS = {"norm": None, "dropout": 0.0, "residual": False, "features": None}
+
+
+def _init_shapes(layer: Layer, n_in: int, dtype: Any) -> Any:
+    """The shapes of ``layer``'s parameters for input width ``n_in`` (``None``: none)."""
+    if isinstance(layer, Affine):
+        o = layer.n_out
+        w, b = jax.ShapeDtypeStruct((n_in, o), dtype), jax.ShapeDtypeStruct((o,), dtype)
+        return Dense(w, b)  # pyright: ignore[reportArgumentType]
+    if isinstance(layer, LayerNorm):
+        shape = jax.ShapeDtypeStruct((n_in,), dtype)
+        return Norm(shape, shape)  # pyright: ignore[reportArgumentType]
+    if isinstance(layer, (ActivationLayer, Dropout, SkipBegin, SkipEnd, Features, FourierFeatures)):
+        return None
+    out = jax.eval_shape(lambda k: layer.init(k, n_in, dtype), jax.random.key(0))
+    return None if out is None or not jax.tree.leaves(out) else out
 
 
 def dense(model: MLP, layer: Dense, a: jax.Array) -> jax.Array:
@@ -303,37 +549,60 @@ def check_params(model: MLP, params: Any, argname: str = "params") -> None:
         raise TypeError(f"model: expected a jaxmlp.MLP, got {type(model).__name__}")
     if not isinstance(params, (tuple, list)):
         raise TypeError(f"{argname}: expected a tuple of Dense, got {type(params).__name__}")
-    if len(params) != model.num_layers:
+    expected = model.param_shapes()
+    if len(params) != len(expected):
+        what = "layers" if model.plain else "entries (one per layer with parameters)"
         raise ValueError(
-            f"{argname}: got {len(params)} layers, expected {model.num_layers} for sizes {model.sizes}"
+            f"{argname}: got {len(params)} {what}, expected {len(expected)} for sizes {model.sizes}"
         )
     dtype = None
-    for l, (layer, (i, o)) in enumerate(zip(params, model.layer_shapes(), strict=True)):
-        if not (hasattr(layer, "w") and hasattr(layer, "b")):
-            raise TypeError(f"{argname}[{l}]: expected a Dense(w, b), got {type(layer).__name__}")
-        for name, arr, shape in (("w", layer.w, (i, o)), ("b", layer.b, (o,))):
+    for l, (entry, like) in enumerate(zip(params, expected, strict=True)):
+        kind = type(like).__name__
+        fields = getattr(like, "_fields", None)
+        if fields is not None and not all(hasattr(entry, f) for f in fields):
+            fields_text = ", ".join(fields)
+            raise TypeError(
+                f"{argname}[{l}]: expected a {kind}({fields_text}), got {type(entry).__name__}"
+            )
+        if fields is not None:
+            pairs = [(f".{f}", getattr(entry, f), getattr(like, f)) for f in fields]
+        else:
+            try:
+                leaves = jax.tree.leaves_with_path(entry)
+                if jax.tree.structure(entry) != jax.tree.structure(like):
+                    raise ValueError
+            except (TypeError, ValueError):
+                raise ValueError(
+                    f"{argname}[{l}]: structure {jax.tree.structure(entry)}, expected "
+                    f"{jax.tree.structure(like)}"
+                ) from None
+            pairs = [
+                (jax.tree_util.keystr(p), a, s)
+                for (p, a), s in zip(leaves, jax.tree.leaves(like), strict=True)
+            ]
+        for name, arr, spec in pairs:
             if not hasattr(arr, "shape") or not hasattr(arr, "dtype"):
                 raise TypeError(
-                    f"{argname}[{l}].{name}: expected an array, got {type(arr).__name__}"
+                    f"{argname}[{l}]{name}: expected an array, got {type(arr).__name__}"
                 )
-            if tuple(arr.shape) != shape:
+            if tuple(arr.shape) != tuple(spec.shape):
                 raise ValueError(
-                    f"{argname}[{l}].{name}: shape {tuple(arr.shape)}, expected {shape} "
+                    f"{argname}[{l}]{name}: shape {tuple(arr.shape)}, expected {tuple(spec.shape)} "
                     f"for sizes {model.sizes}"
                 )
             if not jnp.issubdtype(arr.dtype, jnp.floating):
-                raise TypeError(f"{argname}[{l}].{name}: dtype {arr.dtype}, expected a float dtype")
+                raise TypeError(f"{argname}[{l}]{name}: dtype {arr.dtype}, expected a float dtype")
             if dtype is None:
                 dtype = arr.dtype
             elif arr.dtype != dtype:
                 raise TypeError(
-                    f"{argname}[{l}].{name}: dtype {arr.dtype} differs from the first layer's {dtype}"
+                    f"{argname}[{l}]{name}: dtype {arr.dtype} differs from the first layer's {dtype}"
                 )
 
 
 def params_dtype(params: Params) -> jnp.dtype:
     """The parameters' (common) dtype."""
-    return params[0].w.dtype
+    return jax.tree.leaves(params)[0].dtype
 
 
 @jax.jit
@@ -378,13 +647,12 @@ def check_finite_params(
     ``others`` are checked in the same compiled call; returns their :func:`nonfinite` flags and,
     with ``key``, its raw bits read alongside (:func:`nonfinite_and_key`).
     """
-    names = [(l, name) for l in range(len(params)) for name in ("w", "b")]
-    leaves = [getattr(params[l], name) for l, name in names]
-    flags, words = nonfinite_and_key([*leaves, *others], key)
-    for (l, name), bad in zip(names, flags, strict=False):
+    paths = jax.tree.leaves_with_path(tuple(params))
+    flags, words = nonfinite_and_key([*(leaf for _, leaf in paths), *others], key)
+    for (path, _), bad in zip(paths, flags, strict=False):
         if bad:
-            raise ValueError(f"{argname}[{l}].{name}: contains NaN or Inf")
-    return flags[len(names) :], words
+            raise ValueError(f"{argname}{jax.tree_util.keystr(path)}: contains NaN or Inf")
+    return flags[len(paths) :], words
 
 
 def as_array(value: Any, argname: str) -> Any:

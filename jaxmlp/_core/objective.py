@@ -21,7 +21,7 @@ from typing import Any, NamedTuple, cast
 import jax
 import jax.numpy as jnp
 
-from jaxmlp._core.backprop import apply_manual
+from jaxmlp._core.backprop import apply_manual, penalty_value
 from jaxmlp._core.mlp import MLP, Params
 
 ApplyFn = Callable[[Params, jax.Array], jax.Array]
@@ -90,7 +90,7 @@ def reduce_rows(objective: Objective, values: jax.Array, weights: jax.Array | No
 
 
 def objective_value_and_grad(
-    model: MLP, objective: Objective, method: str, l2: float
+    model: MLP, objective: Objective, method: str, l2: float, l1: float = 0.0
 ) -> Callable[[Params, Any, Any, jax.Array | None], tuple[jax.Array, Params]]:
     """``f(params, rows, _, weights) -> (value, grads)``, the engine's step function for an
     objective (the third argument, a loss's targets, is unused)."""
@@ -98,8 +98,9 @@ def objective_value_and_grad(
 
     def total(params: Params, rows: Any, weights: jax.Array | None) -> jax.Array:
         value = reduce_rows(objective, objective.fn(apply, params, rows), weights)
-        if l2:
-            value = value + 0.5 * l2 * sum(jnp.sum(p.w * p.w) for p in params)
+        if l2 or l1:
+            # (l2 / 2) sum ||w||^2 + l1 sum |w| over the affine weights
+            value = value + penalty_value(model, params, l2, l1)
         return value
 
     def f(params: Params, rows: Any, _: Any, weights: jax.Array | None = None):

@@ -19,27 +19,17 @@ tangent is a zero one (a block that is not differentiated): its term is skipped.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import jax
-import jax.numpy as jnp
-from jax import lax
 
-from jaxmlp._core.activations import get_activation
 from jaxmlp._core.backprop import Trace
-from jaxmlp._core.mlp import MLP, Dense, Params
+from jaxmlp._core.mlp import MLP, Params
+from jaxmlp._core.stack import run_tangent
 
-# A tangent of the parameters with ``None`` for zero blocks: per layer a Dense (its w or b may be
-# None) or None.
-ParamTangents = Sequence[Dense | None] | None
-
-
-def _matmul(model: MLP, a: jax.Array, w: jax.Array) -> jax.Array:
-    """``a @ w`` honouring ``model.compute_dtype``, as the forward pass's ``dense`` does."""
-    if model.compute_dtype is None:
-        return a @ w
-    cd = jnp.dtype(model.compute_dtype)
-    dims = (((1,), (0,)), ((), ()))
-    return lax.dot_general(a.astype(cd), w.astype(cd), dims, preferred_element_type=w.dtype)
+# A tangent of the parameters with ``None`` for zero blocks: per entry its pytree (a Dense whose
+# w or b may be None, a Norm whose scale or offset may be None, ...) or None.
+ParamTangents = Sequence[Any] | None
 
 
 def tangent(
@@ -57,34 +47,8 @@ def tangent(
     Returns:
         ``(batch, sizes[-1])``, the Jacobian of the output times ``(dparams, dx)``.
 
-    Each line carries the partial derivative it multiplies by (the lecture's eqs. 18-64, read
-    from the input to the output).
+    Every layer's ``tangent`` (:mod:`jaxmlp._core.layers`) carries the partial derivative each
+    line multiplies by (for the affine layer and the activation, the lecture's eqs. 18-64 read
+    from the input to the output); :mod:`jaxmlp._core.stack` walks them first to last.
     """
-    L = model.num_layers
-    da = dx  # da[0] = dx: the input moves by dx
-    for l in range(L):
-        w, a_prev, z, a = params[l].w, trace.a[l], trace.z[l], trace.a[l + 1]
-        dp = None if dparams is None else dparams[l]
-        terms = []
-        if da is not None:
-            # da[l-1] w[l]: dz[l]/da[l-1] = w[l]                   (eqs. 32, 48)
-            terms.append(_matmul(model, da, w))
-        if dp is not None and dp.w is not None:
-            # a[l-1] dw[l]: dz[l]/dw[l] = a[l-1]                   (eqs. 23, 44, 48, 57)
-            terms.append(_matmul(model, a_prev, dp.w))
-        if dp is not None and dp.b is not None:
-            # db[l]: dz[l]/db[l] = 1, the same for every row        (eqs. 24, 45, 49, 58)
-            terms.append(jnp.broadcast_to(dp.b[None, :], z.shape))
-        if not terms:
-            da = None  # nothing before layer l moves
-            continue
-        # dz[l] = da[l-1] w[l] + a[l-1] dw[l] + db[l]            (eqs. 20, 39)
-        dz = sum(terms[1:], terms[0])
-        act = get_activation(model.activations[l], output=l == L - 1)
-        if act.deriv is None:
-            # softmax: da[L] = (diag(a) - a a^T) dz = a * (dz - sum(a * dz))      (eq. 65)
-            da = a * (dz - jnp.sum(a * dz, axis=-1, keepdims=True))
-        else:
-            # da[l] = f'(z[l]) dz[l]: da[l]/dz[l] = f'(z[l])        (eqs. 33-34, 52, 63-64)
-            da = act.deriv(z, a) * dz
-    return jnp.zeros_like(trace.a[-1]) if da is None else da
+    return run_tangent(model, params, trace.values, trace.saved, dparams, dx)

@@ -55,6 +55,7 @@ class Spec(NamedTuple):
     members: int | None = None
     mesh: Mesh | None = None
     padded: bool = False
+    l1: float = 0.0
 
 
 class Carry(NamedTuple):
@@ -68,6 +69,9 @@ class Carry(NamedTuple):
     diverged: jax.Array
     bad_epoch: jax.Array
     bad_step: jax.Array
+    # Training mode's root key (dropout), ``None`` for a model that draws nothing: step ``t`` trains
+    # with ``fold_in(dropout_key, t)``, so a resumed or continued run draws what one run would.
+    dropout_key: Any = None
 
 
 def _init_carry(params: Params, optimizer, dtype, track_best: bool) -> Carry:
@@ -149,8 +153,30 @@ def dtype_of(x: Any, params: Any = None) -> Any:
 
 def _step_fn(spec: Spec) -> Callable:
     if isinstance(spec.loss, Objective):
-        return objective_value_and_grad(spec.model, spec.loss, spec.method, spec.l2)
-    return value_and_grad(spec.model, spec.loss, method=spec.method, l2=spec.l2)
+        vg = objective_value_and_grad(spec.model, spec.loss, spec.method, spec.l2, spec.l1)
+        return lambda params, *batch, key=None: vg(params, *batch)
+    return value_and_grad(spec.model, spec.loss, method=spec.method, l2=spec.l2, l1=spec.l1)
+
+
+# Folded into a run's key for its training-mode stream: the row orders use the key's bits on the
+# host, the dropout masks this stream on the device.
+_DROPOUT_STREAM = 0x64726F70  # "drop"
+
+
+def dropout_root(model: MLP, key: jax.Array, members: int | None = None) -> jax.Array | None:
+    """The run's training-mode root key (:attr:`Carry.dropout_key`) from its key: ``None`` for
+    a model without dropout; for ``members``, one per member, ``fold_in(root, k)``."""
+    if not model.dropout:
+        return None
+    root = jax.random.fold_in(key, _DROPOUT_STREAM)
+    if members is None:
+        return root
+    return jax.vmap(lambda k: jax.random.fold_in(root, k))(jnp.arange(members))
+
+
+def step_key(root: jax.Array | None, step: jax.Array) -> jax.Array | None:
+    """The training key of step ``step`` (its 0-based global count): ``fold_in(root, step)``."""
+    return None if root is None else jax.random.fold_in(root, step)
 
 
 def _evaluate(spec: Spec, params, x_val, y_val):
@@ -160,8 +186,9 @@ def _evaluate(spec: Spec, params, x_val, y_val):
 
 
 def make_epoch(spec: Spec, *, check_steps: bool = True) -> Callable:
-    """One training epoch for one model, pure: ``(state, bad, bad_step, x, y, sw, perm)
-    -> (state, bad, bad_step, train_loss)``.
+    """One training epoch for one model, pure: ``(state, bad, bad_step, x, y, sw, perm, rows,
+    key) -> (state, bad, bad_step, train_loss)``; ``key`` is the training-mode root key
+    (dropout; step ``t`` uses ``fold_in(key, t)``) or ``None``.
 
     The epoch visits the rows in the order ``perm`` (see :mod:`jaxmlp._engine.orders`; ``None``
     without shuffling: the stored order), pads the last batch with weight-0 rows, and stops
@@ -182,9 +209,9 @@ def make_epoch(spec: Spec, *, check_steps: bool = True) -> Callable:
     # Data parallelism splits each minibatch's rows; an ensemble's mesh splits its members instead.
     mesh = spec.mesh if spec.members is None else None
 
-    def step(c, batch):
+    def step(c, batch, key=None):
         state, bad, bad_step, i = c
-        value, grads = vg(state.params, *batch)
+        value, grads = vg(state.params, *batch, key=step_key(key, state.step))
         new = apply_update(spec.optimizer, state, grads)
         if not check_steps:
             return (new, bad, bad_step, i + 1), value
@@ -192,7 +219,7 @@ def make_epoch(spec: Spec, *, check_steps: bool = True) -> Callable:
         bad_step = jnp.where(bad | ok, bad_step, i)
         return (_tree_where(ok, new, state), bad | ~ok, bad_step, i + 1), value
 
-    def train_epoch(state, bad, bad_step, x, y, sw, perm, rows: Any = None):
+    def train_epoch(state, bad, bad_step, x, y, sw, perm, rows: Any = None, key=None):
         n = rows_of(x)
         dtype = dtype_of(x, state.params)
         if perm is None:
@@ -219,7 +246,9 @@ def make_epoch(spec: Spec, *, check_steps: bool = True) -> Callable:
             batches = lax.with_sharding_constraint(batches, sharded(mesh, axis=1))
 
         init = (state, bad, bad_step, jnp.ones((), jnp.int32))
-        (new, bad_new, bad_step, _), values = lax.scan(step, init, batches, unroll=_step_unroll(nb))
+        (new, bad_new, bad_step, _), values = lax.scan(
+            functools.partial(step, key=key), init, batches, unroll=_step_unroll(nb)
+        )
         if check_steps:
             state, bad = new, bad_new
         else:
@@ -260,7 +289,7 @@ def member_epoch(spec: Spec) -> Callable:
 
     def run(carry: Carry, e, perm, x, y, sw, x_val, y_val, patience, min_delta, rows):
         state, bad, bad_step, train_loss = train_epoch(
-            carry.state, carry.diverged, carry.bad_step, x, y, sw, perm, rows
+            carry.state, carry.diverged, carry.bad_step, x, y, sw, perm, rows, carry.dropout_key
         )
         if spec.has_val:
             val_loss, val_metric = _evaluate(spec, state.params, x_val, y_val)
@@ -282,6 +311,7 @@ def member_epoch(spec: Spec) -> Callable:
             bad,
             jnp.where(bad & ~carry.diverged, e, carry.bad_epoch),
             bad_step,
+            carry.dropout_key,
         )
         ran = jnp.ones((), bool)
         if masked:

@@ -58,7 +58,7 @@ class TrainState(NamedTuple):
 
 
 class TrainStep(Protocol):
-    """``step(state, x, y, sample_weight=None) -> (state, loss_value)``."""
+    """``step(state, x, y, sample_weight=None, *, key=None) -> (state, loss_value)``."""
 
     def __call__(
         self,
@@ -66,6 +66,8 @@ class TrainStep(Protocol):
         x: jax.typing.ArrayLike,
         y: jax.typing.ArrayLike,
         sample_weight: jax.typing.ArrayLike | None = None,
+        *,
+        key: jax.Array | None = None,
     ) -> tuple[TrainState, jax.Array]: ...
 
 
@@ -93,15 +95,16 @@ def compiled_init(init: Callable, params: Params, *static: Any) -> Any:
 
 
 def check_state_params(params: Any) -> None:
-    """Model-free structure check: a tuple of ``Dense`` holding float arrays."""
-    if not (isinstance(params, (tuple, list)) and all(isinstance(p, Dense) for p in params)):
+    """Model-free structure check: a tuple (of ``Dense``, and for the pieces beyond the
+    plain network their parameters) holding float arrays."""
+    if not (isinstance(params, (tuple, list)) and params and isinstance(params[0], Dense)):
         raise TypeError(f"params: expected a tuple of Dense, got {type(params).__name__}")
-    for l, layer in enumerate(params):
-        for name in ("w", "b"):
-            a = getattr(layer, name)
-            if not (hasattr(a, "dtype") and jnp.issubdtype(a.dtype, jnp.floating)):
-                got = getattr(a, "dtype", type(a).__name__)
-                raise TypeError(f"params[{l}].{name}: expected a float array, got {got}")
+    for path, a in jax.tree.leaves_with_path(tuple(params)):
+        if not (hasattr(a, "dtype") and jnp.issubdtype(a.dtype, jnp.floating)):
+            got = getattr(a, "dtype", type(a).__name__)
+            raise TypeError(
+                f"params{jax.tree_util.keystr(path)}: expected a float array, got {got}"
+            )
 
 
 def apply_update(
@@ -120,9 +123,15 @@ def make_train_step(
     *,
     method: str = "manual",
     l2: float = 0.0,
+    l1: float = 0.0,
     mesh: Mesh | None = None,
 ) -> TrainStep:
-    """Builds ``step(state, x, y, sample_weight=None) -> (state, loss_value)``, jitted.
+    """Builds ``step(state, x, y, sample_weight=None, *, key=None) -> (state, loss_value)``,
+    jitted.
+
+    ``key`` switches training mode on: a model with dropout needs one, a fresh key per step
+    (e.g. ``jax.random.fold_in(key, int(state.step))``); ``l2`` and ``l1`` are the penalties of
+    :func:`jaxmlp.value_and_grad`.
 
     The state argument is donated: pass a ``TrainState`` from ``TrainState.create`` (which
     copies the parameters) and use only the returned state afterwards. With ``mesh`` (see
@@ -135,14 +144,15 @@ def make_train_step(
     if mesh is not None:
         check_mesh(mesh)
     optimizer = check_optimizer(optimizer, DEFAULT_OPTIMIZER)
-    return _train_step(model, lossf, optimizer, method, check_nonnegative(l2, "l2"), mesh)
+    l2, l1 = check_nonnegative(l2, "l2"), check_nonnegative(l1, "l1")
+    return _train_step(model, lossf, optimizer, method, l2, l1, mesh)
 
 
 @functools.lru_cache(maxsize=64)
-def _train_step(model, loss, optimizer, method, l2, mesh) -> TrainStep:
-    vg = value_and_grad(model, loss, method=method, l2=l2)
+def _train_step(model, loss, optimizer, method, l2, l1, mesh) -> TrainStep:
+    vg = value_and_grad(model, loss, method=method, l2=l2, l1=l1)
 
-    def step(state, x, y, sample_weight=None):
+    def step(state, x, y, sample_weight=None, *, key=None):
         TRACE_COUNTS["step"] += 1
         if not isinstance(state, TrainState):
             raise TypeError(
@@ -154,7 +164,12 @@ def _train_step(model, loss, optimizer, method, l2, mesh) -> TrainStep:
                 (x, y, sample_weight),
                 (sharded(mesh), sharded(mesh), None if sample_weight is None else sharded(mesh)),
             )
-        value, grads = vg(state.params, x, y, sample_weight)
+        if model.dropout and key is None:
+            raise ValueError(
+                f"key: the model has dropout={model.dropout}; pass key= (a fresh key per step) "
+                "to train it"
+            )
+        value, grads = vg(state.params, x, y, sample_weight, key=key)
         return apply_update(optimizer, state, grads), value
 
     out = None if mesh is None else replicated(mesh)

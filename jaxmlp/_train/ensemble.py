@@ -32,7 +32,14 @@ from jaxmlp._core.mlp import MLP, Params, as_batch, check_finite_params, check_p
 from jaxmlp._core.objective import Objective, as_objective
 from jaxmlp._distributed import check_mesh, put, replicated, sharded
 from jaxmlp._engine.orders import order_seed, seed_from_words
-from jaxmlp._engine.program import Spec, dtype_of, fresh_carry, learning_rate, rows_of
+from jaxmlp._engine.program import (
+    Spec,
+    dropout_root,
+    dtype_of,
+    fresh_carry,
+    learning_rate,
+    rows_of,
+)
 from jaxmlp._engine.step import DEFAULT_OPTIMIZER, check_state_params
 from jaxmlp._train import resume as _resume
 from jaxmlp._train.callbacks import (
@@ -50,6 +57,7 @@ from jaxmlp._train.inputs import (
     check_custom_loss,
     check_early_stopping,
     check_sample_weight,
+    check_training_mode,
     choose_epochs_per_call,
     clip_batch_size,
     pad_rows,
@@ -107,6 +115,7 @@ def fit_ensemble(
     batch_size: int = 32,
     method: str = "manual",
     l2: float = 0.0,
+    l1: float = 0.0,
     shuffle: bool = True,
     same_order: bool = False,
     bootstrap: bool = False,
@@ -146,6 +155,7 @@ def fit_ensemble(
         batch_size: as in ``fit``.
         method: as in ``fit``.
         l2: as in ``fit``.
+        l1: as in ``fit``.
         shuffle: as in ``fit``.
         same_order: every member sees the same data order (default: its own).
         bootstrap: each member trains on a bootstrap resample (n rows drawn with replacement,
@@ -173,8 +183,10 @@ def fit_ensemble(
     """
     objective = as_objective(loss)
     lossf = None if objective is not None else check_model_loss(model, cast("str | Loss", loss))
+    check_training_mode(model, objective)
     check_choice(method, "method", METHODS)
     l2 = check_nonnegative(l2, "l2")
+    l1 = check_nonnegative(l1, "l1")
     key = check_key(key)
     K = check_int(num_models, "num_models", 1)
     epochs = check_int(epochs, "epochs", 1)
@@ -257,6 +269,7 @@ def fit_ensemble(
         members=K,
         mesh=mesh,
         padded=whole_batches(n, batch_size, bool(drop_last)) > n,
+        l1=l1,
     )
     lr = learning_rate(carry.state.opt_state) is not None  # the history records it
     done, history = 0, History(has_val, members=K, records_lr=lr)
@@ -281,6 +294,8 @@ def fit_ensemble(
     if total > n:  # whole batches: sizes less than a batch apart share one program
         xb, yb, sw_t = pad_rows((xb, yb, None if sw is None else sw.T), total)
         sw = None if sw_t is None else sw_t.T
+    # Each member's dropout masks: its own stream from the run's key (member k, step t).
+    carry = carry._replace(dropout_key=dropout_root(model, key, members=K))
     data = Data(xb, yb, sw, xv, yv)
     if mesh is not None:
         carry, sw = put((carry, sw), sharded(mesh, 0))

@@ -37,6 +37,7 @@ from jaxmlp._engine.program import (
     Carry,
     Report,
     Spec,
+    dropout_root,
     dtype_of,
     fresh_carry,
     learning_rate,
@@ -60,6 +61,7 @@ from jaxmlp._train.inputs import (
     check_custom_loss,
     check_early_stopping,
     check_sample_weight,
+    check_training_mode,
     choose_epochs_per_call,
     clip_batch_size,
     pad_rows,
@@ -137,6 +139,7 @@ def fit(
     early_stopping: EarlyStopping | None = None,
     progress: bool = True,
     l2: float = 0.0,
+    l1: float = 0.0,
     sample_weight: jax.typing.ArrayLike | None = None,
     drop_last: bool = False,
     epochs_per_call: int | None = None,
@@ -158,7 +161,9 @@ def fit(
         y: targets as ``loss`` expects (``(n,)`` labels, ``(n, k)``); ``None`` for an objective.
         loss: a loss name, a ``jaxmlp.Loss``, or an objective: a ``jaxmlp.Objective`` or a
             function ``f(apply, params, rows) -> (batch,)`` (see :class:`Objective`).
-        key: PRNG key; epoch ``e``'s row order depends only on ``(key, e)``.
+        key: PRNG key; epoch ``e``'s row order depends only on ``(key, e)``, and with dropout
+            step ``t``'s masks only on ``(key, t)`` (a continued or resumed run draws what one
+            uninterrupted run would, and no key is used twice).
         optimizer: any optax ``GradientTransformation``; default ``optax.sgd(0.01)`` (eq. 17).
         epochs: total epochs.
         batch_size: rows per step (clipped to ``n`` with a warning).
@@ -169,6 +174,7 @@ def fit(
         early_stopping: an :class:`EarlyStopping`, monitoring ``val_loss`` (else ``loss``).
         progress: show a tqdm progress bar.
         l2: weight decay term ``(l2/2) sum ||w||^2`` in the objective.
+        l1: the term ``l1 sum |w|`` in the objective (its derivative at ``w = 0`` taken as 0).
         sample_weight: ``(n,)`` non-negative weights per row.
         drop_last: drop the last partial batch instead of padding it (padded rows carry
             ``sample_weight`` 0, so no data is lost).
@@ -208,8 +214,10 @@ def fit(
     lossf = None if objective is not None else check_model_loss(model, cast("str | Loss", loss))
     check_choice(method, "method", METHODS)
     l2 = check_nonnegative(l2, "l2")
+    l1 = check_nonnegative(l1, "l1")
     optimizer = check_optimizer(optimizer, DEFAULT_OPTIMIZER)
     key = check_key(key)
+    check_training_mode(model, objective)
     epochs = check_int(epochs, "epochs", 1)
     batch_size = check_int(batch_size, "batch_size", 1)
     check_params(model, params)
@@ -250,6 +258,7 @@ def fit(
         has_val=validation_data is not None,
         mesh=mesh,
         padded=total > n,
+        l1=l1,
     )
 
     # The row orders' seed, from the bits read before the initialisation below was dispatched (a
@@ -269,6 +278,7 @@ def fit(
             history = History(spec.has_val, past, best, records_lr=lr)
             stopped = bool(carry.stopped)
             seed = order_seed(key)  # the stored key's
+    carry = carry._replace(dropout_key=dropout_root(model, key))
     data = Data(xb, yb, sw, xv, yv)
     if mesh is not None:
         # Global, replicated inputs: every process holds the same data and key.
@@ -350,8 +360,9 @@ def _locate_divergence(
         perm = put(perm, replicated(spec.mesh))
     replay = replay_program(spec)
     state, bad, bad_step, _ = replay(
-        carry.state, False, np.int32(-1), data.x, data.y, data.sw, perm, np.int32(rows)
-    )
+        carry.state, False, np.int32(-1), data.x, data.y, data.sw, perm, np.int32(rows),
+        carry.dropout_key,
+    )  # fmt: skip
     bad, bad_step = host((bad, bad_step))
     if not bad:
         return carry, None

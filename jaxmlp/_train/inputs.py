@@ -296,3 +296,14 @@ def prepare_training(
             xv, _ = prepare_rows(params, validation_data, "validation_data")
     assert words is not None  # a key was passed
     return xb, yb, xv, yv, words
+
+
+def check_training_mode(model: MLP, objective: Any) -> None:
+    """Dropout trains through a loss, whose step draws the masks; an objective's ``apply``
+    evaluates the network in inference mode, so the pair is refused rather than silently
+    trained without dropout."""
+    if model.dropout and objective is not None:
+        raise ValueError(
+            "loss: an objective evaluates the model without dropout; train a model with "
+            f"dropout={model.dropout} through a loss, or set dropout=0"
+        )
