@@ -316,7 +316,10 @@ def member_epoch(spec: Spec) -> Callable:
         ran = jnp.ones((), bool)
         if masked:
             ran = ~carry.stopped & ~carry.diverged
-            new = _tree_where(ran, new, carry)
+            # the root key is the same in both: selecting it would count as using it twice
+            keep = carry._replace(dropout_key=None)
+            new = _tree_where(ran, new._replace(dropout_key=None), keep)
+            new = new._replace(dropout_key=carry.dropout_key)
             improved = improved & ran  # the host reads the other metrics where ``ran`` only
         lr = learning_rate(new.state.opt_state)
         lr = jnp.asarray(jnp.nan if lr is None else lr, train_loss.dtype)
