@@ -329,7 +329,11 @@ def test_other_format_name(saved):
     ("edit", "match"),
     [
         (lambda m: m.pop("trees"), r"its metadata lacks \['trees'\]"),
-        (lambda m: m["trees"].update(params=["params[9].w"]), "malformed metadata"),
+        (
+            lambda m: m["trees"].update(params=["params[9].w"]),
+            r"params does not have the model's parameter structure \(stored '\[9\].w', the "
+            r"model has '\[0\].w'",
+        ),
         (lambda m: m["arrays"]["params[0].b"].update(dtype="no_such_dtype"), "cannot decode"),
         (lambda m: m["model"].update(sizes=[3, -5, 2]), "invalid model description"),
     ],
@@ -574,3 +578,220 @@ def test_sigkill_during_large_saves_never_breaks_the_checkpoint(tmp_path):
         proc.kill()
         proc.wait()
     assert landed >= 1, f"none of {kills} kills landed inside a save"
+
+
+# ---------------------------------------------------------------- layers beyond the plain stack
+
+RICH = MLP((2, 6, 6, 2), activation="tanh", norm="layernorm", dropout=0.2, residual=True,
+           features="playground")  # fmt: skip
+
+
+def _perturbed(model: MLP, seed: int):
+    """``model.init`` with every leaf shifted by odd values (a layer norm's scale is ones and
+    its offset zeros at init: a loader that swapped or reset them must not pass by luck)."""
+    params = model.init(jax.random.key(seed))
+    leaves, treedef = jax.tree.flatten(params)
+    rng = np.random.default_rng(seed)
+    leaves = [a + jnp.asarray(rng.standard_normal(a.shape), a.dtype) * 0.3 for a in leaves]
+    return jax.tree.unflatten(treedef, leaves)
+
+
+def test_layernorm_model_round_trips_with_adam_state_and_best_params(tmp_path):
+    from jaxmlp.layers import Norm
+
+    params = _perturbed(RICH, 1)
+    assert [type(p).__name__ for p in params] == ["Dense", "Norm", "Dense", "Norm", "Dense"]
+    opt = optax.adam(1e-2)
+    state = opt.init(params)
+    grads = jax.tree.map(lambda a: jnp.cos(a) * 0.1, params)
+    _, state = opt.update(grads, state, params)  # mu and nu non-zero, over Norm entries too
+    best = jax.tree.map(lambda a: a * 2.0, params)
+    path = save_checkpoint(
+        tmp_path / "rich.npz", model=RICH, params=params, opt_state=state, step=5,
+        extra_arrays={"best_params": best, "key": jax.random.key(3)},
+    )  # fmt: skip
+    with zipfile.ZipFile(path) as zf:
+        names = set(zf.namelist())
+    assert {"params[1].scale.npy", "params[1].offset.npy", "params[3].scale.npy"} <= names
+    assert "opt_state[0].mu[1].scale.npy" in names
+    assert "extra['best_params'][3].offset.npy" in names
+
+    ck = load_checkpoint(path, opt_state_like=opt.init(params))  # the model from the file
+    assert ck.model == RICH
+    assert isinstance(ck.params[1], Norm) and isinstance(ck.params[3], Norm)
+    assert_bit_equal(ck.params, params)
+    assert_bit_equal(ck.opt_state, state)
+    assert_bit_equal(ck.extra["best_params"], best)
+    assert isinstance(ck.extra["best_params"][1], Norm)
+    # training continues identically from the restored state
+    a = opt.update(grads, state, params)[0]
+    b = opt.update(grads, ck.opt_state, ck.params)[0]
+    assert_bit_equal(a, b)
+    # without opt_state_like: the key paths name the Norm fields
+    raw = load_checkpoint(path, model=RICH).opt_state
+    assert_bit_equal(raw["[0].nu[3].scale"], state[0].nu[3].scale)
+
+
+def test_layernorm_ensemble_round_trips(tmp_path):
+    params = jax.vmap(lambda k: RICH.init(k))(jax.random.split(jax.random.key(4), 3))
+    params = jax.tree.map(lambda a: a + 0.25, params)
+    best = jax.tree.map(lambda a: -a, params)
+    path = save_checkpoint(tmp_path / "e.npz", model=RICH, params=params, members=3,
+                           extra_arrays={"best_params": best})  # fmt: skip
+    ck = load_checkpoint(path, model=RICH)
+    assert ck.members == 3
+    assert_bit_equal(ck.params, params)
+    assert_bit_equal(ck.extra["best_params"], best)
+    assert ck.params[1].scale.shape == (3, 6)
+
+
+def test_fourier_features_live_in_the_description(tmp_path):
+    from jaxmlp.layers import FourierFeatures
+
+    model = MLP((2, 8, 1), activation="sin", initializer="siren",
+                features=FourierFeatures(n=5, scale=3.5, seed=11))  # fmt: skip
+    params = _perturbed(model, 2)
+    path = save_checkpoint(tmp_path / "f.npz", model=model, params=params)
+    with np.load(path, allow_pickle=False) as npz:
+        meta = json.loads(npz["__jaxmlp__"].tobytes())
+        members = set(npz.files)
+    assert meta["format_version"] == FORMAT_VERSION == 2
+    assert meta["model"]["features"] == {"fourier": {"n": 5, "scale": 3.5, "seed": 11}}
+    assert members == {"__jaxmlp__", "params[0].w", "params[0].b", "params[1].w", "params[1].b"}
+    ck = load_checkpoint(path)  # no model given: B is rebuilt from n, scale and seed
+    assert ck.model == model and ck.model.features == FourierFeatures(5, 3.5, 11)
+    assert ck.params[0].w.shape == (10, 8)
+    x = jax.random.normal(jax.random.key(0), (7, 2))
+    np.testing.assert_array_equal(ck.model.apply(ck.params, x), model.apply(params, x))
+
+
+def test_every_piece_is_in_the_stored_description(tmp_path):
+    model = MLP((2, 3, 3, 1), activation=("tanh", "sin"), norm="layernorm", dropout=0.5,
+                residual=True, features=("x1", "x1*x2", "sin(x2)"))  # fmt: skip
+    path = save_checkpoint(tmp_path / "d.npz", model=model, params=_perturbed(model, 3))
+    with np.load(path, allow_pickle=False) as npz:
+        stored = json.loads(npz["__jaxmlp__"].tobytes())["model"]
+    assert {k: stored[k] for k in ("norm", "dropout", "residual", "features")} == {
+        "norm": "layernorm", "dropout": 0.5, "residual": True,
+        "features": ["x1", "x1*x2", "sin(x2)"],
+    }  # fmt: skip
+    ck = load_checkpoint(path)
+    assert ck.model == model and ck.model.summary() == model.summary()
+    x = jax.random.normal(jax.random.key(1), (4, 2))
+    k = jax.random.key(9)  # training mode: the same dropout masks from the same key
+    np.testing.assert_array_equal(
+        ck.model.apply(ck.params, x, key=k), model.apply(ck.params, x, key=k)
+    )
+
+
+def test_plain_model_is_described_as_before(tmp_path):
+    path = save_checkpoint(tmp_path / "p.npz", model=MODEL, params=_params(MODEL, 0))
+    with np.load(path, allow_pickle=False) as npz:
+        meta = json.loads(npz["__jaxmlp__"].tobytes())
+        members = set(npz.files)
+    assert set(meta["model"]) == {"sizes", "activation", "output_activation", "initializer",
+                                  "param_dtype", "compute_dtype"}  # fmt: skip
+    assert members == {"__jaxmlp__", "params[0].w", "params[0].b", "params[1].w", "params[1].b"}
+
+
+def test_a_norm_checkpoint_refuses_a_plain_model_naming_the_piece(tmp_path):
+    path = save_checkpoint(tmp_path / "n.npz", model=RICH, params=_perturbed(RICH, 5))
+    plain = MLP((2, 6, 6, 2), activation="tanh", features="playground", dropout=0.2, residual=True)
+    with pytest.raises(
+        CheckpointError, match="different model: norm: stored 'layernorm', given None"
+    ):
+        load_checkpoint(path, model=plain)
+
+
+def test_edited_entry_names_are_refused_naming_the_entry(tmp_path):
+    path = save_checkpoint(tmp_path / "n.npz", model=RICH, params=_perturbed(RICH, 6))
+
+    def rename(meta):  # as if a Norm had been stored as a Dense
+        meta["trees"]["params"][2:4] = ["params[1].w", "params[1].b"]
+
+    _rewrite(path, meta_fn=rename)
+    with pytest.raises(CheckpointError, match=r"stored '\[1\].w', the model has '\[1\].scale'"):
+        load_checkpoint(path)
+
+
+def _layer_of_our_own():
+    import dataclasses
+
+    from jaxmlp.layers import Layer
+
+    @dataclasses.dataclass(frozen=True)
+    class Gain(Layer):
+        """``out = a * g + h`` with a dict of parameters (a pytree that is no NamedTuple)."""
+
+        name = "gain"
+
+        def init(self, key, n_in, dtype):
+            return {"g": jnp.ones((n_in,), dtype), "h": jnp.zeros((n_in,), dtype)}
+
+        def forward(self, params, a, key):
+            return a * params["g"] + params["h"], None
+
+        def backward(self, params, a, out, saved, d_out, need_din):
+            grads = {"g": jnp.sum(d_out * a, axis=0), "h": jnp.sum(d_out, axis=0)}
+            return grads, (d_out * params["g"] if need_din else None)
+
+    return Gain()
+
+
+def test_a_layer_of_your_own_round_trips_given_the_model(tmp_path):
+    model = MLP((3, 4, 2), norm=_layer_of_our_own())
+    params = _perturbed(model, 7)
+    assert isinstance(params[1], dict)
+    opt = optax.adam(1e-3)
+    state = opt.init(params)
+    path = save_checkpoint(tmp_path / "u.npz", model=model, params=params, opt_state=state,
+                           extra_arrays={"best_params": params})  # fmt: skip
+    with pytest.raises(CheckpointError, match=r"invalid model description.*pass the model itself"):
+        load_checkpoint(path)
+    ck = load_checkpoint(path, model=model, opt_state_like=state)
+    assert set(ck.params[1]) == {"g", "h"}
+    assert_bit_equal(ck.params, params)
+    assert_bit_equal(ck.opt_state, state)
+    assert_bit_equal(ck.extra["best_params"], params)
+
+
+# ---------------------------------------------------------------- older format versions
+
+DATA = Path(__file__).resolve().parent / "data"
+
+
+def test_format_version_1_files_still_load():
+    """``tests/data/checkpoint_v1*.npz`` were written by format version 1's writer (commit
+    a9122b5): a plain (3, 4, 2) tanh model after one Adam step from ``init(key(0))`` with
+    gradients 0.5, its Adam state, a key and the initial params as ``best_params``; and an
+    ensemble of two ``init`` draws."""
+    with np.load(DATA / "checkpoint_v1.npz", allow_pickle=False) as npz:
+        assert json.loads(npz["__jaxmlp__"].tobytes())["format_version"] == 1
+    model = MLP((3, 4, 2), activation="tanh")
+    p0 = model.init(jax.random.key(0))
+    opt = optax.adam(0.01)
+    updates, state = opt.update(
+        jax.tree.map(lambda a: jnp.ones_like(a) * 0.5, p0), opt.init(p0), p0
+    )
+    p1 = optax.apply_updates(p0, updates)
+
+    ck = load_checkpoint(DATA / "checkpoint_v1.npz", opt_state_like=opt.init(p0))
+    assert ck.model == model and ck.step == 7 and ck.metadata["epoch"] == 3
+    assert all(isinstance(d, Dense) for d in ck.params)
+    assert_bit_equal(ck.params, p1)
+    assert_bit_equal(ck.extra["best_params"], p0)
+    assert all(isinstance(d, Dense) for d in ck.extra["best_params"])
+    assert_bit_equal(ck.extra["key"], jax.random.key(42))
+    assert_bit_equal(ck.opt_state, state)
+    assert float(ck.extra["best_score"]) == 0.25
+
+    ens = load_checkpoint(DATA / "checkpoint_v1_ensemble.npz", model=model)
+    assert ens.members == 2
+    assert_bit_equal(ens.params, jax.vmap(model.init)(jax.random.split(jax.random.key(1), 2)))
+
+
+def test_a_version_1_file_reads_like_the_version_2_file_of_the_same_plain_model(tmp_path):
+    params = _params(MODEL, 3)
+    path = save_checkpoint(tmp_path / "v.npz", model=MODEL, params=params, step=1)
+    _rewrite(path, meta_fn=lambda m: m.update(format_version=1))
+    assert_bit_equal(load_checkpoint(path).params, params)

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
+import shutil
+
 import chex
 import jax
+import jax.numpy as jnp
+import numpy as np
 import optax
 import pytest
 
@@ -103,3 +108,35 @@ def test_divergence_writes_the_last_finite_state(data, tmp_path):
     chex.assert_trees_all_equal(saved.params, info.value.params)
     assert saved.metadata["diverged_epoch"] == info.value.epoch
     assert saved.metadata["diverged_step"] == info.value.step
+
+
+def test_layernorm_dropout_run_resumes_bit_for_bit(tmp_path):
+    """A model with every piece: the checkpoint holds Norm entries (params, Adam state, early
+    stopping's best params), and the dropout masks depend only on (key, global step), so a run
+    resumed from epoch 4's checkpoint ends where the uninterrupted run does."""
+
+    model = jaxmlp.MLP((3, 8, 8, 2), activation="tanh", norm="layernorm", dropout=0.3,
+                       residual=True, features=("x1", "x2", "x3", "x1*x2", "sin(x3)"))  # fmt: skip
+    x = jax.random.normal(jax.random.key(11), (40, 3))
+    y = jnp.stack([x[:, 0] * x[:, 1], jnp.sin(x[:, 2])], axis=1)
+    params = model.init(jax.random.key(12))
+    kw = dict(kwargs(x, y), l1=1e-3, l2=1e-3)
+    full_dir, cut_dir = tmp_path / "full", tmp_path / "cut"
+    full = jaxmlp.fit(model, params, x, y, key=jax.random.key(13), epochs=6,
+                      checkpoint_dir=full_dir, checkpoint_every=2, keep=10, **kw)  # fmt: skip
+    assert [e for e, _ in list_checkpoints(full_dir)] == [2, 4, 6]
+    cut_dir.mkdir()
+    shutil.copy(full_dir / "ckpt_000004.npz", cut_dir)  # as if the run had died after epoch 4
+    resumed = jaxmlp.fit(model, params, x, y, key=jax.random.key(99), epochs=6,
+                         checkpoint_dir=cut_dir, checkpoint_every=2, resume=True, **kw)  # fmt: skip
+    chex.assert_trees_all_equal(resumed.params, full.params)
+    chex.assert_trees_all_equal(resumed.opt_state, full.opt_state)
+    assert resumed.history == full.history and resumed.step == full.step == 18
+    # dropout was on: training without it (or with other masks) ends elsewhere
+    nodrop = jaxmlp.fit(dataclasses.replace(model, dropout=0.0), params, x, y,
+                        key=jax.random.key(13), epochs=6, **kw)  # fmt: skip
+    assert not np.array_equal(np.asarray(nodrop.params[0].w), np.asarray(full.params[0].w))
+    ck = load_checkpoint(cut_dir / "ckpt_000006.npz", model=model, opt_state_like=OPT.init(params))
+    chex.assert_trees_all_equal(ck.params, full.params)
+    assert type(ck.params[1]).__name__ == "Norm"
+    assert type(ck.extra["best_params"][3]).__name__ == "Norm"

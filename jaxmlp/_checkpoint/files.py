@@ -9,6 +9,7 @@ The file layout, encoding, SHA-256 check and atomic write live in
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import os
@@ -32,7 +33,7 @@ from jaxmlp._checkpoint.format import (
     write_atomic,
 )
 from jaxmlp._checks import check_int, check_path
-from jaxmlp._core.mlp import MLP, Dense, Params, check_params
+from jaxmlp._core.mlp import MLP, Params, check_params
 from jaxmlp.errors import CheckpointError
 
 _CKPT_NAME = re.compile(r"ckpt_(\d{6,})\.npz")
@@ -44,14 +45,16 @@ class Checkpoint(NamedTuple):
 
     Attributes:
         model: the stored :class:`MLP` description.
-        params: a tuple of :class:`Dense` (JAX arrays); ``w`` is ``(sizes[l], sizes[l+1])``.
+        params: the parameter tuple (JAX arrays) in the model's structure
+            (``model.param_shapes()``): a ``Dense`` per affine layer, a ``Norm`` per layer
+            norm, a layer of your own's pytree; a plain model's is a tuple of ``Dense``.
         opt_state: the optimizer state in ``opt_state_like``'s structure; without
             ``opt_state_like``, a dict from each leaf's key path (e.g. ``"[0].mu[1].w"``) to its
             array; ``None`` when none was saved.
         step: the saved step, or ``None``.
         metadata: the saved metadata as ``json.loads`` returns it (tuples become lists).
         extra: the saved ``extra_arrays`` as JAX arrays (so 64-bit ones follow JAX's x64 setting);
-            a params-like entry comes back as a tuple of ``Dense``.
+            a params-like entry (one with the params' structure) comes back in that structure.
         members: for an ensemble's checkpoint, the number of members K (every parameter array
             then has a leading member axis of size K); ``None`` for one model.
     """
@@ -111,12 +114,13 @@ def save_checkpoint(
     Args:
         path: the target file (conventionally ``.npz``); missing parent directories are created.
         model: the description ``params`` belong to.
-        params: a tuple of ``Dense``; layer ``l`` has ``w`` ``(sizes[l], sizes[l+1])``.
+        params: the parameter tuple, in ``model.param_shapes()``'s structure.
         opt_state: any optax state (any pytree of arrays), or ``None``.
         step: a non-negative int, or ``None``.
         metadata: anything ``json.dumps`` accepts.
-        extra_arrays: name -> array (typed PRNG keys included) or params-like tuple of ``Dense``
-            (e.g. early stopping's best params); returned as ``Checkpoint.extra``.
+        extra_arrays: name -> array (typed PRNG keys included) or a params-like tuple (the
+            params' structure, e.g. early stopping's best params); returned as
+            ``Checkpoint.extra``.
         members: an ensemble's checkpoint: ``params`` carry a leading member axis of this size.
 
     Returns:
@@ -150,7 +154,7 @@ def save_checkpoint(
         "params": add("params", tuple(params)),
         "opt_state": None if opt_state is None else add("opt_state", opt_state),
         "extra": {k: add(f"extra[{k!r}]", v) for k, v in extra_arrays.items()},
-        "extra_params": [k for k, v in extra_arrays.items() if _is_params(v)],
+        "extra_params": [k for k, v in extra_arrays.items() if _is_params_like(model, v)],
     }
     meta = {
         "format": FORMAT,
@@ -220,7 +224,7 @@ def _assemble(
         _check_same_model(path, model, stored)
     leaves = {n: decode(path, n, a, meta["arrays"][n]) for n, a in arrays.items()}
     trees = meta["trees"]
-    params = _as_params(path, "params", [leaves[n] for n in trees["params"]])
+    params = _as_params(path, "params", trees["params"], leaves, stored)
     members = meta.get("members")
     try:
         _check_members_params(stored, params, members)
@@ -233,8 +237,10 @@ def _assemble(
         opt_state = {n[len("opt_state") :]: jnp.asarray(leaves[n]) for n in trees["opt_state"]}
     extra = {}
     for k, names in trees["extra"].items():
-        got = [leaves[n] for n in names]
-        extra[k] = _as_params(path, k, got) if k in trees["extra_params"] else jnp.asarray(got[0])
+        if k in trees["extra_params"]:
+            extra[k] = _as_params(path, f"extra[{k!r}]", names, leaves, stored)
+        else:
+            extra[k] = jnp.asarray(leaves[names[0]])
     return Checkpoint(stored, params, opt_state, meta["step"], meta["metadata"], extra, members)
 
 
@@ -249,28 +255,61 @@ def _check_members_params(model: MLP, params: Any, members: int | None) -> None:
     check_params(model, jax.tree.map(lambda a: a[0], params))
 
 
-def _is_params(v: Any) -> bool:
-    return isinstance(v, (tuple, list)) and len(v) > 0 and all(isinstance(d, Dense) for d in v)
+def _is_params_like(model: MLP, v: Any) -> bool:
+    """Whether ``v`` has the model's parameter structure (a tuple with one entry per layer with
+    parameters: ``Dense``, ``Norm``, a layer of your own's pytree); shapes are not compared, so
+    an ensemble's stacked parameters count too."""
+    if not isinstance(v, (tuple, list)) or not v:
+        return False
+    try:
+        return jax.tree.structure(tuple(v)) == jax.tree.structure(model.param_shapes())
+    except (TypeError, ValueError):
+        return False
 
 
-def _as_params(path: Path, what: str, leaves: list[Any]) -> Params:
-    if len(leaves) % 2:
-        raise CheckpointError(f"checkpoint {path}: {what} has an odd number of arrays")
-    wide = {str(a.dtype) for a in leaves if jax.dtypes.canonicalize_dtype(a.dtype) != a.dtype}
+def _as_params(
+    path: Path, what: str, names: list[str], leaves: dict[str, Any], model: MLP
+) -> Params:
+    """The stored arrays ``names`` (the key paths of a params-like tree under the prefix
+    ``what``) rebuilt in ``model``'s parameter structure: any entry type restores, as long as
+    the key paths are the ones the model's structure has. A version-1 file (a tuple of
+    ``Dense``) names its arrays as version 2 does for the same plain model."""
+    flat, treedef = jax.tree_util.tree_flatten_with_path(model.param_shapes())
+    expected = [what + jax.tree_util.keystr(kp) for kp, _ in flat]
+    if list(names) != expected:
+        stored = [n[len(what) :] if n.startswith(what) else n for n in names]
+        wanted = [e[len(what) :] for e in expected]
+        first = next(
+            (
+                f"stored {a!r}, the model has {b!r}"
+                for a, b in zip(stored, wanted, strict=False)
+                if a != b
+            ),
+            f"stored {len(stored)} arrays, the model has {len(wanted)}",
+        )
+        raise CheckpointError(
+            f"checkpoint {path}: {what} does not have the model's parameter structure "
+            f"({first}; model sizes {model.sizes})"
+        )
+    got = [leaves[n] for n in names]
+    wide = {str(a.dtype) for a in got if jax.dtypes.canonicalize_dtype(a.dtype) != a.dtype}
     if wide:  # JAX would silently narrow them: refuse rather than lose precision
         raise CheckpointError(
             f"checkpoint {path}: {what} are {sorted(wide)}; enable JAX's x64 mode "
             "(jax.enable_x64 or the jax_enable_x64 flag) to load them"
         )
-    pairs = zip(leaves[::2], leaves[1::2], strict=True)
-    return tuple(Dense(jnp.asarray(w), jnp.asarray(b)) for w, b in pairs)
+    return tuple(jax.tree_util.tree_unflatten(treedef, [jnp.asarray(a) for a in got]))
 
 
 def _check_same_model(path: Path, model: MLP, stored: MLP) -> None:
     if model == stored:
         return
     given, saved = model.to_dict(), stored.to_dict()
-    diffs = [f"{k}: stored {saved[k]!r}, given {given[k]!r}" for k in given if given[k] != saved[k]]
+    # to_dict leaves out the pieces a model does not use (norm, dropout, ...): show their values
+    keys = [f.name for f in dataclasses.fields(MLP)]
+    given = {k: given.get(k, getattr(model, k)) for k in keys}
+    saved = {k: saved.get(k, getattr(stored, k)) for k in keys}
+    diffs = [f"{k}: stored {saved[k]!r}, given {given[k]!r}" for k in keys if given[k] != saved[k]]
     if model.sizes != stored.sizes:
         diffs.append(f"layer shapes: stored {stored.layer_shapes()}, given {model.layer_shapes()}")
     raise CheckpointError(f"checkpoint {path} was saved for a different model: {'; '.join(diffs)}")

@@ -2,8 +2,8 @@
 
 A checkpoint is a plain zip of ``.npy`` members (``np.load(path, allow_pickle=False)`` opens it):
 
-- one member per array, named by its pytree key path: ``params[0].w``, ``opt_state[0].mu[1].b``,
-  ``extra['key']``. Typed PRNG keys are stored as ``jax.random.key_data`` plus their impl name,
+- one member per array, named by its pytree key path: ``params[0].w``, ``params[1].scale`` (a
+  layer norm's entry), ``opt_state[0].mu[1].b``, ``extra['key']``. Typed PRNG keys are stored as ``jax.random.key_data`` plus their impl name,
   bfloat16 (and the other ml_dtypes types) as unsigned-int views of the same width, so both
   reload bit-exactly;
 - ``__jaxmlp__``: UTF-8 JSON (as a uint8 array): format name and version, ``model.to_dict()``,
@@ -12,8 +12,9 @@ A checkpoint is a plain zip of ``.npy`` members (``np.load(path, allow_pickle=Fa
 A save writes ``.{name}.tmp-{pid}-{random}`` next to the target, fsyncs it, ``os.replace``s it onto
 the target and fsyncs the directory: a reader sees the old file or the new one, never a mix.
 
-This module knows arrays, pytrees and bytes only; the public API (argument checks, params as
-``Dense`` layers, the model check and the ``Checkpoint`` result) stays in :mod:`jaxmlp._checkpoint.files`.
+This module knows arrays, pytrees and bytes only; the public API (argument checks, params rebuilt
+in the model's parameter structure, the model check and the ``Checkpoint`` result) stays in
+:mod:`jaxmlp._checkpoint.files`.
 """
 
 from __future__ import annotations
@@ -37,7 +38,11 @@ import numpy as np
 from jaxmlp.errors import CheckpointError
 
 FORMAT = "jaxmlp-checkpoint"
-FORMAT_VERSION = 1
+# 2: parameter tuples hold any layer's entry (Dense, Norm, a layer of your own's pytree), rebuilt
+# from their key paths in the model's parameter structure; the model description may carry norm,
+# dropout, residual and features. 1: a tuple of Dense only; still read (its member names are
+# what version 2 writes for the same plain model).
+FORMAT_VERSION = 2
 _META = "__jaxmlp__"
 _META_KEYS = ("model", "versions", "arrays", "trees", "step", "metadata", "sha256")
 # A temp file whose writer is alive is left alone unless untouched this long: a live writer
