@@ -227,3 +227,34 @@ def test_a_checkpoint_of_a_callable_initializer_loads_only_given_the_model(tmp_p
     # Another model is still told apart: here another name where the file holds the callable.
     with pytest.raises(jaxmlp.CheckpointError, match="initializer"):
         jaxmlp.load_checkpoint(path, model=MLP((3, 4, 2), activation="tanh"))
+
+
+@pytest.mark.parametrize(
+    "initializer", ["auto", "he_normal", "lecun_normal", "glorot_normal", "siren"]
+)
+def test_init_is_one_compiled_program_that_draws_what_eager_draws(initializer):
+    # MLP.init jits every layer's draws into one program (issue 16: eager draws compiled about
+    # ten small programs); the weights must be bit for bit the eager ones, which XLA would break
+    # by folding a normal draw's scale into its constants without the initialisers' barrier.
+    from jaxmlp._core.mlp import _init_program
+
+    act = "sin" if initializer == "siren" else "relu"
+    model = MLP((5, 9, 7, 3), activation=act, initializer=initializer)
+    for seed in range(3):
+        key = jax.random.key(seed)
+        jitted, eager = model.init(jax.random.clone(key)), model._draw(key)
+        for a, b in zip(jax.tree.leaves(jitted), jax.tree.leaves(eager), strict=True):
+            np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    before = _init_program.cache_info().hits
+    MLP((5, 9, 7, 3), activation=act, initializer=initializer).init(jax.random.key(9))
+    assert _init_program.cache_info().hits == before + 1  # an equal model reuses the program
+
+
+def test_init_with_an_initializer_jit_cannot_trace_draws_eagerly():
+    def numpy_init(key, shape, dtype):
+        seed = int(jax.random.randint(key, (), 0, 1000))  # concrete only outside jit
+        return jnp.asarray(np.random.default_rng(seed).normal(size=shape), dtype)
+
+    model = MLP((3, 4, 2), initializer=numpy_init)
+    params = model.init(jax.random.key(0))
+    assert params[0].w.shape == (3, 4) and params[1].w.shape == (4, 2)

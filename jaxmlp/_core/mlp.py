@@ -370,6 +370,20 @@ class MLP:
         key = check_key(key)
         # A model built under jax.enable_x64 and used outside it would draw float32 weights.
         check_x64(self.param_dtype, "param_dtype")
+        # One compiled program for every layer's draws: drawn eagerly, each random op compiles
+        # on its own (about ten small programs, a second of a small script's cold start).
+        try:
+            program = _init_program(self, jax.config.jax_enable_x64)
+        except TypeError:  # an unhashable initializer: draw eagerly
+            return self._draw(key)
+        try:
+            return program(jax.random.clone(key))
+        except Exception:  # noqa: BLE001
+            # An initializer that cannot be traced (NumPy inside) draws eagerly; a bad one fails
+            # there again, with its own message rather than one wrapped by the trace.
+            return self._draw(key)
+
+    def _draw(self, key: jax.Array) -> Params:
         dtype = jnp.dtype(self.param_dtype)
         keys = jax.random.split(key, self.num_params_entries)
         out, n_in = [], self.sizes[0]
@@ -509,6 +523,12 @@ class MLP:
         elif isinstance(f, list):
             d["features"] = tuple(f)
         return cls(**d)
+
+
+@functools.lru_cache(maxsize=64)
+def _init_program(model: MLP, x64: bool) -> Any:
+    """``model``'s parameter draws as one jitted program (cached per model and x64 mode)."""
+    return jax.jit(model._draw)
 
 
 _PIECE_DEFAULTS = {"norm": None, "dropout": 0.0, "residual": False, "features": None}
