@@ -378,7 +378,7 @@ class MLP:
             return self._draw(key)
         try:
             return program(jax.random.clone(key))
-        except Exception:  # noqa: BLE001
+        except Exception:
             # An initializer that cannot be traced (NumPy inside) draws eagerly; a bad one fails
             # there again, with its own message rather than one wrapped by the trace.
             return self._draw(key)
