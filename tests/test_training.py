@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import chex
 import jax
 import jax.numpy as jnp
@@ -390,3 +393,18 @@ def test_progress_rate_is_the_steady_state_not_the_first_calls(capsys):
     final = capsys.readouterr().err.replace("\r", "\n").strip().splitlines()[-1]
     assert "401/401" in final and "loss=1" in final
     assert float(re.search(r"([0-9.]+)epoch/s", final).group(1)) > 3000, final
+
+
+@pytest.mark.slow
+def test_fit_without_a_progress_bar_does_not_import_tqdm():
+    # issue 16: tqdm costs a small script's start 0.1 s; progress=False must not pay it.
+    code = (
+        "import sys, jax, numpy as np, jaxmlp\n"
+        "m = jaxmlp.MLP((3, 4, 2)); p = m.init(jax.random.key(0))\n"
+        "x = np.zeros((8, 3), np.float32); y = np.zeros((8, 2), np.float32)\n"
+        "jaxmlp.fit(m, p, x, y, loss='mse', key=jax.random.key(1), epochs=1, progress=False)\n"
+        "jaxmlp.fit_ensemble(m, x, y, loss='mse', key=jax.random.key(2), num_models=2, epochs=1,"
+        " progress=False)\n"
+        "assert 'tqdm' not in sys.modules, 'tqdm imported'\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=240)

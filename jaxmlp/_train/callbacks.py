@@ -167,13 +167,14 @@ class ProgressBar(Callback):
     """
 
     def __init__(self, epochs: int, done: int, desc: str, enabled: bool):
-        from tqdm.auto import tqdm
+        self.bar: Any = None
+        if enabled:  # without a bar tqdm is not even imported (0.1 s of a small script's start)
+            from tqdm.auto import tqdm
 
-        # smoothing=0: the rate is the epochs since the clock started over the time since.
-        self.bar = tqdm(
-            total=epochs, initial=min(done, epochs), disable=not enabled, unit="epoch", desc=desc,
-            smoothing=0,
-        )  # fmt: skip
+            # smoothing=0: the rate is the epochs since the clock started over the time since.
+            self.bar = tqdm(
+                total=epochs, initial=min(done, epochs), unit="epoch", desc=desc, smoothing=0
+            )
         self.last: Mapping[str, Any] | None = None
         self.shown = done
         self.compiled = False
@@ -182,6 +183,8 @@ class ProgressBar(Callback):
         self.last = metrics
 
     def on_call_end(self, state: CallState) -> None:
+        if self.bar is None:
+            return
         self.bar.update(state.epoch - self.shown)
         self.shown = state.epoch
         if not (self.compiled or state.finished):
@@ -197,7 +200,8 @@ class ProgressBar(Callback):
             self.bar.set_postfix(post)
 
     def on_train_end(self, result: Any) -> None:
-        self.bar.close()
+        if self.bar is not None:
+            self.bar.close()
 
 
 def _short(v: Any) -> str:

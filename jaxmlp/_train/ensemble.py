@@ -314,7 +314,7 @@ def fit_ensemble(
         carry, done, _ = drive(run, carry, data, key, history, [*internal, *users],
                                done=done, stopped=stopped)  # fmt: skip
     finally:
-        bar.bar.close()
+        bar.on_train_end(None)
     stopped_flags, diverged, bad_epoch, steps = host(
         (carry.stopped, carry.diverged, carry.bad_epoch, carry.state.step)
     )

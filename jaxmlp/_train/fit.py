@@ -326,7 +326,7 @@ def fit(
         carry, done, report = drive(run, carry, data, key, history, [*internal, *users],
                                     done=done, stopped=stopped, on_report=on_report)  # fmt: skip
     finally:
-        bar.bar.close()
+        bar.on_train_end(None)
     step = int(carry.state.step) if report is None else int(report.step)
     stopped_epoch = done if report is not None and bool(report.stopped) else None
     if previous is not None and stopped_epoch is None and report is None:
