@@ -314,3 +314,113 @@ def test_works_without_pyplot(monkeypatch, tmp_path, binary, data):
     x, y = data
     fig = plot.plot_decision_boundary(model, params, x, y, resolution=8)
     render(fig, tmp_path / "no_pyplot.png")
+
+
+# ---------------------------------------------------------------- layers beyond the plain stack
+
+
+@pytest.fixture(scope="module")
+def rich():
+    """Every piece: Playground features (7 columns), layer norm, dropout and a residual
+    connection on hidden layer 2 (8 -> 8; hidden 1 reads 7 features, so it has none)."""
+    model = MLP((2, 8, 8, 1), "tanh", "sigmoid", norm="layernorm", dropout=0.1, residual=True,
+                features="playground")  # fmt: skip
+    params = model.init(jax.random.key(5))
+    # moved off init: a Norm's scale of ones and offset of zeros, the zero biases
+    return model, jax.tree.map(
+        lambda a: a + 0.2 * np.cos(np.arange(a.size).reshape(a.shape)), params
+    )
+
+
+def _texts(fig) -> list[str]:
+    return [t.get_text() for t in fig.axes[0].texts]
+
+
+def test_network_with_every_piece(tmp_path, rich):
+    from matplotlib.patches import FancyArrowPatch
+
+    model, params = rich
+    fig = plot.plot_network(model, params)
+    ax = fig.axes[0]
+    (edges,) = [c for c in ax.collections if c.__class__.__name__ == "LineCollection"]
+    assert len(edges.get_segments()) == 7 * 8 + 8 * 8 + 8 * 1  # the affine layers' weights only
+    dense = [params[i] for i in model.affine_slots()]
+    flat = np.concatenate([np.asarray(p.w).ravel() for p in dense])
+    assert np.argmax(edges.get_linewidths()) == np.argmax(np.abs(flat))
+    texts = _texts(fig)
+    # the feature inputs by name, then the captions with the pieces under their layers
+    assert texts[:7] == ["x1", "x2", "x1^2", "x2^2", "x1*x2", "sin(x1)", "sin(x2)"]
+    captions = [t for t in texts if "\n" in t]
+    assert captions == [
+        "input features\n7 from 2 inputs",
+        "hidden 1\nlayernorm\n8 tanh\ndropout 0.1",
+        "hidden 2\nlayernorm\n8 tanh\ndropout 0.1\n+ skip",
+        "output\n1 sigmoid",
+    ]
+    arcs = [p for p in ax.patches if isinstance(p, FancyArrowPatch)]
+    assert len(arcs) == 1 and texts.count("skip") == 1  # hidden 2 only
+    # the bias colours are the Dense biases (the node scatter of hidden 1 is the second)
+    np.testing.assert_allclose(ax.collections[2].get_array(), np.asarray(dense[0].b), rtol=1e-6)
+    render(fig, tmp_path / "network_rich.png")
+
+
+def test_network_with_fourier_features_and_skips_everywhere(tmp_path):
+    from matplotlib.patches import FancyArrowPatch
+
+    from jaxmlp.layers import FourierFeatures
+
+    model = MLP((2, 6, 6, 6, 2), "sin", initializer="siren", residual=True,
+                features=FourierFeatures(3, 1.0, 0))  # fmt: skip
+    fig = plot.plot_network(model, model.init(jax.random.key(0)))
+    captions = [t for t in _texts(fig) if "\n" in t]
+    assert captions[0] == "input features\nfourier 6\nfrom 2 inputs"
+    assert [c.endswith("+ skip") for c in captions] == [False, True, True, True, False]
+    assert sum(isinstance(p, FancyArrowPatch) for p in fig.axes[0].patches) == 3
+    render(fig, tmp_path / "network_fourier.png")
+    wide = MLP((2, 8, 1), features=FourierFeatures(40))
+    with pytest.raises(ValueError, match=r"the input features of sizes .* has 80"):
+        plot.plot_network(wide, wide.init(jax.random.key(0)))
+
+
+def test_plain_network_keeps_its_captions(binary):
+    fig = plot.plot_network(*binary)
+    assert _texts(fig) == ["input\n2", "hidden 1\n6 tanh", "hidden 2\n5 tanh", "output\n1 sigmoid"]  # fmt: skip
+
+
+def test_neurons_show_the_block_output_after_norm_and_skip(data):
+    """Hidden layer 1 with a skip (2 -> 2) and a layer norm: each tile is
+    ``a[1] = x + tanh(layernorm(z))`` over the plane, not ``tanh(z)``."""
+    from jaxmlp._core.backprop import forward_trace
+    from jaxmlp.plot._common import _grid
+
+    model = MLP((2, 2, 1), "tanh", norm="layernorm", dropout=0.5, residual=True)
+    params = jax.tree.map(lambda a: a + 0.3, model.init(jax.random.key(2)))
+    x, _ = data
+    fig = plot.plot_neurons(model, params, x, resolution=12)
+    tiles = [ax for ax in fig.axes if ax.images]
+    assert len(tiles) == 2
+    _, _, grid = _grid(np.asarray(x, np.float64), 12)
+    trace = forward_trace(model, params, grid)
+    (w, b), norm = params[0], params[1]
+    z = grid @ np.asarray(w) + np.asarray(b)
+    zh = (z - z.mean(1, keepdims=True)) / np.sqrt(z.var(1, keepdims=True) + 1e-5)
+    expected = grid + np.tanh(zh * np.asarray(norm.scale) + np.asarray(norm.offset))
+    np.testing.assert_allclose(np.asarray(trace.a[1]), expected, rtol=1e-4, atol=1e-5)
+    for j, ax in enumerate(tiles):
+        a = expected[:, j].reshape(12, 12)
+        np.testing.assert_allclose(ax.images[0].get_array(), a / np.abs(a).max(), rtol=1e-4, atol=1e-5)  # fmt: skip
+    assert "after the norm" in fig.get_suptitle()
+
+
+def test_decision_boundary_of_a_model_with_every_piece(tmp_path, rich, data):
+    model, params = rich
+    x, y = data
+    fig = plot.plot_decision_boundary(model, params, x, y, resolution=24)
+    image = fig.axes[0].images[0]
+    x0, x1, y0, y1 = image.get_extent()
+    dx, dy = (x1 - x0) / 24, (y1 - y0) / 24
+    corner = np.array([[x0 + dx / 2, y0 + dy / 2]], np.float32)
+    # inference: no dropout, the same as model.apply without a key
+    expected = float(np.asarray(model.apply(params, corner))[0, 0])
+    assert np.asarray(image.get_array())[0, 0] == pytest.approx(expected, rel=1e-5, abs=1e-6)
+    render(fig, tmp_path / "boundary_rich.png")

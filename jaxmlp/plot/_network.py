@@ -15,10 +15,11 @@ from matplotlib.collections import LineCollection
 from matplotlib.colors import Normalize, to_rgba
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
-from matplotlib.patches import Patch
+from matplotlib.patches import FancyArrowPatch, Patch
 
 from jaxmlp._core.backprop import forward_trace
 from jaxmlp._core.gradcheck import FD_ATOL, FD_RTOL, GradCheckReport
+from jaxmlp._core.layers import ActivationLayer, Features, FourierFeatures
 from jaxmlp._core.mlp import MLP, Params, check_params
 from jaxmlp.plot._common import (
     _NEG,
@@ -43,7 +44,11 @@ def plot_neurons(
     """A grid of each first-layer unit's output ``a[1][:, j]`` over the input plane (2 inputs).
 
     Each tile is scaled by its own ``max |a|`` (blue positive, orange negative); the dashed
-    line is the unit's hyperplane ``z = x @ w[:, j] + b[j] = 0``.
+    line is the unit's hyperplane ``z = x @ w[:, j] + b[j] = 0``. Beyond the plain stack,
+    ``a[1]`` is the first hidden layer's output as the next layer reads it (after its layer
+    norm, activation and residual connection; dropout is off, as at inference), and the dashed
+    curve is where the activation's input (after the layer norm) is 0; with input features it
+    is a curve, not a line.
 
     Args:
         model: a network with 2 inputs.
@@ -61,10 +66,13 @@ def plot_neurons(
     extent, (cx, cy), grid = _grid(_plane_input(model, x, "x"), res)
     units = model.sizes[1]
     shown = min(units, max_neurons)
+    # the input of the first hidden layer's activation: z[1] itself, or its layer norm
+    pre = next(i for i, layer in enumerate(model.layers) if isinstance(layer, ActivationLayer))
 
     def first_layer(params: Params, g: jax.Array) -> jax.Array:
         trace = forward_trace(model, params, g)
-        return jnp.concatenate([trace.z[0][:, :shown], trace.a[1][:, :shown]], axis=1)
+        z = trace.values[pre][:, :shown]
+        return jnp.concatenate([z, trace.a[1][:, :shown]], axis=1)
 
     za = _in_batches(first_layer, params, grid)
     cols = min(shown, 8)
@@ -89,8 +97,10 @@ def plot_neurons(
         ScalarMappable(Normalize(-1, 1), cmap), ax=axes, label="a / max|a| (per unit)", shrink=0.8
     )
     more = f" (first {shown} of {units})" if shown < units else ""
+    zero = "z = 0" if model.norm is None else "the activation's input (after the norm) = 0"
     fig.suptitle(
-        f"Layer 1 units{more}: output a over the input plane ({model.activations[0]}); dashed: z = 0"
+        f"Layer 1 units{more}: output a over the input plane ({model.activations[0]}); "
+        f"dashed: {zero}"
     )
     return fig
 
@@ -156,6 +166,18 @@ def plot_gradcheck(report: GradCheckReport) -> Figure:
     return fig
 
 
+def _input_labels(model: MLP) -> tuple[list[str] | None, str]:
+    """The first column's per-node labels (``None``: none) and its caption."""
+    fl, n = model.feature_layer, model.sizes[0]
+    if fl is None:
+        return None, f"input\n{n}"
+    if isinstance(fl, Features):
+        return list(fl.names), f"input features\n{len(fl.names)} from {n} inputs"
+    if isinstance(fl, FourierFeatures):
+        return None, f"input features\nfourier {2 * fl.n}\nfrom {n} inputs"
+    return None, f"input features\n{fl.describe()}\nfrom {n} inputs"
+
+
 def plot_network(
     model: MLP, params: Params, *, max_units: int = MAX_UNITS, max_edges: int = MAX_EDGES
 ) -> Figure:
@@ -164,20 +186,31 @@ def plot_network(
     Line width grows with ``|w|`` and its colour gives the sign (blue positive, orange
     negative); a node's colour gives its bias on the same scheme (input nodes are grey).
 
+    Beyond the plain stack: the first column holds what the first affine layer reads, the input
+    features when the model has them (each node named, ``x1``, ``x1^2``, ..., for the
+    Playground's; "fourier 2n" under the column for Fourier features); a layer with a residual
+    connection gets an arc from the previous column and "+ skip" under it; "layernorm" and
+    "dropout p" are written under the layers that have them. Only the affine layers' weights
+    are drawn (a layer norm's scale and offset are not).
+
     Args:
         model: a small network.
         params: its parameters.
-        max_units: the most units any layer, the input included, may have.
+        max_units: the most units any layer, the input and its features included, may have.
         max_edges: the most weights the network may have.
 
     Raises:
         ValueError: when a layer has more than ``max_units`` units or the network more than
             ``max_edges`` weights (the graph would be unreadable).
     """
-    for l, size in enumerate(model.sizes):
+    widths = model.widths()  # the affine layers' input widths, then the output width
+    for l, size in enumerate(widths):
         if size > max_units:
+            what = (
+                "the input features" if l == 0 and model.feature_layer is not None else f"layer {l}"
+            )
             raise ValueError(
-                f"model: plot_network draws at most max_units={max_units} units per layer; layer {l} of sizes {model.sizes} has {size}"
+                f"model: plot_network draws at most max_units={max_units} units per layer; {what} of sizes {model.sizes} has {size}"
             )
     n_edges = sum(i * o for i, o in model.layer_shapes())
     if n_edges > max_edges:
@@ -185,35 +218,39 @@ def plot_network(
             f"model: plot_network draws at most max_edges={max_edges} weights; sizes {model.sizes} has {n_edges}"
         )
     check_params(model, params)
-    ws = [np.asarray(p.w, np.float32) for p in params]
-    bs = [np.asarray(p.b, np.float32) for p in params]
+    dense = [params[i] for i in model.affine_slots()]
+    ws = [np.asarray(p.w, np.float32) for p in dense]
+    bs = [np.asarray(p.b, np.float32) for p in dense]
     wmax = max(float(np.nanmax(np.abs(w), initial=0.0)) for w in ws) or 1.0
     bmax = max(float(np.nanmax(np.abs(b), initial=0.0)) for b in bs) or 1.0
-    ys = [(n - 1) / 2.0 - np.arange(n) for n in model.sizes]  # centred columns, unit 1 on top
-    tallest = max(model.sizes)
-    fig = _new_figure((1.8 * len(model.sizes) + 1.5, min(10.0, 0.28 * tallest + 2.2)))
+    ys = [(n - 1) / 2.0 - np.arange(n) for n in widths]  # centred columns, unit 1 on top
+    tallest = max(widths)
+    labels, input_caption = _input_labels(model)
+    fig = _new_figure((1.8 * len(widths) + 1.5 + (0.6 if labels else 0.0), min(10.0, 0.28 * tallest + 2.6)))  # fmt: skip
     ax = fig.add_subplot()
-    segments, widths, colours = [], [], []
+    segments, line_widths, colours = [], [], []
     for l, w in enumerate(ws):
         yi, yj = np.broadcast_arrays(ys[l][:, None], ys[l + 1][None, :])  # w[i, j]: unit i -> j
         segments.append(
             np.stack([np.full(w.size, l), yi.ravel(), np.full(w.size, l + 1), yj.ravel()], 1)
         )
         mag = np.nan_to_num(np.abs(w.ravel()) / wmax)
-        widths.append(0.2 + 3.0 * mag)
+        line_widths.append(0.2 + 3.0 * mag)
         rgba = np.where((w.ravel() >= 0)[:, None], to_rgba(_POS), to_rgba(_NEG))
         rgba[:, 3] = 0.15 + 0.85 * mag  # small weights stay faint so that the large ones read
         colours.append(rgba)
     ax.add_collection(
         LineCollection(
             list(np.concatenate(segments).reshape(-1, 2, 2)),
-            linewidths=np.concatenate(widths),
+            linewidths=np.concatenate(line_widths),
             colors=np.concatenate(colours),
             zorder=1,
         )
     )
     node = min(220.0, (0.55 * 72 * fig.get_figheight() / tallest) ** 2)  # points^2
-    ax.scatter(np.zeros(model.sizes[0]), ys[0], s=node, c="0.85", edgecolors="k", zorder=2)
+    ax.scatter(np.zeros(widths[0]), ys[0], s=node, c="0.85", edgecolors="k", zorder=2)
+    for name, y in zip(labels or (), ys[0], strict=False):
+        ax.text(-0.12, y, name, ha="right", va="center", fontsize=7)
     layers = [
         ax.scatter(
             np.full(b.size, l + 1),
@@ -228,19 +265,35 @@ def plot_network(
         for l, b in enumerate(bs)
     ]
     fig.colorbar(layers[-1], ax=ax, label="bias b", shrink=0.6)
-    names = ["input", *(f"hidden {l}" for l in range(1, model.num_layers)), "output"]
-    for l, (name, size, act) in enumerate(
-        zip(names, model.sizes, ("", *model.activations), strict=True)
-    ):
-        ax.text(
-            l,
-            -tallest / 2.0 - 0.4,
-            f"{name}\n{size} {act}".strip(),
-            ha="center",
-            va="top",
-            fontsize=8,
-        )
-    ax.set(xlim=(-0.5, model.num_layers + 0.5), ylim=(-tallest / 2.0 - 1.6, tallest / 2.0 + 0.2))
+    captions = [input_caption]
+    top = tallest / 2.0 + 0.2
+    for l in range(1, model.num_layers + 1):
+        hidden = l < model.num_layers
+        lines = [f"hidden {l}" if hidden else "output", f"{widths[l]} {model.activations[l - 1]}"]
+        if hidden:
+            if model.norm is not None:
+                lines.insert(
+                    1, model.norm if isinstance(model.norm, str) else model.norm.describe()
+                )
+            if model.dropout:
+                lines.append(f"dropout {model.dropout:g}")
+            if model.has_skip(l - 1):
+                lines.append("+ skip")
+                # the residual connection: a[l] = a[l-1] + f(z[l]), an arc over the top
+                ax.add_patch(
+                    FancyArrowPatch(
+                        (l - 1, top), (l, top), connectionstyle="arc3,rad=-0.45",
+                        arrowstyle="-|>", mutation_scale=10, color="0.3", lw=1.2, zorder=3,
+                    )
+                )  # fmt: skip
+                ax.text(l - 0.5, top + 0.45, "skip", ha="center", va="bottom", fontsize=7)
+        captions.append("\n".join(lines))
+    for l, caption in enumerate(captions):
+        ax.text(l, -tallest / 2.0 - 0.4, caption, ha="center", va="top", fontsize=8)
+    left = -0.5 - (0.55 if labels else 0.0)
+    skips = any(model.has_skip(l) for l in range(model.num_layers - 1))
+    bottom = -tallest / 2.0 - 0.4 - 0.6 * max(c.count("\n") + 1 for c in captions)
+    ax.set(xlim=(left, model.num_layers + 0.5), ylim=(bottom, top + (1.0 if skips else 0.0)))
     ax.set_axis_off()
     ax.legend(
         handles=[
