@@ -43,8 +43,9 @@ class _Lax:
         return getattr(jax.lax, name)
 
     def scan(self, f, init, xs=None, **kw):
-        if f.__name__ in self.unroll:
-            kw["unroll"] = self.unroll[f.__name__]
+        name = getattr(f, "func", f).__name__  # the engine scans functools.partial(step, key=)
+        if name in self.unroll:
+            kw["unroll"] = self.unroll[name]
         return _real_scan(f, init, xs, **kw)
 
 

@@ -5,6 +5,7 @@ Examples:
     python benchmarks/run.py --configs S,M,L --dtype float32 --json cpu.json
     python benchmarks/run.py --configs S,M,L --dtype bfloat16 --peers torch,flax
     python benchmarks/run.py --configs "custom:32,128,128,4:64:mse" --suites step
+    python benchmarks/run.py --configs M --suites step --peers none --layers issue15
 """
 
 import sys

@@ -335,3 +335,52 @@ def test_latency_script_quick(tmp_path):
         assert cases[name]["reports"][0]["epochs"] == 10
     assert set(record["cv"]) == {f"cv jaxmlp, cache {c}, {n} call" for c in ("cold", "warm") for n in ("first", "second")}  # fmt: skip
     assert record["environment"]["commit"] and "| jaxmlp --help |" in proc.stdout
+
+
+def test_parse_layers():
+    """``--layers``: each variant a '+'-joined set of pieces, ``issue15`` the whole list."""
+    from jaxmlp.bench import ISSUE15_LAYERS, parse_layers
+
+    assert parse_layers("plain,layernorm,dropout=0.2,residual,l1") == [
+        ("plain", {}),
+        ("layernorm", {"norm": "layernorm"}),
+        ("dropout=0.2", {"dropout": 0.2}),
+        ("residual", {"residual": True}),
+        ("l1", {"l1": 1e-4}),
+    ]
+    (all_l1,) = parse_layers("all+l1=0.01")
+    assert all_l1[1] == {"norm": "layernorm", "dropout": 0.1, "residual": True, "l1": 0.01}
+    assert [name for name, _ in parse_layers(ISSUE15_LAYERS)][-2:] == ["all", "all+l1"]
+    problem = _peers.Problem((8, 4, 4, 2), "relu", "mse", 0.01, "float32", **all_l1[1])
+    assert problem.layers == "layernorm+dropout=0.1+residual+l1=0.01"
+    with pytest.raises(_peers.Unavailable, match="no counterpart in the peer harness"):
+        _peers.make_peer("torch", problem)
+    for bad in ("batchnorm", "dropout=x", "residual=1", "all+"):
+        with pytest.raises(ValueError, match="--layers: unknown piece"):
+            parse_layers(bad)
+
+
+@pytest.mark.slow
+def test_layer_steps_record_both_methods_and_memory_ratios():
+    """Issue 15's variants on a tiny network: both methods per variant, the same-run time and
+    memory ratios, peers skipped (a smoke test: no timing is asserted)."""
+    from jaxmlp.bench import parse_layers
+
+    cfg = parse_configs("custom:6,8,8,3:16")[0]
+    settings = benchmarking.Settings(peers=("equinox",), repeats=3, target_s=1e-4, max_s=0.1)
+    for name, fields in parse_layers("all+l1,dropout"):
+        for grad in (False, True):
+            recs = benchmarking.bench_steps(cfg, settings, grad=grad, layers=fields)
+            manual, autodiff = (r for r in recs if r["impl"] == "jaxmlp")
+            assert (manual["method"], autodiff["method"]) == ("manual", "autodiff")
+            assert manual["layers"] == autodiff["layers"] != "plain"
+            assert manual["suite"] == ("grad" if grad else "step")
+            for key in ("manual_over_autodiff", "temp_manual_over_autodiff",
+                        "step_bytes_manual_over_autodiff"):  # fmt: skip
+                assert manual[key] > 0, (name, key)
+            assert all(
+                np.isfinite(r["final_loss"]) and r["median_s"] > 0 for r in (manual, autodiff)
+            )
+            skipped = [r for r in recs if r["impl"] == "equinox"]
+            assert grad or (skipped and skipped[0]["status"] == "skipped")
+    assert f"| {cfg.name} | relu | jaxmlp | dropout=0.1 | manual |" in benchmarking.markdown(recs)

@@ -5,6 +5,8 @@ Suites (each returns JSON-ready records; :func:`main` prints them as Markdown ta
               peers', on a fixed device-resident batch: compile time, median/min/max step time,
               steps/s, FLOP/s and % of the same-run matmul roofline, compiled temporary memory,
               peak device memory (GPU), and the same-run pairwise manual/autodiff ratio.
+              ``--layers`` adds variants beyond the plain stack (layer norm, dropout, residual
+              connections, l1; issue 15), jaxmlp's methods only.
     grad      the same for the jitted ``value_and_grad`` alone (``benchmarks/bench_grad.py``).
     train     ``fit``'s fused epochs vs per-step Python loops and peers, whole runs of ``epochs``.
     ensemble  ``fit_ensemble`` with K members vs K sequential ``fit`` calls (model-steps/s).
@@ -75,6 +77,44 @@ CONFIGS = {
     "L": Config("L", (1024, 2048, 2048, 2048, 10), 1024, "softmax_cross_entropy"),
 }
 QUICK_CONFIGS = "S,custom:32,128,128,4:64:mse"
+
+# The pieces beyond the plain stack (issue 15), as ``--layers`` names them: ``+`` joins pieces
+# into one variant ("layernorm+dropout=0.2"), ``all`` is layer norm, dropout 0.1 and residual.
+LAYER_PIECES = ("plain", "layernorm", "dropout[=RATE]", "residual", "l1[=STRENGTH]", "all")
+ISSUE15_LAYERS = "plain,layernorm,dropout,residual,l1,all,all+l1"
+
+
+def parse_layers(spec: str) -> list[tuple[str, dict[str, Any]]]:
+    """``"plain,layernorm,all+l1"`` -> ``[(name, problem fields), ...]``: each variant's
+    ``Problem`` fields ``norm``, ``dropout`` (default rate 0.1), ``residual``, ``l1`` (default
+    1e-4); ``all`` is ``layernorm+dropout+residual``."""
+    out = []
+    for variant in _csv(spec):
+        fields: dict[str, Any] = {}
+        for piece in variant.split("+"):
+            name, _, value = piece.strip().partition("=")
+            try:
+                if name == "plain" and not value:
+                    continue
+                if name in ("layernorm", "norm") and not value:
+                    fields["norm"] = "layernorm"
+                elif name == "dropout":
+                    fields["dropout"] = float(value or 0.1)
+                elif name == "residual" and not value:
+                    fields["residual"] = True
+                elif name == "l1":
+                    fields["l1"] = float(value or 1e-4)
+                elif name == "all" and not value:
+                    fields.update(norm="layernorm", dropout=0.1, residual=True)
+                else:
+                    raise ValueError
+            except ValueError:
+                raise ValueError(
+                    f"--layers: unknown piece {piece!r} in {variant!r}; join any of "
+                    f"{', '.join(LAYER_PIECES)} with '+'"
+                ) from None
+        out.append((variant, fields))
+    return out
 
 
 def parse_configs(spec: str) -> list[Config]:
@@ -189,6 +229,9 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
         help="compute dtype; parameters, loss and gradients stay float32")  # fmt: skip
     add("--suites", default="step,train,ensemble", help="any of step, grad, train, ensemble")
     add("--activations", default="relu", help="hidden activations (step, grad suites)")
+    add("--layers", default="plain", help="step, grad suites: network variants, e.g. plain,"
+        "layernorm,dropout,residual,l1,all,all+l1 (issue15 for that list); each a '+'-joined "
+        f"set of {', '.join(LAYER_PIECES)}; peers skip all but plain")  # fmt: skip
     add("--peers", help=f"all, none or any of {', '.join(_peers.PEERS)} (aliases flax, linen, "
         "nnx, eqx); default all, none with --quick")  # fmt: skip
     add("--quick", action="store_true", help="a smoke run of well under a minute on a CPU")
@@ -240,6 +283,10 @@ def main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
     if any(x not in ("step", "grad", "train", "ensemble") for x in suites):
         raise SystemExit(f"--suites: choose from step, grad, train, ensemble; got {a.suites!r}")
     train_cfg = parse_configs(a.train_config)[0]
+    try:
+        layers = parse_layers(ISSUE15_LAYERS if a.layers == "issue15" else a.layers)
+    except ValueError as err:
+        raise SystemExit(str(err)) from None
     env = {**environment(), "argv": argv}
 
     def log(msg: str) -> None:
@@ -248,10 +295,10 @@ def main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
     log(f"# jaxmlp benchmarks on {env['device_kind']} ({env['platform']})")
     records: list[dict[str, Any]] = []
     for suite in ("step", "grad"):
-        for cfg, act in itertools.product(configs, _csv(a.activations)):
+        for cfg, act, (lname, lfields) in itertools.product(configs, _csv(a.activations), layers):
             if suite in suites:
-                log(f"{suite}: config {cfg.name}, {act}, {s.dtype}")
-                records += bench_steps(cfg, s, activation=act, grad=suite == "grad")
+                log(f"{suite}: config {cfg.name}, {act}, {lname}, {s.dtype}")
+                records += bench_steps(cfg, s, activation=act, grad=suite == "grad", layers=lfields)
     if "train" in suites:
         log(f"train: config {train_cfg.name}, {s.samples} samples, {s.epochs} epochs")
         ts = replace(s, repeats=max(2, s.repeats // 2))

@@ -46,6 +46,8 @@ def make_peer(name: str, problem: Problem) -> Impl:
         "torch.compile": lambda p: TorchStep(p, compiled=True),
         "sklearn": SklearnStep,
     }
+    if problem.layers != "plain":
+        raise Unavailable(f"layers {problem.layers!r} have no counterpart in the peer harness")
     if problem.loss not in ("mse", "softmax_cross_entropy"):
         raise Unavailable(f"loss {problem.loss!r} has no counterpart in the peer harness")
     if problem.activation not in ("relu", "tanh", "sigmoid"):

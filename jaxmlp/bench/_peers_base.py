@@ -27,7 +27,9 @@ class Problem:
 
     ``loss`` is ``"mse"`` (mean over rows and outputs) or ``"softmax_cross_entropy"`` (integer
     labels); ``dtype`` is the compute dtype (``"float32"`` or a mixed-precision ``"bfloat16"``
-    / ``"float16"`` with float32 parameters).
+    / ``"float16"`` with float32 parameters). ``norm``, ``dropout``, ``residual`` and ``l1`` are
+    the pieces beyond the plain stack (``jaxmlp.MLP``'s and ``make_train_step``'s arguments of
+    those names; issue 15): only jaxmlp's own implementations build them (:attr:`layers`).
     """
 
     sizes: tuple[int, ...]
@@ -35,6 +37,20 @@ class Problem:
     loss: str
     lr: float
     dtype: str
+    norm: str | None = None
+    dropout: float = 0.0
+    residual: bool = False
+    l1: float = 0.0
+
+    @property
+    def layers(self) -> str:
+        """``"plain"``, or the pieces beyond the plain stack joined by ``+`` (as ``--layers``
+        writes them: ``"layernorm+dropout=0.1+residual+l1=0.0001"``)."""
+        parts = [self.norm] if self.norm else []
+        parts += [f"dropout={self.dropout:g}"] if self.dropout else []
+        parts += ["residual"] if self.residual else []
+        parts += [f"l1={self.l1:g}"] if self.l1 else []
+        return "+".join(parts) or "plain"
 
 
 @functools.lru_cache(maxsize=8)

@@ -65,21 +65,34 @@ class JaxmlpStep(_JaxImpl):
 
         self.version, self.method, self.grad = __version__, method, grad
         compute = None if problem.dtype == "float32" else problem.dtype
-        self.model = MLP(problem.sizes, problem.activation, compute_dtype=compute)
+        self.model = MLP(problem.sizes, problem.activation, compute_dtype=compute,
+                         norm=problem.norm, dropout=problem.dropout, residual=problem.residual)  # fmt: skip
         self.optimizer = sgd(problem.lr)
         self.params = self.model.init(jax.random.key(seed))
+        l1 = problem.l1
         if grad:
-            self.jitted = jax.jit(value_and_grad(self.model, problem.loss, method=method))
+            self.jitted = jax.jit(value_and_grad(self.model, problem.loss, method=method, l1=l1))
         else:
             # make_train_step returns jax.jit's wrapper; TrainStep declares only its call.
-            step = make_train_step(self.model, problem.loss, self.optimizer, method=method)
+            step = make_train_step(self.model, problem.loss, self.optimizer, method=method, l1=l1)
             self.jitted = cast(jax.stages.Wrapped, step)
             self.state = TrainState.create(self.params, self.optimizer)
+        # Dropout trains with a fresh key per step: a ring of keys split here, so that a step
+        # costs no extra dispatch (the same ring, in the same order, for every method).
+        self._keys = list(jax.random.split(jax.random.key(seed + 1), 64)) if problem.dropout else []
+        self._calls = 0
+
+    def _key(self) -> dict:
+        """``{"key": the next key of the ring}`` for a model with dropout, else ``{}``."""
+        if not self._keys:
+            return {}
+        self._calls += 1
+        return {"key": self._keys[self._calls % len(self._keys)]}
 
     def prepare(self):
         t = time.perf_counter()
         args = (self.params,) if self.grad else (self.state,)
-        self.compiled = self.jitted.lower(*args, self.x_dev, self.y_dev).compile()
+        self.compiled = self.jitted.lower(*args, self.x_dev, self.y_dev, **self._key()).compile()
         self.compile_s = time.perf_counter() - t
         self._memory(self.compiled)
         self.step()
@@ -90,9 +103,9 @@ class JaxmlpStep(_JaxImpl):
         # benchmark calls the ahead-of-time compiled one whose compile time was measured.
         fn = self.compiled if idx is None else self.jitted
         if self.grad:
-            self._loss, _ = fn(self.params, *self.batch(idx))
+            self._loss, _ = fn(self.params, *self.batch(idx), **self._key())
         else:
-            self.state, self._loss = fn(self.state, *self.batch(idx))
+            self.state, self._loss = fn(self.state, *self.batch(idx), **self._key())
 
 
 class JaxmlpLoop(JaxmlpStep):

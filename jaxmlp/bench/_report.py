@@ -26,6 +26,7 @@ _COLUMNS = {
     "step": """config|config
         act|activation
         impl|impl
+        layers|layers
         method|method
         dtype|dtype
         compile s|compile_s|.2f
@@ -41,6 +42,7 @@ _COLUMNS = {
         process peak MiB|peak_bytes|.1f|9.5367431640625e-07
         manual/autodiff time|manual_over_autodiff|.3f
         manual/autodiff temp|temp_manual_over_autodiff|.3f
+        manual/autodiff step mem|step_bytes_manual_over_autodiff|.3f
         time ÷ jaxmlp|time_over_jaxmlp|.2f""",
     "train": """config|config
         impl|impl

@@ -152,11 +152,19 @@ def _build_peer(suite: str, cfg: Config, name: str, problem: Problem, s: Setting
 
 
 def bench_steps(
-    cfg: Config, s: Settings, *, activation: str = "relu", grad: bool = False
+    cfg: Config,
+    s: Settings,
+    *,
+    activation: str = "relu",
+    grad: bool = False,
+    layers: dict[str, Any] | None = None,
 ) -> list[dict[str, Any]]:
-    """The step (or, with ``grad``, value-and-grad) suite for one config; see the module doc."""
+    """The step (or, with ``grad``, value-and-grad) suite for one config; see the module doc.
+
+    ``layers``: the pieces beyond the plain stack, ``Problem``'s ``norm``, ``dropout``,
+    ``residual`` and ``l1`` (:func:`jaxmlp.bench.parse_layers`); the peers skip them."""
     suite = "grad" if grad else "step"
-    problem = Problem(cfg.sizes, activation, cfg.loss, s.lr, s.dtype)
+    problem = Problem(cfg.sizes, activation, cfg.loss, s.lr, s.dtype, **(layers or {}))
     x, y = _data(cfg, cfg.batch)
     ours = {m: _peers.JaxmlpStep(problem, m, grad=grad) for m in s.methods}
     for impl in ours.values():
@@ -165,7 +173,8 @@ def bench_steps(
     impls: dict[str, _peers.Impl] = dict(ours)
     records: list[dict[str, Any]] = []
     for name in () if grad else s.peers:
-        built = _build_peer(suite, cfg, name, problem, s, (x, y), activation=activation)
+        built = _build_peer(suite, cfg, name, problem, s, (x, y), activation=activation,
+                            layers=problem.layers)  # fmt: skip
         if isinstance(built, dict):
             records.append(built)
         else:
@@ -177,7 +186,8 @@ def bench_steps(
     repeats = max(3, min(s.repeats, int(s.max_s / (inner * t1))))
     fns = {k: (lambda impl=impl: impl.run(inner)) for k, impl in impls.items()}
     times = {k: [t / inner for t in v] for k, v in time_chunks(fns, repeats).items()}
-    extra = {"activation": activation, "flops_per_step": cfg.flops_per_step, "inner": inner}
+    extra = {"activation": activation, "layers": problem.layers, "flops_per_step": cfg.flops_per_step,
+             "inner": inner}  # fmt: skip
     for k, impl in impls.items():
         rec = _record(suite, cfg, impl, s, times[k], **extra, temp_bytes=impl.temp_bytes,
                       step_bytes=impl.step_bytes, peak_bytes=_peak_bytes())  # fmt: skip
@@ -188,6 +198,8 @@ def bench_steps(
             rec["manual_over_autodiff"] = _pairwise(times["manual"], times["autodiff"])
             ta, tb = impl.temp_bytes, ours["autodiff"].temp_bytes
             rec["temp_manual_over_autodiff"] = ta / tb if ta is not None and tb else None
+            sa, sb = impl.step_bytes, ours["autodiff"].step_bytes
+            rec["step_bytes_manual_over_autodiff"] = sa / sb if sa is not None and sb else None
         records.append(rec)
     return records
 
