@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo gallery test test-fast lint format bench clean venv docs
+.PHONY: demo gallery test test-fast lint format bench clean venv docs playground
 
 venv: $(STAMP)
 
@@ -28,6 +28,10 @@ demo: $(STAMP)
 GALLERY := decision_boundary.png neurons.png loss.png network.png gradcheck_tanh_mse.png summary.json
 gallery: demo
 	cp $(addprefix demo_out/,$(GALLERY)) examples/gallery/
+
+# The Playground in your browser (Ctrl+C stops the server).
+playground: $(STAMP)
+	$(BIN)/jaxmlp playground
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

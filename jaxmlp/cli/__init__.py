@@ -240,6 +240,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(run=_command("jaxmlp.cli._commands", "cmd_summary"))
 
     sub.add_parser("bench", add_help=False, help="the benchmark suite ('jaxmlp bench --help')")
+    from jaxmlp.cli._playground import add_parser as add_playground
+
+    add_playground(sub)
     return p
 
 
