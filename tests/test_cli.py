@@ -442,3 +442,171 @@ def test_bad_input_gives_one_line_and_status(files, capsys, argv, status):
     code, _, err = run(capsys, *(a.format(**files) for a in argv))
     assert code == status
     assert_one_line_error(err)
+
+
+# The new network flags: a usage error (status 2) naming the flag and what is wrong.
+BAD_PIECES = {
+    "features-unknown-name": (["--features", "x1,cos(x1)"], "--features: unknown feature 'cos(x1)'"),
+    "features-input-out-of-range": (["--features", "x1,x3"], "--features: x1,x3 reads input x3, but there are 2 inputs"),
+    "features-repeated": (["--features", "x1,x1"], "--features: repeated names"),
+    "fourier-zero": (["--features", "fourier:0"], "--features: fourier:N:SCALE:SEED needs N >= 1"),
+    "fourier-not-a-number": (["--features", "fourier:8:big"], "--features: expected fourier:N[:SCALE[:SEED]]"),
+    "fourier-too-many-parts": (["--features", "fourier:8:1:2:3"], "--features: expected fourier:N[:SCALE[:SEED]]"),
+    "norm": (["--norm", "batchnorm"], "--norm: invalid choice: 'batchnorm'"),
+    "dropout-one": (["--dropout", "1"], "--dropout: must be in [0, 1), got 1"),
+    "dropout-text": (["--dropout", "half"], "--dropout"),
+    "l1-negative": (["--l1", "-0.1"], "--l1: must be >= 0.0"),
+    "initializer": (["--initializer", "zeros"], "--initializer: unknown initializer 'zeros'"),
+    "residual-nowhere": (["--hidden", "8,4", "--residual"], "--residual: no hidden layer keeps its width"),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("command", ["train", "gradcheck", "summary"])
+@pytest.mark.parametrize("flags, message", BAD_PIECES.values(), ids=BAD_PIECES.keys())
+def test_bad_network_flags_name_the_flag(capsys, command, flags, message):
+    base = {"train": ["--dataset", "circle", "--epochs", "1", "--no-plots", "--out", "/nonexistent/never"],
+            "gradcheck": ["--inputs", "2"], "summary": ["--inputs", "2"]}[command]  # fmt: skip
+    if command == "summary" and flags[0] == "--l1":
+        flags = ["--norm", "batchnorm"]  # summary has no penalty
+        message = BAD_PIECES["norm"][1]
+    code, _, err = run(capsys, command, *base, *flags)
+    assert code == 2
+    assert_one_line_error(err)
+    assert message in err
+
+
+# ---------------------------------------------------------------- layers beyond the plain stack
+
+PIECES = ["--norm", "layernorm", "--dropout", "0.1", "--residual", "--features", "playground"]
+
+
+@pytest.mark.slow
+def test_train_with_every_piece_then_predict(tmp_path, capsys):
+    out = tmp_path / "run"
+    code, stdout, err = run(capsys, "train", "--dataset", "circle", "--n", "120", "--hidden", "8,8",
+                            "--activation", "tanh", *PIECES, "--l1", "0.001", "--epochs", "4",
+                            "--batch-size", "16", "--out", out, "--no-progress")  # fmt: skip
+    assert code == 0, err
+    # the plane is drawn in standardised units: the features read the standardised inputs
+    assert err.strip() == (
+        "jaxmlp: note: the input-plane plots show standardised inputs (the input features "
+        "(--features) read the standardised inputs)"
+    )
+    assert "layernorm; dropout 0.1; residual on hidden layer 2" in stdout
+    assert "gradcheck on 8 training rows: OK" in stdout
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["pieces"] == [
+        "features x1, x2, x1^2, x2^2, x1*x2, sin(x1), sin(x2)", "layernorm", "dropout 0.1",
+        "residual on hidden layer 2",
+    ]  # fmt: skip
+    model = jaxmlp.MLP((2, 8, 8, 2), "tanh", "softmax", norm="layernorm", dropout=0.1,
+                       residual=True, features="playground")  # fmt: skip
+    assert jaxmlp.MLP.from_dict(summary["model"]) == model
+    assert summary["num_params"] == model.count_params() == 186
+    assert summary["config"]["features"] == "playground" and summary["config"]["l1"] == 0.001
+    assert summary["final"]["gradcheck_ok"] is True
+    for name in [
+        "loss.png",
+        "decision_boundary.png",
+        "neurons.png",
+        "gradcheck.png",
+        "network.png",
+    ]:
+        assert_png(out / name)
+    ck = load_checkpoint(out / "model.npz")
+    assert ck.model == model
+    assert [type(p).__name__ for p in ck.params] == ["Dense", "Norm", "Dense", "Norm", "Dense"]
+    # predict reads the raw CSV, standardises it and runs the features on it
+    x, y = jaxmlp.data.load("circle", jax.random.key(1), 60)
+    rows = [[f"{a:.6f}", f"{b:.6f}", str(int(t))] for (a, b), t in zip(np.asarray(x), np.asarray(y), strict=True)]  # fmt: skip
+    csv_in = write_csv(tmp_path / "c.csv", ["x1", "x2", "y"], rows)
+    code, _, err = run(capsys, "predict", "--checkpoint", out, "--data", csv_in, "--out", tmp_path / "p.csv")  # fmt: skip
+    assert code == 0 and "accuracy" in err
+    _, preds = read_rows(tmp_path / "p.csv")
+    raw = np.array([[float(a), float(b)] for a, b, _ in rows])
+    std = (raw - np.asarray(ck.metadata["x_mean"])) / np.asarray(ck.metadata["x_scale"])
+    expected = np.asarray(ck.model.apply(ck.params, std.astype(np.float32)))  # softmax outputs
+    np.testing.assert_allclose([float(r[2]) for r in preds], expected[:, 1], rtol=1e-5, atol=1e-6)
+
+
+def test_gradcheck_with_every_piece_checks_training_mode(capsys):
+    code, out, err = run(capsys, "gradcheck", "--inputs", "2", "--hidden", "6,6", *PIECES,
+                         "--l1", "0.01", "--dtype", "float64")  # fmt: skip
+    assert code == 0 and err == ""
+    assert "layernorm; dropout 0.1; residual on hidden layer 2" in out
+    assert "training mode: dropout 0.1 with masks from a fixed key (--seed 0)" in out
+    assert out.count(" scale ") == 2 and out.count(" offset ") == 2 and "overall: OK" in out
+
+
+def test_gradcheck_with_sin_siren_and_fourier(capsys):
+    code, out, err = run(capsys, "gradcheck", "--inputs", "2", "--hidden", "8", "--activation",
+                         "sin", "--initializer", "siren", "--features", "fourier:4:2.5:7")  # fmt: skip
+    assert code == 0 and err == ""
+    assert "fourier 4x2 (scale 2.5, seed 7); initializer siren" in out and "overall: OK" in out
+
+
+def test_gradcheck_catches_a_planted_bug_in_a_norm_gradient(monkeypatch, capsys):
+    real = _cli_commands.value_and_grad
+
+    def scale_off(*args, **kwargs):
+        f = real(*args, **kwargs)
+
+        def g(*a, **kw):
+            value, grads = f(*a, **kw)
+            # a layer norm backward that gets the scale's gradient 1% wrong
+            return value, (grads[0], grads[1]._replace(scale=1.01 * grads[1].scale), *grads[2:])
+
+        return g
+
+    monkeypatch.setattr(_cli_commands, "value_and_grad", scale_off)
+    code, out, err = run(capsys, "gradcheck", "--inputs", "2", "--hidden", "6,6", *PIECES)
+    assert code == 1 and "overall: MISMATCH" in out
+    bad = [line for line in out.splitlines() if line.rstrip().endswith("NO")]
+    assert len(bad) == 1 and bad[0].split()[:2] == ["2", "scale"]
+    assert_one_line_error(err)
+
+
+def test_gradcheck_biases_and_norms_start_off_their_init(capsys):
+    from jaxmlp.layers import Norm
+
+    model = jaxmlp.MLP((2, 4, 4, 1), norm="layernorm")
+    params = _cli_commands._perturbed(model.init(jax.random.key(0)), jax.random.key(1))
+    for p in params:
+        leaves = [p.b] if isinstance(p, jaxmlp.Dense) else [p.scale - 1, p.offset]
+        assert all(np.all(np.asarray(a) != 0) for a in leaves)
+    assert isinstance(params[1], Norm) and params[0].w is not None
+
+
+def test_summary_from_flags_shows_the_pieces(capsys):
+    code, out, err = run(capsys, "summary", "--inputs", "2", "--hidden", "8,8", "--outputs", "1",
+                         "--activation", "tanh", *PIECES)  # fmt: skip
+    assert code == 0 and err == ""
+    assert "features x1, x2, x1^2" in out and "layernorm, tanh, dropout 0.1, skip" in out
+    assert out.strip().splitlines()[-1].split()[-1] == "177"
+
+
+def test_summary_of_a_checkpoint_refuses_network_flags(tmp_path, capsys):
+    code, _, err = run(capsys, "summary", "--checkpoint", tmp_path, "--norm", "layernorm")
+    assert code == 2 and "drop the shape and network flags" in err
+
+
+def test_fold_preprocessing_only_where_the_first_layer_reads_the_inputs():
+    x = np.random.default_rng(0).normal(3.0, 2.0, (6, 2)).astype(np.float32)
+    m, s = x.mean(0), x.std(0)
+    ym, ys = np.array([5.0]), np.array([0.5])
+    for model in (jaxmlp.MLP((2, 4, 1), "tanh"), jaxmlp.MLP((2, 4, 3, 1), "tanh", norm="layernorm", dropout=0.3, residual=True)):  # fmt: skip
+        params = model.init(jax.random.key(0))
+        folded = _cli_data.fold_preprocessing(model, params, m, s, ym, ys)
+        want = np.asarray(model.apply(params, (x - m) / s)) * ys + ym
+        np.testing.assert_allclose(np.asarray(model.apply(folded, x)), want, rtol=1e-5, atol=1e-5)
+    # the features (or a skip around layer 1) read the standardised inputs: no folding there
+    for model, why in ((jaxmlp.MLP((2, 4, 1), features="playground"), "the input features"),
+                       (jaxmlp.MLP((2, 2, 1), residual=True), "residual connection")):  # fmt: skip
+        params = model.init(jax.random.key(0))
+        assert _cli_data.can_fold_inputs(model) is not None
+        with pytest.raises(ValueError, match=f"cannot fold the inputs' standardisation: .*{why}"):
+            _cli_data.fold_preprocessing(model, params, m, s)
+        # the targets still fold into the last layer
+        folded = _cli_data.fold_preprocessing(model, params, None, None, ym, ys)
+        want = np.asarray(model.apply(params, x)) * ys + ym
+        np.testing.assert_allclose(np.asarray(model.apply(folded, x)), want, rtol=1e-5, atol=1e-5)

@@ -127,8 +127,66 @@ def _activation(text: str) -> str | tuple[str, ...]:
 
     names = tuple(n.strip() for n in text.split(","))
     for n in names:
-        get_activation(n)
+        try:
+            get_activation(n)
+        except ValueError as err:  # argparse names the flag already
+            raise ValueError(str(err).removeprefix("activation: ")) from None
     return names[0] if len(names) == 1 else names
+
+
+def _initializer(text: str) -> str:
+    from jaxmlp._core.initializers import get_initializer
+
+    try:
+        get_initializer(text, "tanh")  # an unknown name lists the valid ones
+    except ValueError as err:  # argparse names the flag already
+        raise ValueError(str(err).removeprefix("initializer: ")) from None
+    return text
+
+
+def _features(text: str) -> str:
+    """``playground``, comma-separated names (``x1,x1^2,x1*x2,sin(x1)``) or
+    ``fourier:N[:SCALE[:SEED]]``; checked here, returned as text (``summary.json`` records it)
+    and built by :func:`feature_map`."""
+    feature_map(text)
+    return text.strip()
+
+
+def feature_map(text: str | None) -> Any:
+    """The ``--features`` text as ``MLP(features=...)`` takes it (``None`` for none)."""
+    if text is None or text.strip().lower() == "none":
+        return None
+    text = text.strip()
+    if text.lower().startswith("fourier"):
+        from jaxmlp._core.layers import FourierFeatures
+
+        parts = text.split(":")
+        if parts[0].lower() != "fourier" or not 2 <= len(parts) <= 4:
+            raise ValueError(
+                f"expected fourier:N[:SCALE[:SEED]], e.g. fourier:32:10:0, got {text!r}"
+            )
+        try:
+            n = int(parts[1])
+            scale = float(parts[2]) if len(parts) > 2 else 10.0
+            seed = int(parts[3]) if len(parts) > 3 else 0
+        except ValueError:
+            raise ValueError(
+                f"expected fourier:N[:SCALE[:SEED]] with an int N, a number SCALE and an int "
+                f"SEED, got {text!r}"
+            ) from None
+        if n < 1 or not (math.isfinite(scale) and scale > 0) or seed < 0:
+            raise ValueError(f"fourier:N:SCALE:SEED needs N >= 1, SCALE > 0 and SEED >= 0, got {text!r}")  # fmt: skip
+        return FourierFeatures(n, scale, seed)
+    from jaxmlp._core.layers import Features
+
+    if text.lower() == "playground":
+        return "playground"
+    names = tuple(n.strip() for n in text.split(","))
+    try:
+        Features(names)  # checks every name
+    except (ValueError, TypeError) as err:
+        raise ValueError(str(err).removeprefix("features: ")) from None
+    return names
 
 
 def _output_activation(text: str) -> str:
@@ -156,6 +214,10 @@ POSITIVE, COUNT = _number(int, 1), _number(int, 0)
 HIDDEN = _type("hidden", lambda t: _ints(t, 0))
 SIZES = _type("sizes", lambda t: _ints(t, 2))
 ACTIVATION = _type("activation", _activation)
+INITIALIZER = _type("initializer", _initializer)
+FEATURES = _type("features", _features)
+FRACTION = _type("fraction", _fraction)
+PENALTY = _number(float, 0.0)
 OUTPUT_ACTIVATION = _type("output_activation", _output_activation)
 LOSS = _type("loss", _loss)
 COLUMNS = _type("columns", _columns)
@@ -168,6 +230,18 @@ def _network_flags(p: argparse.ArgumentParser, hidden: str, activation: str) -> 
                    help=f"hidden activation, or one per hidden layer comma-separated (default {activation})")  # fmt: skip
     p.add_argument("--output-activation", type=OUTPUT_ACTIVATION, default=None,
                    help="identity, sigmoid, softmax, tanh or softplus (default: the one that suits the loss)")  # fmt: skip
+    # The pieces beyond the plain stack; None means "not given" (summary --checkpoint refuses them).
+    p.add_argument("--initializer", type=INITIALIZER, default=None,
+                   help="weight initialiser: auto, siren (for sin), he_normal, lecun_normal, glorot_uniform, glorot_normal (default auto)")  # fmt: skip
+    p.add_argument("--norm", choices=("none", "layernorm"), default=None,
+                   help="layer normalisation of every hidden layer's pre-activation (default none)")  # fmt: skip
+    p.add_argument("--dropout", type=FRACTION, default=None, metavar="P",
+                   help="inverted dropout on the hidden activations in training, rate in [0, 1) (default 0)")  # fmt: skip
+    p.add_argument("--residual", action="store_true", default=None,
+                   help="a[l] = a[l-1] + f(z[l]) for every hidden layer that keeps its width")  # fmt: skip
+    p.add_argument("--features", type=FEATURES, default=None, metavar="SPEC",
+                   help="input features before the first layer: playground, comma-separated names "
+                   "like x1,x2,x1^2,x1*x2,sin(x1), or fourier:N[:SCALE[:SEED]] (default none)")  # fmt: skip
 
 
 def _shape_flags(p: argparse.ArgumentParser, hidden: str, activation: str) -> None:
@@ -200,11 +274,12 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--batch-size", type=POSITIVE, default=32)
     t.add_argument("--seed", type=COUNT, default=0)
     t.add_argument("--method", choices=("manual", "autodiff"), default="manual")
-    t.add_argument("--val-split", type=_type("fraction", _fraction), default=0.2,
+    t.add_argument("--val-split", type=FRACTION, default=0.2,
                    help="fraction held out for validation (0: none; default 0.2)")  # fmt: skip
     t.add_argument("--early-stopping", type=COUNT, default=0, metavar="PATIENCE",
                    help="stop after PATIENCE epochs without improvement (0: off)")  # fmt: skip
-    t.add_argument("--l2", type=_number(float, 0.0), default=0.0, help="weight decay (l2/2)||w||^2")  # fmt: skip
+    t.add_argument("--l2", type=PENALTY, default=0.0, help="weight decay (l2/2)||w||^2")  # fmt: skip
+    t.add_argument("--l1", type=PENALTY, default=0.0, help="l1 penalty l1 ||w||_1 on the weights")  # fmt: skip
     t.add_argument("--out", type=Path, default=Path("jaxmlp_out"), metavar="DIR")
     t.add_argument("--no-progress", action="store_true", help="no progress bar")
     t.add_argument("--no-plots", action="store_true", help="skip the PNGs and the gradient check")
@@ -227,7 +302,8 @@ def build_parser() -> argparse.ArgumentParser:
     g = sub.add_parser("gradcheck", help="manual vs autodiff vs finite-difference gradients")
     _shape_flags(g, "8", "tanh")
     g.add_argument("--loss", type=LOSS, default="mse")
-    g.add_argument("--l2", type=_number(float, 0.0), default=0.0)
+    g.add_argument("--l2", type=PENALTY, default=0.0)
+    g.add_argument("--l1", type=PENALTY, default=0.0)
     g.add_argument("--n", type=POSITIVE, default=16, help="random examples in the batch")
     g.add_argument("--seed", type=COUNT, default=0)
     g.add_argument("--dtype", choices=("float32", "float64"), default="float32")

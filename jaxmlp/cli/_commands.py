@@ -13,12 +13,13 @@ from jaxmlp._checkpoint.files import load_checkpoint
 from jaxmlp._core.backprop import value_and_grad
 from jaxmlp._core.gradcheck import gradcheck
 from jaxmlp._core.losses import Loss, get_loss
-from jaxmlp._core.mlp import MLP
+from jaxmlp._core.mlp import Dense
 from jaxmlp.cli import _data as _cli_data
 from jaxmlp.cli._data import (
     CHECKPOINT,
     _class_name,
     _is_number,
+    build_model,
     load_trained,
     probabilities,
     read_csv,
@@ -101,22 +102,41 @@ def _random_targets(loss: Loss, key: jax.Array, n: int, k: int, dtype: str) -> j
     return jax.random.normal(key, (n, k), dtype)
 
 
+def _perturbed(params: tuple, key: jax.Array) -> tuple:
+    """Non-zero biases, and every other entry (a layer norm's scale of ones and offset of
+    zeros, ...) moved off its initial values: a backward pass that mishandles them cannot hide
+    behind zeros or ones. The weights are random already."""
+    out = []
+    for p, k in zip(params, jax.random.split(key, len(params)), strict=True):
+        if isinstance(p, Dense):
+            out.append(p._replace(b=p.b + 0.1 * jax.random.normal(k, p.b.shape, p.b.dtype)))
+            continue
+        leaves, treedef = jax.tree.flatten(p)
+        keys = jax.random.split(k, len(leaves))
+        moved = [a + 0.1 * jax.random.normal(kk, a.shape, a.dtype) for a, kk in zip(leaves, keys, strict=True)]  # fmt: skip
+        out.append(jax.tree.unflatten(treedef, moved))
+    return tuple(out)
+
+
 def cmd_gradcheck(args: argparse.Namespace) -> int:
     """``jaxmlp gradcheck``: a random network and batch; exit status 1 on disagreement."""
     sizes = _sizes(args, (8,))
     loss = get_loss(args.loss)
     with jax.enable_x64(args.dtype == "float64"):
-        model = MLP(sizes, args.activation, args.output_activation or "identity", param_dtype=args.dtype)  # fmt: skip
+        model = build_model(args, sizes, args.output_activation or "identity", args.dtype)
         k_init, k_bias, k_x, k_y, k_dirs = jax.random.split(jax.random.key(args.seed), 5)
-        # Non-zero biases: a backward pass that mishandles them cannot hide behind zeros.
-        params = tuple(
-            p._replace(b=p.b + 0.1 * jax.random.normal(k, p.b.shape, p.b.dtype))
-            for p, k in zip(model.init(k_init), jax.random.split(k_bias, model.num_layers), strict=True)
-        )  # fmt: skip
+        params = _perturbed(model.init(k_init), k_bias)
         x = jax.random.normal(k_x, (args.n, sizes[0]), args.dtype)
         y = _random_targets(loss, k_y, args.n, sizes[-1], args.dtype)
-        grad_fn = value_and_grad(model, loss, method="manual", l2=args.l2)
-        report = gradcheck(model, params, x, y, loss, l2=args.l2, grad_fn=grad_fn, key=k_dirs)
+        # With dropout: training mode, every gradient and finite difference with the same masks.
+        train_key = jax.random.fold_in(jax.random.key(args.seed), 1) if model.dropout else None
+        grad_fn = value_and_grad(model, loss, method="manual", l2=args.l2, l1=args.l1)
+        report = gradcheck(model, params, x, y, loss, l2=args.l2, l1=args.l1, grad_fn=grad_fn,
+                           train_key=train_key, key=k_dirs)  # fmt: skip
+    if extra := _cli_data.pieces(model):
+        print(f"model {model.sizes}: {'; '.join(extra)}")
+    if train_key is not None:
+        print(f"training mode: dropout {model.dropout:g} with masks from a fixed key (--seed {args.seed})")  # fmt: skip
     print(report)
     if args.plot is not None:
         plot, why = _cli_data._import_plot()
@@ -132,11 +152,13 @@ def cmd_gradcheck(args: argparse.Namespace) -> int:
 def cmd_summary(args: argparse.Namespace) -> int:
     """``jaxmlp summary``: a checkpoint's model, or one described by flags."""
     if args.checkpoint is None:
-        model = MLP(_sizes(args, (4,)), args.activation, args.output_activation or "identity")
+        model = build_model(args, _sizes(args, (4,)), args.output_activation or "identity")
         print(model.summary())
         return 0
-    if (args.sizes, args.inputs, args.hidden, args.outputs, args.output_activation) != (None,) * 5:
-        raise UsageError("--checkpoint describes the model; drop the shape flags")
+    shape = (args.sizes, args.inputs, args.hidden, args.outputs, args.output_activation)
+    more = (args.initializer, args.norm, args.dropout, args.residual, args.features)
+    if (*shape, *more) != (None,) * 10:
+        raise UsageError("--checkpoint describes the model; drop the shape and network flags")
     file = args.checkpoint / CHECKPOINT if args.checkpoint.is_dir() else args.checkpoint
     ck = load_checkpoint(file)
     print(ck.model.summary())

@@ -20,8 +20,9 @@ import numpy as np
 
 from jaxmlp import data
 from jaxmlp._checkpoint.files import load_checkpoint
+from jaxmlp._core.layers import Features
 from jaxmlp._core.losses import Loss, get_loss
-from jaxmlp._core.mlp import Dense
+from jaxmlp._core.mlp import MLP, Dense
 from jaxmlp.cli._errors import UsageError, _message
 from jaxmlp.errors import CheckpointError
 
@@ -249,23 +250,112 @@ def probabilities(out: np.ndarray, output_activation: str, logits: bool) -> np.n
     return np.where(total > 0, p / np.where(total > 0, total, 1), 1 / p.shape[1])
 
 
-def fold_preprocessing(params, x_mean, x_scale, y_mean=None, y_scale=None) -> tuple[Dense, ...]:
-    """Parameters that take raw inputs (and, given ``y_*``, give raw targets) directly.
+def fold_preprocessing(
+    model: MLP, params, x_mean=None, x_scale=None, y_mean=None, y_scale=None
+) -> tuple:
+    """Parameters that take raw inputs (given ``x_*``) and give raw targets (given ``y_*``)
+    directly.
 
-    ``((x - m) / s) @ w + b = x @ (w / s^T) + (b - (m / s) @ w)``; the plots use this to draw
-    the input plane in the data's own units.
+    ``((x - m) / s) @ w + b = x @ (w / s^T) + (b - (m / s) @ w)`` on the first affine layer,
+    and ``(z s_y + m_y)`` on the last one (valid for an identity output); the plots use this to
+    draw the input plane in the data's own units. The inputs fold only when the first affine
+    layer alone reads them: with input features or a residual connection around the first
+    hidden layer, the network reads the standardised inputs elsewhere too (a ``ValueError``
+    says which; see :func:`can_fold_inputs`). Entries other than the two ``Dense`` (layer
+    norms, ...) are returned as they are.
     """
-    # (w, b) pairs on the host in float64; they become Dense (device arrays) at the end.
-    layers = [(np.asarray(p.w, np.float64), np.asarray(p.b, np.float64)) for p in params]
-    w, b = layers[0]
-    m, s = np.asarray(x_mean, np.float64), np.asarray(x_scale, np.float64)
-    layers[0] = (w / s[:, None], b - (m / s) @ w)
+    slots = model.affine_slots()
+    first, last = slots[0], slots[-1]
+    # the two Dense on the host in float64; they become device arrays again at the end
+    host = {i: (np.asarray(params[i].w, np.float64), np.asarray(params[i].b, np.float64)) for i in {first, last}}  # fmt: skip
+    if x_mean is not None:
+        if why := can_fold_inputs(model):
+            raise ValueError(f"fold_preprocessing: cannot fold the inputs' standardisation: {why}")
+        w, b = host[first]
+        m, s = np.asarray(x_mean, np.float64), np.asarray(x_scale, np.float64)
+        host[first] = (w / s[:, None], b - (m / s) @ w)
     if y_mean is not None:
-        w, b = layers[-1]
+        w, b = host[last]
         ym, ys = np.asarray(y_mean, np.float64), np.asarray(y_scale, np.float64)
-        layers[-1] = (w * ys[None, :], b * ys + ym)
-    dtype = params[0].w.dtype
-    return tuple(Dense(jax.numpy.asarray(w, dtype), jax.numpy.asarray(b, dtype)) for w, b in layers)
+        host[last] = (w * ys[None, :], b * ys + ym)
+    out = list(params)
+    dtype = params[first].w.dtype
+    for i, (w, b) in host.items():
+        out[i] = Dense(jax.numpy.asarray(w, dtype), jax.numpy.asarray(b, dtype))
+    return tuple(out)
+
+
+# ---------------------------------------------------------------- the model from flags
+
+# MLP's argument names as the flags that set them, for the error messages.
+_FLAG_OF = {"activation": "--activation", "output_activation": "--output-activation",
+            "initializer": "--initializer", "norm": "--norm", "dropout": "--dropout",
+            "residual": "--residual", "features": "--features"}  # fmt: skip
+
+
+def build_model(
+    args: argparse.Namespace, sizes: tuple[int, ...], output_activation: str, dtype: str = "float32"
+) -> MLP:
+    """The :class:`MLP` the network flags describe (``--activation``, ``--initializer``,
+    ``--norm``, ``--dropout``, ``--residual``, ``--features``); an impossible combination is a
+    usage error naming its flag."""
+    from jaxmlp.cli import feature_map
+
+    kw = {
+        "initializer": args.initializer or "auto",
+        "norm": None if args.norm in (None, "none") else args.norm,
+        "dropout": args.dropout or 0.0,
+        "residual": bool(args.residual),
+        "features": feature_map(args.features),
+    }
+    names = kw["features"]
+    if isinstance(names, tuple) and (need := Features(names).n_inputs()) > sizes[0]:
+        raise UsageError(
+            f"--features: {','.join(names)} reads input x{need}, but there are {sizes[0]} inputs "
+            f"(x1 to x{sizes[0]})"
+        )
+    try:
+        model = MLP(sizes, args.activation, output_activation, param_dtype=dtype, **kw)
+    except (ValueError, TypeError) as err:
+        text = str(err)
+        name, _, rest = text.partition(": ")
+        flag = _FLAG_OF.get(name.split("[")[0])
+        raise UsageError(f"{flag}: {rest}" if flag else text) from None
+    if model.residual and not any(model.has_skip(l) for l in range(model.num_layers - 1)):
+        widths = ",".join(map(str, model.widths()))
+        raise UsageError(
+            f"--residual: no hidden layer keeps its width (layer widths {widths}, the input "
+            "after any --features), so no layer would carry a skip; use equal consecutive "
+            "widths, e.g. --hidden 32,32"
+        )
+    return model
+
+
+def pieces(model: MLP) -> list[str]:
+    """The model's pieces beyond the plain stack, one phrase each (empty for a plain one)."""
+    out = []
+    if model.feature_layer is not None:
+        out.append(model.feature_layer.describe())
+    if model.norm is not None:
+        out.append(model.norm if isinstance(model.norm, str) else model.norm.describe())
+    if model.dropout:
+        out.append(f"dropout {model.dropout:g}")
+    skips = [str(l + 1) for l in range(model.num_layers - 1) if model.has_skip(l)]
+    if skips:
+        out.append(f"residual on hidden layer{'s' if len(skips) > 1 else ''} {', '.join(skips)}")
+    if model.initializer != "auto":
+        out.append(f"initializer {model.initializer}")
+    return out
+
+
+def can_fold_inputs(model: MLP) -> str | None:
+    """``None`` when the inputs' standardisation folds into the first affine layer's weights,
+    else why it cannot."""
+    if model.feature_layer is not None:
+        return "the input features (--features) read the standardised inputs"
+    if model.has_skip(0):
+        return "the first hidden layer's residual connection adds the standardised inputs"
+    return None
 
 
 # ---------------------------------------------------------------- a trained model

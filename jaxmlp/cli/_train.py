@@ -24,15 +24,17 @@ from jaxmlp import EarlyStopping, __version__, data, fit
 from jaxmlp._checkpoint.files import save_checkpoint
 from jaxmlp._core.gradcheck import gradcheck
 from jaxmlp._core.metrics import evaluate
-from jaxmlp._core.mlp import MLP
 from jaxmlp._distributed import ENV_COORDINATOR, check_mesh, data_parallel_mesh, initialize, local
 from jaxmlp.cli import _data as _cli_data
 from jaxmlp.cli._data import (
     CHECKPOINT,
+    build_model,
+    can_fold_inputs,
     choose_head,
     encode,
     fold_preprocessing,
     load_dataset,
+    pieces,
     probabilities,
 )
 from jaxmlp.errors import DivergenceError
@@ -96,21 +98,26 @@ def _train_plots(out: Path, ds, model, head, result, split, x_std, y_std, report
     save(plot.plot_history(result.history, metric_name=result.metric), "loss.png")
     train, val = split
     if ds.x.shape[1] == 2:
-        # Draw the plane in the data's units: fold the standardisation into the weights.
+        # Draw the plane in the data's units: fold the standardisation into the weights. Input
+        # features (or a skip around the first layer) read the standardised inputs themselves:
+        # then the plane is drawn in standardised units.
         raw_y = ds.task == "regression" and model.output_activation == "identity"
-        stats = [x_std.mean[0], x_std.scale[0]]
-        if raw_y:
-            stats += [y_std.mean[0], y_std.scale[0]]
-        folded = fold_preprocessing(result.params, *stats)
+        x = ds.x
+        x_stats = [x_std.mean[0], x_std.scale[0]]
+        if why := can_fold_inputs(model):
+            print(f"jaxmlp: note: the input-plane plots show standardised inputs ({why})", file=sys.stderr)  # fmt: skip
+            x, x_stats = np.asarray(x_std.transform(ds.x), np.float64), [None, None]
+        y_stats = [y_std.mean[0], y_std.scale[0]] if raw_y else []
+        folded = fold_preprocessing(model, result.params, *x_stats, *y_stats)
         y = ds.y if ds.task == "classification" or raw_y else np.asarray(y_std.transform(ds.y))
-        test = {"x_test": ds.x[val], "y_test": y[val]} if len(val) else {}
+        test = {"x_test": x[val], "y_test": y[val]} if len(val) else {}
         name = "decision_boundary.png" if ds.task == "classification" else "prediction_surface.png"
-        save(plot.plot_decision_boundary(model, folded, ds.x[train], y[train], task=ds.task, **test), name)  # fmt: skip
+        save(plot.plot_decision_boundary(model, folded, x[train], y[train], task=ds.task, **test), name)  # fmt: skip
         if model.num_layers > 1:
-            save(plot.plot_neurons(model, folded, ds.x), "neurons.png")
+            save(plot.plot_neurons(model, folded, x), "neurons.png")
     save(plot.plot_gradcheck(report), "gradcheck.png")
     edges = sum(i * o for i, o in model.layer_shapes())
-    if max(model.sizes) <= plot.MAX_UNITS and edges <= plot.MAX_EDGES:
+    if max(model.sizes[0], *model.widths()) <= plot.MAX_UNITS and edges <= plot.MAX_EDGES:
         save(plot.plot_network(model, result.params), "network.png")
     return written
 
@@ -132,9 +139,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     ds = load_dataset(args, k_data)
     head = choose_head(ds, args.loss, args.output_activation)
     args.hidden = (32, 32) if args.hidden is None else args.hidden  # as summary.json records it
-    model = MLP(
-        (ds.x.shape[1], *args.hidden, head.outputs), args.activation, head.output_activation
-    )
+    model = build_model(args, (ds.x.shape[1], *args.hidden, head.outputs), head.output_activation)
     rows = np.arange(len(ds.x))
     train, val = rows, rows[:0]
     if args.val_split > 0:
@@ -155,7 +160,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             model, model.init(k_init), xt, yt, loss=head.loss, key=k_fit,
             optimizer=_optimizer(args.optimizer, args.lr), epochs=args.epochs,
             batch_size=min(args.batch_size, len(xt)), method=args.method,
-            validation_data=validation, progress=not args.no_progress, l2=args.l2,
+            validation_data=validation, progress=not args.no_progress, l2=args.l2, l1=args.l1,
             early_stopping=EarlyStopping(args.early_stopping) if args.early_stopping else None,
             mesh=mesh,
         )  # fmt: skip
@@ -189,7 +194,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     check = None
     if not args.no_plots:
         # A few training rows at the trained weights: the manual gradient vs two references.
-        check = gradcheck(model, result.params, xt[:GRADCHECK_ROWS], yt[:GRADCHECK_ROWS], head.loss, l2=args.l2)  # fmt: skip
+        # With dropout, training mode with a fixed key: every reference sees the same masks.
+        train_key = jax.random.fold_in(jax.random.key(args.seed), 1) if model.dropout else None
+        check = gradcheck(model, result.params, xt[:GRADCHECK_ROWS], yt[:GRADCHECK_ROWS], head.loss,
+                          l2=args.l2, l1=args.l1, train_key=train_key)  # fmt: skip
         files += _train_plots(out, ds, model, head, result, (train, val), x_std, y_std, check)
     done = time.perf_counter()
 
@@ -197,7 +205,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     summary = {
         "source": ds.source, "task": ds.task, "target": ds.target, "features": ds.features,
         "classes": ds.classes, "rows": {"train": len(train), "val": len(val)},
-        "model": model.to_dict(), "num_params": model.count_params(), "loss": head.loss.name,
+        "model": model.to_dict(), "pieces": pieces(model), "num_params": model.count_params(),
+        "loss": head.loss.name,
         "metric": result.metric,
         "final": {**final, "epochs": epochs, "steps": result.step, "best_epoch": result.best_epoch,
                   "stopped_epoch": result.stopped_epoch,
@@ -210,7 +219,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     }  # fmt: skip
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
 
-    acts = "/".join(model.activations)
+    acts = "; ".join(["/".join(model.activations), *pieces(model)])
     print(f"{ds.source}: {ds.task}, {len(train)} training and {len(val)} validation rows, {len(ds.features)} features")  # fmt: skip
     print(f"model {model.sizes} ({acts}), {model.count_params()} parameters; {head.loss.name}, {args.optimizer} lr {args.lr:g}, {args.method} gradients")  # fmt: skip
     stop = f", stopped early (best epoch {result.best_epoch})" if result.stopped_epoch else ""
