@@ -140,3 +140,26 @@ def test_layernorm_dropout_run_resumes_bit_for_bit(tmp_path):
     chex.assert_trees_all_equal(ck.params, full.params)
     assert type(ck.params[1]).__name__ == "Norm"
     assert type(ck.extra["best_params"][3]).__name__ == "Norm"
+
+
+def test_layernorm_dropout_ensemble_resumes_bit_for_bit(tmp_path):
+    """fit_ensemble's checkpoint holds every member's Norm entries (stacked), its Adam state and
+    its best params; resumed from epoch 2 it ends where the uninterrupted run does."""
+    model = jaxmlp.MLP((3, 6, 6, 2), activation="tanh", norm="layernorm", dropout=0.25,
+                       residual=True)  # fmt: skip
+    x = jax.random.normal(jax.random.key(21), (32, 3))
+    y = x[:, :2] ** 2
+    kw = dict(num_models=2, loss="mse", optimizer=OPT, batch_size=16, progress=False,
+              validation_data=(x, y), early_stopping=jaxmlp.EarlyStopping(patience=50), l1=1e-3)  # fmt: skip
+    full_dir, cut_dir = tmp_path / "full", tmp_path / "cut"
+    full = jaxmlp.fit_ensemble(model, x, y, key=jax.random.key(22), epochs=4,
+                               checkpoint_dir=full_dir, checkpoint_every=2, keep=10, **kw)  # fmt: skip
+    cut_dir.mkdir()
+    shutil.copy(full_dir / "ckpt_000002.npz", cut_dir)
+    resumed = jaxmlp.fit_ensemble(model, x, y, key=jax.random.key(22), epochs=4,
+                                  checkpoint_dir=cut_dir, checkpoint_every=2, resume=True, **kw)  # fmt: skip
+    chex.assert_trees_all_equal(resumed.params, full.params)
+    assert type(resumed.params[1]).__name__ == "Norm" and resumed.params[1].scale.shape == (2, 6)
+    ck = load_checkpoint(cut_dir / "ckpt_000004.npz", model=model)
+    assert ck.members == 2
+    chex.assert_trees_all_equal(ck.params, full.params)

@@ -180,7 +180,11 @@ def load_checkpoint(
 
     Args:
         path: the checkpoint file.
-        model: when given, the stored description must equal it.
+        model: when given, the stored description must equal it. Needed for a model the
+            description cannot rebuild: one with a callable initializer or a layer of your own
+            (``norm=`` or ``features=`` a :class:`jaxmlp.layers.Layer` object). The params come
+            back in the model's parameter structure (``model.param_shapes()``), whichever
+            entries it holds; format version 1 files (a tuple of ``Dense``) load too.
         opt_state_like: a pytree with the optimizer state's structure, e.g.
             ``optimizer.init(params)``; its leaves' count, shapes and dtypes must match.
 
