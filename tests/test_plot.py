@@ -424,3 +424,15 @@ def test_decision_boundary_of_a_model_with_every_piece(tmp_path, rich, data):
     expected = float(np.asarray(model.apply(params, corner))[0, 0])
     assert np.asarray(image.get_array())[0, 0] == pytest.approx(expected, rel=1e-5, abs=1e-6)
     render(fig, tmp_path / "boundary_rich.png")
+
+
+def test_decision_boundary_axis_labels(binary, data):
+    model, params = binary
+    x, y = data
+    fig = plot.plot_decision_boundary(model, params, x, y, resolution=8)
+    assert (fig.axes[0].get_xlabel(), fig.axes[0].get_ylabel()) == ("$x_1$", "$x_2$")
+    labels = ("width (standardised)", "height (standardised)")
+    fig = plot.plot_decision_boundary(model, params, x, y, resolution=8, axis_labels=labels)
+    assert (fig.axes[0].get_xlabel(), fig.axes[0].get_ylabel()) == labels
+    with pytest.raises(ValueError, match="axis_labels: expected two strings"):
+        plot.plot_decision_boundary(model, params, x, y, axis_labels=("only one",))

@@ -102,17 +102,18 @@ def _train_plots(out: Path, ds, model, head, result, split, x_std, y_std, report
         # features (or a skip around the first layer) read the standardised inputs themselves:
         # then the plane is drawn in standardised units.
         raw_y = ds.task == "regression" and model.output_activation == "identity"
-        x = ds.x
+        x, labels = ds.x, tuple(f.replace("$", r"\$") for f in ds.features)  # no mathtext
         x_stats = [x_std.mean[0], x_std.scale[0]]
         if why := can_fold_inputs(model):
             print(f"jaxmlp: note: the input-plane plots show standardised inputs ({why})", file=sys.stderr)  # fmt: skip
             x, x_stats = np.asarray(x_std.transform(ds.x), np.float64), [None, None]
+            labels = tuple(f"{f} (standardised)" for f in labels)
         y_stats = [y_std.mean[0], y_std.scale[0]] if raw_y else []
         folded = fold_preprocessing(model, result.params, *x_stats, *y_stats)
         y = ds.y if ds.task == "classification" or raw_y else np.asarray(y_std.transform(ds.y))
         test = {"x_test": x[val], "y_test": y[val]} if len(val) else {}
         name = "decision_boundary.png" if ds.task == "classification" else "prediction_surface.png"
-        save(plot.plot_decision_boundary(model, folded, x[train], y[train], task=ds.task, **test), name)  # fmt: skip
+        save(plot.plot_decision_boundary(model, folded, x[train], y[train], task=ds.task, axis_labels=labels, **test), name)  # fmt: skip
         if model.num_layers > 1:
             save(plot.plot_neurons(model, folded, x), "neurons.png")
     save(plot.plot_gradcheck(report), "gradcheck.png")

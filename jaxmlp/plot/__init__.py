@@ -184,6 +184,7 @@ def plot_decision_boundary(
     y_test: Any = None,
     task: str = "classification",
     resolution: int = 200,
+    axis_labels: tuple[str, str] = ("$x_1$", "$x_2$"),
 ) -> Figure:
     """The Playground view: the model over the input plane, with the data on top.
 
@@ -204,6 +205,8 @@ def plot_decision_boundary(
         y_test: their labels or targets.
         task: ``"classification"`` or ``"regression"`` (one output).
         resolution: grid pixels per side.
+        axis_labels: the two axes' labels (``jaxmlp train`` says "standardised" when it draws
+            the plane in standardised units).
 
     Raises:
         ValueError: when the inputs are not 2-D features, the targets do not match them or
@@ -212,6 +215,12 @@ def plot_decision_boundary(
     if task not in ("classification", "regression"):
         raise ValueError(f"task: expected 'classification' or 'regression', got {task!r}")
     res = _positive_int(resolution, "resolution", 2)
+    if (
+        not isinstance(axis_labels, (tuple, list))
+        or len(axis_labels) != 2
+        or not all(isinstance(t, str) for t in axis_labels)
+    ):
+        raise ValueError(f"axis_labels: expected two strings, got {axis_labels!r}")
     check_params(model, params)
     if task == "regression" and model.sizes[-1] != 1:
         raise ValueError(f"model: the regression view needs one output, got sizes {model.sizes}")
@@ -284,7 +293,11 @@ def plot_decision_boundary(
         f"{s[0]} {_score(model, o, s[2], classes)}" for s, o in zip(sets, at_points, strict=True)
     )
     ax.set(
-        title=f"{title}: {scores}", xlabel="$x_1$", ylabel="$x_2$", xlim=extent[:2], ylim=extent[2:]
+        title=f"{title}: {scores}",
+        xlabel=axis_labels[0],
+        ylabel=axis_labels[1],
+        xlim=extent[:2],
+        ylim=extent[2:],
     )
     fig.legend(handles=handles, loc="outside lower center", ncols=min(len(handles), 7), fontsize=8)
     return fig
