@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from jaxmlp.errors import CheckpointError, DivergenceError, JaxmlpWarning
 
 if TYPE_CHECKING:
-    from jaxmlp import data, layers
+    from jaxmlp import data, interop, layers
     from jaxmlp._cache import enable_compilation_cache
     from jaxmlp._checkpoint.files import (
         Checkpoint,
@@ -121,6 +121,7 @@ __all__ = [
     "get_activation",
     "get_loss",
     "gradcheck",
+    "interop",
     "latest_checkpoint",
     "layers",
     "list_checkpoints",
@@ -146,6 +147,7 @@ _SOURCES: dict[str, tuple[str, ...]] = {
     "jaxmlp._cache": ("enable_compilation_cache",),
     "jaxmlp.data": ("data", "Standardizer", "train_test_split"),
     "jaxmlp.layers": ("layers",),
+    "jaxmlp.interop": ("interop",),
     "jaxmlp._checkpoint.files": (
         "Checkpoint",
         "checkpoint_path",

@@ -62,6 +62,7 @@ SKIPPED = {
     "docs/benchmarks.md": 1,  # the benchmark scripts (shell)
     "docs/cli.md": 1,  # the jaxmlp command (shell; tests/test_cli.py runs it)
     "docs/index.md": 1,  # make demo / make test (shell)
+    "docs/interop.md": 5,  # pip install (shell); 4 blocks need PyTorch (tests/test_interop.py runs the same calls)
     "docs/scaling.md": 3,  # a 2-host launch (Python and shell), an XLA_FLAGS launch (shell)
 }
 

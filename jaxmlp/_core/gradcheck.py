@@ -11,6 +11,9 @@ for every block, and entry by entry for blocks with at most ``entrywise_max`` en
 Forward mode: the hand-written tangent pass (``jax.jvp`` of ``apply_manual``) against ``jax.jvp``
 of the plain forward pass (``model.apply``), along random unit directions in each block and in
 ``x``, in the parameters' dtype and with the same tolerances as the gradient against ``jax.grad``.
+With ``against="torch"``, PyTorch autograd is a further reference: the network converted by
+``jaxmlp.interop.to_torch`` in float64, differentiated by ``loss.backward()``, against the manual
+gradient in float64 with the float64 tolerances.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ import numpy as np
 from jax import lax
 
 from jaxmlp._checks import check_key
-from jaxmlp._core.backprop import apply_manual, loss_fn, value_and_grad
+from jaxmlp._core.backprop import _prepare, apply_manual, check_model_loss, loss_fn, value_and_grad
 from jaxmlp._core.losses import Loss
 from jaxmlp._core.mlp import MLP, Params, as_array, check_params
 
@@ -40,6 +43,8 @@ TOLERANCES: dict[str, tuple[float, float]] = {
 # Finite differences (float64, central, step FD_EPS): truncation ~eps^2, rounding ~1e-16/eps.
 FD_EPS = 1e-6
 FD_RTOL, FD_ATOL = 1e-6, 1e-8
+# The references gradcheck can add to jax.grad and the finite differences.
+AGAINST = ("torch",)
 
 
 class Comparison(NamedTuple):
@@ -55,7 +60,8 @@ class GradCheckRow(NamedTuple):
     """One parameter block (layer ``layer``, ``w`` or ``b``).
 
     ``forward_mode`` compares the output's hand-written JVP along directions in this block with
-    ``jax.jvp`` of the plain forward pass (``None``: not checked).
+    ``jax.jvp`` of the plain forward pass (``None``: not checked); ``torch`` the manual gradient
+    (float64) with PyTorch autograd's (``None``: not checked, ``against=None``).
     """
 
     layer: int
@@ -65,6 +71,16 @@ class GradCheckRow(NamedTuple):
     finite_diff: Comparison
     fd_kind: str
     forward_mode: Comparison | None = None
+    torch: Comparison | None = None
+
+    @property
+    def ok(self) -> bool:
+        """Whether this block agrees with every reference it was checked against."""
+        return (
+            self.autodiff.ok
+            and self.finite_diff.ok
+            and all(c is None or c.ok for c in (self.forward_mode, self.torch))
+        )
 
 
 class GradCheckReport(NamedTuple):
@@ -82,39 +98,47 @@ class GradCheckReport(NamedTuple):
 
     @property
     def ok(self) -> bool:
-        """True when every block agrees with both references, and the forward mode with
-        ``jax.jvp``, within the tolerances."""
-        forward = [r.forward_mode for r in self.rows] + [self.input_forward_mode]
-        return all(r.autodiff.ok and r.finite_diff.ok for r in self.rows) and all(
-            c is None or c.ok for c in forward
-        )
+        """True when every block agrees with both references (and PyTorch autograd, when
+        checked), and the forward mode with ``jax.jvp``, within the tolerances."""
+        fx = self.input_forward_mode
+        return all(r.ok for r in self.rows) and (fx is None or fx.ok)
 
     def __str__(self) -> str:
         head = (
             f"{'layer':>5} {'param':>6} {'shape':>10} | {'vs jax.grad: max abs':>20} {'max rel':>9} "
             f"{'cosine':>10} | {'vs finite diff: max abs':>23} {'max rel':>9} {'cosine':>10} {'how':>10} "
-            f"| {'jvp vs jax.jvp: max rel':>23} {'cosine':>10} | ok"
+            f"| {'jvp vs jax.jvp: max rel':>23} {'cosine':>10}"
         )
+        with_torch = any(r.torch is not None for r in self.rows)
+        if with_torch:
+            head += f" | {'vs torch: max rel':>17} {'cosine':>10}"
+        head += " | ok"
         lines = [
             f"gradcheck: manual backward vs jax.grad ({self.dtype}, rtol={self.rtol:g}, "
             f"atol={self.atol:g} x scale) and vs central finite differences (float64); "
-            "manual forward mode (jvp) vs jax.jvp (float64)",
+            "manual forward mode (jvp) vs jax.jvp (float64)"
+            + ("; vs PyTorch autograd (float64)" if with_torch else ""),
             head,
             "-" * len(head),
         ]
         for r in self.rows:
             ad, fd, fm = r.autodiff, r.finite_diff, r.forward_mode
-            ok = ad.ok and fd.ok and (fm is None or fm.ok)
+            torch_cells = ""
+            if with_torch:
+                tc = r.torch
+                cells = "not checked" if tc is None else f"{tc.max_rel:>17.2e} {tc.cosine:>10.7f}"
+                torch_cells = f" | {cells:>28}"
             lines.append(
                 f"{r.layer:>5} {r.name:>6} {r.shape!s:>10} | {ad.max_abs:>20.3e} {ad.max_rel:>9.2e} "
                 f"{ad.cosine:>10.7f} | {fd.max_abs:>23.3e} {fd.max_rel:>9.2e} {fd.cosine:>10.7f} "
-                f"{r.fd_kind:>10} | {_forward_cells(fm)} | {'yes' if ok else 'NO'}"
+                f"{r.fd_kind:>10} | {_forward_cells(fm)}{torch_cells} | {'yes' if r.ok else 'NO'}"
             )
         fx = self.input_forward_mode
         if fx is not None:
+            torch_cells = f" | {'':>28}" if with_torch else ""
             lines.append(
                 f"{'input':>5} {'x':>5} {'':>10} | {'':>20} {'':>9} {'':>10} | {'':>23} {'':>9} "
-                f"{'':>10} {'':>10} | {_forward_cells(fx)} | {'yes' if fx.ok else 'NO'}"
+                f"{'':>10} {'':>10} | {_forward_cells(fx)}{torch_cells} | {'yes' if fx.ok else 'NO'}"
             )
         lines.append(f"overall: {'OK' if self.ok else 'MISMATCH'}")
         return "\n".join(lines)
@@ -289,6 +313,7 @@ def gradcheck(
     num_directions: int = 4,
     entrywise_max: int = 64,
     key: jax.Array | None = None,
+    against: str | None = None,
 ) -> GradCheckReport:
     """Checks the manual gradient of ``loss`` at ``params`` against two independent references.
 
@@ -316,9 +341,21 @@ def gradcheck(
             for the forward-mode comparison.
         entrywise_max: blocks with at most this many entries are also checked entry by entry.
         key: PRNG key for the directions (default ``jax.random.key(0)``).
+        against: ``"torch"`` adds PyTorch autograd as a further reference (a column of the
+            table, ``GradCheckRow.torch``): the network as ``jaxmlp.interop.to_torch`` builds it,
+            in float64, and ``loss.backward()`` through it; the loss's own derivative with
+            respect to the network's output comes from ``jax.grad`` of the loss (it is the same
+            function on both sides), the rest of the chain rule and the ``l2``/``l1``
+            penalties from PyTorch. Compared with the manual gradient in float64, with the
+            float64 tolerances. Inference mode only (``train_key=None``: PyTorch cannot draw
+            jaxmlp's dropout masks). ``None``: no further reference.
 
     Returns:
         A :class:`GradCheckReport`; ``.ok`` is the verdict, ``str()`` the table.
+
+    Raises:
+        ImportError: ``against="torch"`` without PyTorch installed (``pip install
+            jaxmlp[torch]``).
     """
     check_params(model, params)
     for value, argname, low in (
@@ -331,6 +368,17 @@ def gradcheck(
         if fn is not None and not callable(fn):
             raise TypeError(f"{argname}: expected a callable, got {type(fn).__name__}")
     key = jax.random.key(0) if key is None else check_key(key)
+    if against is not None and against not in AGAINST:
+        raise ValueError(f"against: expected None or one of {list(AGAINST)}, got {against!r}")
+    if against == "torch":
+        if train_key is not None:
+            raise ValueError(
+                "against: 'torch' checks inference mode only; pass train_key=None (PyTorch "
+                "cannot draw jaxmlp's dropout masks)"
+            )
+        from jaxmlp.interop._torch import require_torch
+
+        require_torch("gradcheck(against='torch')")
     # Arrays before jit: jit's own error for a string or None names no argument.
     x, y = as_array(x, "x"), as_array(y, "y")
     sample_weight = None if sample_weight is None else as_array(sample_weight, "sample_weight")
@@ -372,6 +420,14 @@ def gradcheck(
         fd_scale = gnorm + abs(float(value64))
         which, dirs = _directions(p64, key, num_directions, entrywise_max)
         fd_all = np.asarray(differences(p64, (x64, y64, sw64, train_key), which, dirs))
+        torch_cmp: list[Comparison | None] = [None] * len(_blocks(g64))
+        if against == "torch":
+            g_torch = _torch_grads(model, loss, l2, l1, p64, x64, y64, sw64)
+            t_scale = max(float(np.max(np.abs(np.asarray(g)))) for g in jax.tree.leaves(g_torch))
+            torch_cmp = [
+                _compare(g_m, g_t, t_scale, *TOLERANCES["float64"])
+                for (_, _, g_m), (_, _, g_t) in zip(_blocks(g64), _blocks(g_torch), strict=True)
+            ]
 
         rows = []
         for b, ((l, name, g_m), (_, _, g_a), (_, _, g_m64)) in enumerate(
@@ -391,6 +447,7 @@ def gradcheck(
                     _compare(analytic, fd, fd_scale, FD_RTOL, FD_ATOL),
                     "entries" if size <= entrywise_max else "directions",
                     forward[b],
+                    torch_cmp[b],
                 )
             )
     return GradCheckReport(tuple(rows), dtype, rtol, atol, forward[-1])
@@ -411,3 +468,32 @@ def _forward_mode(model, params, x, key, num_directions, jvp_fn, rtol, atol) -> 
         _compare(manual[which == b], reference[which == b], scale, rtol, atol)
         for b in range(len(jax.tree.leaves(params)) + 1)
     ]
+
+
+def _torch_grads(model: MLP, loss, l2: float, l1: float, p64, x64, y64, sw64) -> Params:
+    """PyTorch autograd's gradient of the objective at ``p64`` (float64): the network as
+    ``to_torch`` builds it, the loss's derivative with respect to its output from ``jax.grad``
+    of the loss, the penalties written in torch, then ``backward()``."""
+    import torch  # pyright: ignore[reportMissingImports]
+
+    from jaxmlp.interop._torch import from_torch, to_torch
+
+    loss = check_model_loss(model, loss)
+    xb, yb, sw = _prepare(model, loss, p64, x64, y64, sw64)
+    module = to_torch(model, p64)
+    # cross entropies read the logits: the network without its output activation
+    net = module[:-1] if loss.logits else module
+    out = net(torch.from_numpy(np.array(xb)))
+    g_out = jax.grad(lambda o: loss.value(o, yb, sw))(jnp.asarray(out.detach().numpy()))
+    # sum(out * dL/dout) has the loss's gradient with respect to every parameter (chain rule)
+    total = torch.sum(out * torch.from_numpy(np.array(g_out)))
+    for lin in (m for m in module.modules() if isinstance(m, torch.nn.Linear)):
+        if l2:
+            total = total + 0.5 * l2 * torch.sum(lin.weight * lin.weight)
+        if l1:
+            total = total + l1 * torch.sum(torch.abs(lin.weight))
+    total.backward()
+    with torch.no_grad():
+        for p in module.parameters():
+            p.copy_(p.grad)
+    return from_torch(module)[1]
