@@ -4,7 +4,8 @@ Suites (each returns JSON-ready records; :func:`main` prints them as Markdown ta
     step      one training step (forward, backward, SGD update) per config and method, and the
               peers', on a fixed device-resident batch: compile time, median/min/max step time,
               steps/s, FLOP/s and % of the same-run matmul roofline, compiled temporary memory,
-              peak device memory (GPU), and the same-run pairwise manual/autodiff ratio.
+              peak device memory (GPU), and the same-run pairwise manual/autodiff ratio (in
+              wall time, and in process CPU time, steadier when other jobs share the cores).
               ``--layers`` adds variants beyond the plain stack (layer norm, dropout, residual
               connections, l1; issue 15), jaxmlp's methods only.
     grad      the same for the jitted ``value_and_grad`` alone (``benchmarks/bench_grad.py``).

@@ -41,6 +41,7 @@ _COLUMNS = {
         step MiB|step_bytes|.2f|9.5367431640625e-07
         process peak MiB|peak_bytes|.1f|9.5367431640625e-07
         manual/autodiff time|manual_over_autodiff|.3f
+        manual/autodiff CPU time|manual_over_autodiff_cpu|.3f
         manual/autodiff temp|temp_manual_over_autodiff|.3f
         manual/autodiff step mem|step_bytes_manual_over_autodiff|.3f
         time ÷ jaxmlp|time_over_jaxmlp|.2f""",

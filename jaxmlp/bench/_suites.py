@@ -2,7 +2,8 @@
 
 Each suite builds its implementations (``_peers``), compiles and warms them up, times them in
 interleaved rounds (:func:`time_chunks`) and returns one JSON-ready record per implementation,
-with same-round (pairwise) ratios; :mod:`jaxmlp.bench` decides what runs and prints it.
+with same-round (pairwise) ratios (the step suites in wall and in process CPU time);
+:mod:`jaxmlp.bench` decides what runs and prints it.
 """
 
 from __future__ import annotations
@@ -38,15 +39,26 @@ def _peak_bytes() -> int | None:
     return None if not stats else stats.get("peak_bytes_in_use")
 
 
-def time_chunks(fns: dict[str, Callable[[], Any]], repeats: int) -> dict[str, list[float]]:
-    """Times each ``fn`` ``repeats`` times, interleaved, alternating the order every round."""
+def time_chunks(
+    fns: dict[str, Callable[[], Any]], repeats: int, cpu: dict[str, list[float]] | None = None
+) -> dict[str, list[float]]:
+    """Times each ``fn`` ``repeats`` times, interleaved, alternating the order every round.
+
+    With ``cpu`` (a dict), ``cpu[name]`` also gets each chunk's process CPU time (every thread
+    of this process: the host's dispatch and XLA's CPU thread pool): on a loaded CPU the wall
+    time includes waiting for the cores, the CPU time much less so."""
     out: dict[str, list[float]] = {k: [] for k in fns}
+    if cpu is not None:
+        cpu.update({k: [] for k in fns})
     names = list(fns)
     for r in range(repeats):
         for name in names if r % 2 == 0 else names[::-1]:
+            c = time.process_time()
             t = time.perf_counter()
             fns[name]()
             out[name].append(time.perf_counter() - t)
+            if cpu is not None:
+                cpu[name].append(time.process_time() - c)
     return out
 
 
@@ -185,17 +197,21 @@ def bench_steps(
     inner = max(1, math.ceil(s.target_s / t1))
     repeats = max(3, min(s.repeats, int(s.max_s / (inner * t1))))
     fns = {k: (lambda impl=impl: impl.run(inner)) for k, impl in impls.items()}
-    times = {k: [t / inner for t in v] for k, v in time_chunks(fns, repeats).items()}
+    cpu: dict[str, list[float]] = {}
+    times = {k: [t / inner for t in v] for k, v in time_chunks(fns, repeats, cpu).items()}
     extra = {"activation": activation, "layers": problem.layers, "flops_per_step": cfg.flops_per_step,
              "inner": inner}  # fmt: skip
     for k, impl in impls.items():
         rec = _record(suite, cfg, impl, s, times[k], **extra, temp_bytes=impl.temp_bytes,
-                      step_bytes=impl.step_bytes, peak_bytes=_peak_bytes())  # fmt: skip
+                      step_bytes=impl.step_bytes, peak_bytes=_peak_bytes(),
+                      cpu_median_s=statistics.median(cpu[k]) / inner)  # fmt: skip
         rec["flops_per_s"] = cfg.flops_per_step / rec["median_s"]
         # Same-round ratios: every implementation ran once per round, so noise hits alike.
         rec["time_over_jaxmlp"] = _pairwise(times[k], times[s.methods[0]])
         if k == "manual" and "autodiff" in ours:
             rec["manual_over_autodiff"] = _pairwise(times["manual"], times["autodiff"])
+            # The same ratio in process CPU time: steadier than wall time on a loaded CPU.
+            rec["manual_over_autodiff_cpu"] = _pairwise(cpu["manual"], cpu["autodiff"])
             ta, tb = impl.temp_bytes, ours["autodiff"].temp_bytes
             rec["temp_manual_over_autodiff"] = ta / tb if ta is not None and tb else None
             sa, sb = impl.step_bytes, ours["autodiff"].step_bytes
