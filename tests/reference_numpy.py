@@ -10,7 +10,11 @@ This is the third implementation the tests compare (after jaxmlp's manual backwa
   full Jacobian ``da/dz`` of the activation (a diagonal matrix, or ``diag(p) - p p^T`` for
   softmax), then ``dz/dW = a^(l-1)`` and ``dz/db = 1``;
 - the losses differentiated through the probabilities (cross entropy as ``-y / p`` times the
-  Jacobian of softmax or sigmoid), never through the fused logit formulas jaxmlp uses.
+  Jacobian of softmax or sigmoid), never through the fused logit formulas jaxmlp uses;
+- layer normalisation and residual connections (:func:`forward_backward_layers`): the layer
+  norm's full ``(n, n)`` Jacobian built factor by factor from its definition (``dc/dz``,
+  ``dvar/dz``, ``dr/dz``, the product rule), never the compact ``r (g - mean(g) - x_hat
+  mean(g x_hat))`` jaxmlp writes, and the skip path as an identity added to ``dL/da``.
 
 Only NumPy and ``math`` are used.
 """
@@ -198,3 +202,132 @@ def forward_backward(
     total += 0.5 * l2 * sum(float(np.sum(W**2)) for W in Ws)
     dW = [g + l2 * W for g, W in zip(dW, Ws, strict=True)]
     return Result(total, dW, db, deltas, zs, acts)
+
+
+# --- layer normalisation and residual connections ------------------------------------------------
+
+
+def layer_norm(z: np.ndarray, gamma: np.ndarray, beta: np.ndarray, eps: float):
+    """Layer normalisation of one column vector ``z`` (n, 1) over its n units, from the
+    definitions: ``mu = sum(z) / n``, ``var = sum((z - mu)^2) / n``, ``r = (var + eps)^(-1/2)``,
+    ``x_hat = (z - mu) r``, ``out = gamma x_hat + beta``. Returns ``(out, x_hat, r, c)`` with
+    ``c = z - mu``."""
+    n = z.shape[0]
+    mu = float(np.sum(z)) / n
+    c = z - mu
+    var = float(np.sum(c * c)) / n
+    r = 1.0 / math.sqrt(var + eps)
+    x_hat = c * r
+    return gamma.reshape(-1, 1) * x_hat + beta.reshape(-1, 1), x_hat, r, c
+
+
+def layer_norm_jacobian(gamma: np.ndarray, r: float, c: np.ndarray) -> np.ndarray:
+    """The full Jacobian ``d out / d z`` (n, n) of :func:`layer_norm`, factor by factor:
+
+    dc/dz    = I - 1 1^T / n                       (c = z - mu, dmu/dz = 1^T / n)
+    dvar/dz  = (2 / n) c^T dc/dz                   (a row vector)
+    dr/dz    = -(1/2) (var + eps)^(-3/2) dvar/dz = -(r^3 / 2) dvar/dz
+    dx_hat/dz = r dc/dz + c dr/dz                  (product rule; c dr/dz an outer product)
+    dout/dz  = diag(gamma) dx_hat/dz
+    """
+    n = c.shape[0]
+    dc_dz = np.eye(n) - np.ones((n, n)) / n
+    dvar_dz = (2.0 / n) * c.T @ dc_dz
+    dr_dz = -0.5 * r**3 * dvar_dz
+    dxhat_dz = r * dc_dz + c @ dr_dz
+    return np.diagflat(gamma) @ dxhat_dz
+
+
+class LayerResult:
+    """:func:`forward_backward_layers`' results (lecture orientation, as :class:`Result`).
+
+    Attributes:
+        loss: the reduced loss (plus the L2 term).
+        dW, db: per affine layer, ``dL/dW`` ``(n_out, n_in)`` and ``dL/db``.
+        dgamma, dbeta: per hidden layer with layer norm, ``dL/dscale`` and ``dL/doffset``
+            (``None`` for a layer without).
+        deltas: ``dL/dz`` at every affine layer's output, each ``(batch, n_out)``.
+        z: every affine layer's output ``(batch, n_out)``.
+        a: what each affine layer reads (``a[0] = x``), then the network output.
+        dx: ``dL/dx`` ``(batch, n_in)``.
+    """
+
+    def __init__(self, **kw):
+        self.__dict__.update(kw)
+
+
+def forward_backward_layers(
+    Ws: list[np.ndarray],
+    bs: list[np.ndarray],
+    activations: list[str],
+    loss: str,
+    x: np.ndarray,
+    y: np.ndarray,
+    *,
+    norms: list[tuple[np.ndarray, np.ndarray] | None] | None = None,
+    residual: bool = False,
+    eps: float = 1e-5,
+    l2: float = 0.0,
+) -> LayerResult:
+    """The lecture's network with layer norm and residual connections, one example at a time.
+
+    Hidden layer ``l`` computes ``z = W a[l-1] + b``, then ``n = LN(z)`` when ``norms[l]`` is a
+    ``(gamma, beta)`` pair (``n = z`` otherwise), ``h = f(n)``, and ``a[l] = a[l-1] + h`` when
+    ``residual`` and ``W`` is square (``a[l] = h`` otherwise). The output layer is
+    ``a[L] = f_out(W a[L-1] + b)``. The backward sweep multiplies full Jacobians: the
+    activation's, the layer norm's (:func:`layer_norm_jacobian`), ``W``, and the identity of the
+    skip path, which adds ``dL/da[l]`` to ``dL/da[l-1]``.
+    """
+    n_examples, L = x.shape[0], len(Ws)
+    norms = norms if norms is not None else [None] * (L - 1)
+    coef = np.ones(n_examples) if loss in SUM_LOSSES else np.full(n_examples, 1.0 / n_examples)
+    dW = [np.zeros_like(W) for W in Ws]
+    db = [np.zeros_like(b) for b in bs]
+    dgamma = [None if p is None else np.zeros_like(p[0]) for p in norms]
+    dbeta = [None if p is None else np.zeros_like(p[1]) for p in norms]
+    deltas = [np.zeros((n_examples, W.shape[0])) for W in Ws]
+    zs = [np.zeros((n_examples, W.shape[0])) for W in Ws]
+    acts = [np.asarray(x, np.float64)] + [np.zeros((n_examples, W.shape[0])) for W in Ws]
+    dx = np.zeros_like(acts[0])
+    total = 0.0
+    for n in range(n_examples):
+        a = [x[n].reshape(-1, 1).astype(np.float64)]
+        cache = []  # per layer: z, the layer norm's (x_hat, r, c) or None, the activation's input
+        for l in range(L):
+            z = Ws[l] @ a[l] + bs[l].reshape(-1, 1)
+            zs[l][n] = z.ravel()
+            ln = None
+            pre = z
+            if l < L - 1 and norms[l] is not None:
+                pre, x_hat, r, c = layer_norm(z, norms[l][0], norms[l][1], eps)
+                ln = (x_hat, r, c)
+            h = activate(activations[l], pre)
+            skip = residual and l < L - 1 and Ws[l].shape[0] == Ws[l].shape[1]
+            a.append(a[l] + h if skip else h)
+            acts[l + 1][n] = a[l + 1].ravel()
+            cache.append((z, ln, pre, skip))
+        value, dL_da = example_loss(loss, a[L], y[n].reshape(-1, 1))
+        total += coef[n] * value
+        dL_da = coef[n] * dL_da
+        for l in range(L - 1, -1, -1):
+            z, ln, pre, skip = cache[l]
+            # through the activation: dL/d(pre) = (da/d(pre))^T dL/da
+            dL_dpre = jacobian(activations[l], pre).T @ dL_da
+            if ln is not None:
+                x_hat, r, c = ln
+                dgamma[l] += (dL_dpre * x_hat).ravel()  # d out / d gamma = x_hat
+                dbeta[l] += dL_dpre.ravel()  # d out / d beta = 1
+                dL_dz = layer_norm_jacobian(norms[l][0], r, c).T @ dL_dpre
+            else:
+                dL_dz = dL_dpre
+            deltas[l][n] = dL_dz.ravel()
+            dW[l] += dL_dz @ a[l].T  # dz/dW = a[l-1]
+            db[l] += dL_dz.ravel()  # dz/db = 1
+            # dz/da[l-1] = W; the skip path a[l] = a[l-1] + h adds the identity
+            dL_da = Ws[l].T @ dL_dz + (dL_da if skip else 0.0)
+        dx[n] = dL_da.ravel()
+    total += 0.5 * l2 * sum(float(np.sum(W**2)) for W in Ws)
+    dW = [g + l2 * W for g, W in zip(dW, Ws, strict=True)]
+    return LayerResult(
+        loss=total, dW=dW, db=db, dgamma=dgamma, dbeta=dbeta, deltas=deltas, z=zs, a=acts, dx=dx
+    )
