@@ -62,9 +62,9 @@ class _Tab:
         await self.send(msg)
         if msg["diverged"]:
             self.playing = False
-            await self.send({"type": "status", "playing": False})
             await self.send({"type": "error", "kind": "diverged",
                              "message": "training diverged (the loss is not finite): lower the learning rate and reset"})  # fmt: skip
+            await self.send({"type": "status", "playing": False})
 
     async def train_loop(self) -> None:
         try:
@@ -120,6 +120,7 @@ class _Tab:
             await self.stop()
             await self.run(s.train, 1)
             await self.frame(agreement=True)
+            await self.send({"type": "status", "playing": False})
         elif kind in ("reset", "regenerate"):
             await self.stop()
             await self.run(s.reset if kind == "reset" else s.regenerate)
@@ -189,7 +190,10 @@ async def _socket(ws: WebSocket) -> None:
             text = await ws.receive_text()
             try:
                 if len(text) > MAX_MESSAGE_BYTES:
-                    raise ValueError(f"message: larger than {MAX_MESSAGE_BYTES // 1000} kB")
+                    raise ValueError(
+                        f"message: larger than {MAX_MESSAGE_BYTES // 1000} kB "
+                        f"(a CSV file may be at most {_data.MAX_UPLOAD_BYTES // 1000} kB)"
+                    )
                 try:
                     msg = json.loads(text)
                 except json.JSONDecodeError as err:
@@ -197,6 +201,12 @@ async def _socket(ws: WebSocket) -> None:
                 await tab.handle(msg)
             except (ValueError, TypeError, KeyError, OverflowError) as err:
                 await tab.send({"type": "error", "message": str(err)})
+            except (WebSocketDisconnect, asyncio.CancelledError):
+                raise
+            except Exception as err:  # a bug of ours: say so, and keep the tab's session going
+                await tab.send(
+                    {"type": "error", "message": f"internal error: {type(err).__name__}: {err}"}
+                )
     except (WebSocketDisconnect, RuntimeError):
         pass
     finally:

@@ -304,11 +304,11 @@ class Session:
 
     def frame(self, *, heat: bool = True, agreement: bool = False) -> dict[str, Any]:
         epoch, train, test = self.history[-1]
-        msg: dict[str, Any] = {"type": "frame", "epoch": epoch, "lossTrain": train, "lossTest": test,
+        msg: dict[str, Any] = {"type": "frame", "epoch": epoch, "lossTrain": _finite(train), "lossTest": _finite(test),
                                "diverged": self.diverged}  # fmt: skip
         dense = [p for p in self.state.params if isinstance(p, jaxmlp.Dense)]
-        msg["weights"] = [np.round(np.asarray(p.w, np.float64), 4).tolist() for p in dense]
-        msg["biases"] = [np.round(np.asarray(p.b, np.float64), 4).tolist() for p in dense]
+        msg["weights"] = [_weights(p.w) for p in dense]
+        msg["biases"] = [_weights(p.b) for p in dense]
         if heat:
             _, heatmaps, agree = _views(self.model, self.loss_name(), self.classes > 2)
             neurons, out, cls = heatmaps(self.state.params)
@@ -321,7 +321,10 @@ class Session:
         return msg
 
     def history_message(self) -> dict[str, Any]:
-        return {"type": "history", "points": [list(h) for h in self.history]}
+        return {
+            "type": "history",
+            "points": [[e, _finite(a), _finite(b)] for e, a, b in self.history],
+        }
 
     def backward_view(self, index: Any) -> dict[str, Any]:
         """Each neuron's delta dL/dz for training point ``index`` (the lecture's eqs. 44-64)."""
@@ -357,6 +360,16 @@ class Session:
         path.unlink()
         return {"type": "download", "filename": "playground.npz", "checkpoint": base64.b64encode(blob).decode(),
                 "snippet": snippet(self.model, self.config)}  # fmt: skip
+
+
+def _finite(value: float) -> float | None:
+    """JSON has no NaN or infinity: a diverged loss is sent as null."""
+    return value if math.isfinite(value) else None
+
+
+def _weights(a: jax.Array) -> list:
+    """Rounded for the page; a diverged weight is sent as +-1e30 (NaN as 0)."""
+    return np.round(np.nan_to_num(np.asarray(a, np.float64), posinf=1e30, neginf=-1e30), 4).tolist()
 
 
 def _b64(a: jax.Array) -> str:

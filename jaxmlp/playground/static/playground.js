@@ -100,8 +100,8 @@ function setPlaying(p) {
 function onFrame(msg) {
   frame = msg;
   $("epoch").textContent = msg.epoch.toLocaleString("en-US");
-  $("loss-train").textContent = msg.lossTrain.toFixed(3);
-  $("loss-test").textContent = msg.lossTest.toFixed(3);
+  $("loss-train").textContent = msg.lossTrain === null ? "NaN" : msg.lossTrain.toFixed(3);
+  $("loss-test").textContent = msg.lossTest === null ? "NaN" : msg.lossTest.toFixed(3);
   const h = history[history.length - 1];
   if (!h || h[0] !== msg.epoch) history.push([msg.epoch, msg.lossTrain, msg.lossTest]);
   else if (h) { h[1] = msg.lossTrain; h[2] = msg.lossTest; }
@@ -412,7 +412,7 @@ function drawCurve() {
   const canvas = $("loss-curve"), ctx = canvas.getContext("2d"), w = canvas.width, h = canvas.height;
   ctx.clearRect(0, 0, w, h);
   if (history.length < 2) return;
-  const finite = history.filter((p) => Number.isFinite(p[1]) && Number.isFinite(p[2]));
+  const finite = history.filter((p) => Number.isFinite(p[1]) && Number.isFinite(p[2]) && p[1] !== null && p[2] !== null);
   if (finite.length < 2) return;
   const top = Math.max(...finite.map((p) => Math.max(p[1], p[2]))) || 1;
   const e0 = finite[0][0], e1 = finite[finite.length - 1][0] || 1;
