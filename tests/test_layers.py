@@ -772,6 +772,12 @@ def test_planted_feature_backward_bug_in_the_features_slot_shows_in_dx(layer, x6
     assert not np.allclose(dx_wrong, dx, rtol=1e-6, atol=1e-8)
     # and the parameter gradients do not notice
     assert_close(g_wrong, g, TOLERANCES["float64"])
+    # gradcheck's input row compares the hand-written dL/dx with jax.grad and finite differences
+    y = jnp.zeros((3, 2), jnp.float64)
+    report = gradcheck(model, params, x, y, "mse")
+    assert all(r.ok for r in report.rows) and not report.ok
+    assert not report.input_autodiff.ok and not report.input_finite_diff.ok
+    assert str(report).splitlines()[-2].split("|")[-1].strip() == "NO"
 
 
 # --- a third implementation: layer norm and residual connections in NumPy ------------------------

@@ -28,7 +28,16 @@ import numpy as np
 from jax import lax
 
 from jaxmlp._checks import check_key
-from jaxmlp._core.backprop import _prepare, apply_manual, check_model_loss, loss_fn, value_and_grad
+from jaxmlp._core.backprop import (
+    _prepare,
+    apply_manual,
+    backward,
+    check_model_loss,
+    forward,
+    loss_fn,
+    loss_head,
+    value_and_grad,
+)
 from jaxmlp._core.losses import Loss
 from jaxmlp._core.mlp import MLP, Params, as_array, check_params
 
@@ -87,7 +96,10 @@ class GradCheckReport(NamedTuple):
     """The result of :func:`gradcheck`; ``print`` it for the per-layer table.
 
     ``input_forward_mode`` compares the hand-written JVP along directions in ``x`` with
-    ``jax.jvp`` of the plain forward pass (``None``: not checked).
+    ``jax.jvp`` of the plain forward pass; ``input_autodiff`` and ``input_finite_diff`` the
+    hand-written backward's ``dL/dx`` with ``jax.grad`` in ``x`` and with central differences
+    along directions in ``x`` (float64): the only check of a layer before every parameter,
+    such as an input feature map (``None``: not checked).
     """
 
     rows: tuple[GradCheckRow, ...]
@@ -95,13 +107,16 @@ class GradCheckReport(NamedTuple):
     rtol: float
     atol: float
     input_forward_mode: Comparison | None = None
+    input_autodiff: Comparison | None = None
+    input_finite_diff: Comparison | None = None
 
     @property
     def ok(self) -> bool:
         """True when every block agrees with both references (and PyTorch autograd, when
-        checked), and the forward mode with ``jax.jvp``, within the tolerances."""
-        fx = self.input_forward_mode
-        return all(r.ok for r in self.rows) and (fx is None or fx.ok)
+        checked), and the forward mode with ``jax.jvp``, within the tolerances; ``dL/dx``
+        too."""
+        checks = (self.input_forward_mode, self.input_autodiff, self.input_finite_diff)
+        return all(r.ok for r in self.rows) and all(c is None or c.ok for c in checks)
 
     def __str__(self) -> str:
         head = (
@@ -133,12 +148,23 @@ class GradCheckReport(NamedTuple):
                 f"{ad.cosine:>10.7f} | {fd.max_abs:>23.3e} {fd.max_rel:>9.2e} {fd.cosine:>10.7f} "
                 f"{r.fd_kind:>10} | {_forward_cells(fm)}{torch_cells} | {'yes' if r.ok else 'NO'}"
             )
-        fx = self.input_forward_mode
-        if fx is not None:
+        fx, ax, dx = self.input_forward_mode, self.input_autodiff, self.input_finite_diff
+        if (fx, ax, dx) != (None, None, None):
             torch_cells = f" | {'':>28}" if with_torch else ""
+            ok = all(c is None or c.ok for c in (fx, ax, dx))
+            ad_cells = (
+                f"{'':>20} {'':>9} {'':>10}"
+                if ax is None
+                else f"{ax.max_abs:>20.3e} {ax.max_rel:>9.2e} {ax.cosine:>10.7f}"
+            )
+            fd_cells = (
+                f"{'':>23} {'':>9} {'':>10} {'':>10}"
+                if dx is None
+                else f"{dx.max_abs:>23.3e} {dx.max_rel:>9.2e} {dx.cosine:>10.7f} {'directions':>10}"
+            )
             lines.append(
-                f"{'input':>5} {'x':>5} {'':>10} | {'':>20} {'':>9} {'':>10} | {'':>23} {'':>9} "
-                f"{'':>10} {'':>10} | {_forward_cells(fx)}{torch_cells} | {'yes' if fx.ok else 'NO'}"
+                f"{'input':>5} {'x':>6} {'':>10} | {ad_cells} | {fd_cells} | "
+                f"{_forward_cells(fx)}{torch_cells} | {'yes' if ok else 'NO'}"
             )
         lines.append(f"overall: {'OK' if self.ok else 'MISMATCH'}")
         return "\n".join(lines)
@@ -450,7 +476,60 @@ def gradcheck(
                     torch_cmp[b],
                 )
             )
-    return GradCheckReport(tuple(rows), dtype, rtol, atol, forward[-1])
+        input_ad, input_fd = _input_grads(
+            model, loss, l2, l1, (params, x, y, sample_weight), (p64, x64, y64, sw64),
+            train_key, key, num_directions, scale, (rtol, atol),
+        )  # fmt: skip
+    return GradCheckReport(tuple(rows), dtype, rtol, atol, forward[-1], input_ad, input_fd)
+
+
+@functools.lru_cache(maxsize=32)
+def _input_programs(model: MLP, loss: str | Loss, l2: float, l1: float):
+    """``dL/dx`` from the hand-written backward, from ``jax.grad`` in ``x``, and central
+    differences of the objective along directions in ``x`` (compiled once per model)."""
+    lossf = check_model_loss(model, loss)
+    objective = loss_fn(model, lossf, l2=l2, l1=l1)
+
+    def manual(p, x, y, sw, k):
+        xb, yb, swb = _prepare(model, lossf, p, x, y, sw)
+        trace = forward(model, p, xb, k)
+        _, dz_out = loss_head(model, lossf, trace, yb, swb)
+        return backward(model, p, trace, dz_out, need_dx=True).dx.reshape(x.shape)
+
+    def autodiff(p, x, y, sw, k):
+        return jax.grad(lambda xx: objective(p, xx, y, sw, key=k))(x)
+
+    def differences(p, x, y, sw, k, dirs):
+        def along(v):
+            v = v.reshape(x.shape)
+            plus = objective(p, x + FD_EPS * v, y, sw, key=k)
+            minus = objective(p, x - FD_EPS * v, y, sw, key=k)
+            return (plus - minus) / (2 * FD_EPS)
+
+        return lax.map(along, dirs)
+
+    return jax.jit(manual), jax.jit(autodiff), jax.jit(differences)
+
+
+def _input_grads(model, loss, l2, l1, data, data64, train_key, key, num_directions, scale, tol):
+    """The hand-written backward's ``dL/dx`` against ``jax.grad`` (in the parameters' dtype,
+    on the parameter gradients' scale) and against central differences along random unit
+    directions in ``x`` (float64)."""
+    manual, autodiff, differences = _input_programs(model, loss, l2, l1)
+    params, x, y, sw = data
+    x = jnp.asarray(x, jax.tree.leaves(params)[0].dtype)
+    gx_m, gx_a = manual(params, x, y, sw, train_key), autodiff(params, x, y, sw, train_key)
+    scale = max(scale, float(np.max(np.abs(np.asarray(gx_a)))))
+    ad = _compare(np.asarray(gx_m), np.asarray(gx_a), scale, *tol)
+    p64, x64, y64, sw64 = data64
+    rng = np.random.default_rng([*np.asarray(jax.random.key_data(key)).ravel().tolist(), 2])
+    dirs = rng.standard_normal((num_directions, x64.size))
+    dirs /= np.sqrt(np.sum(dirs**2, axis=1, keepdims=True))
+    gx64 = np.asarray(manual(p64, x64, y64, sw64, train_key)).ravel()
+    fd = np.asarray(differences(p64, x64, y64, sw64, train_key, jnp.asarray(dirs)))
+    value = float(loss_fn(model, loss, l2=l2, l1=l1)(p64, x64, y64, sw64, key=train_key))
+    fd_scale = float(np.sqrt(np.sum(gx64**2))) + abs(value)
+    return ad, _compare(dirs @ gx64, fd, fd_scale, FD_RTOL, FD_ATOL)
 
 
 def _forward_mode(model, params, x, key, num_directions, jvp_fn, rtol, atol) -> list[Comparison]:
