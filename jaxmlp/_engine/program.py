@@ -184,6 +184,9 @@ def make_epoch(spec: Spec, *, check_steps: bool = True) -> Callable:
 
     def step(c, batch):
         state, bad, bad_step, i = c
+        if mesh is not None:
+            # Rows of every minibatch split across the "data" axis; XLA adds the all-reduce.
+            batch = lax.with_sharding_constraint(batch, sharded(mesh))
         value, grads = vg(state.params, *batch)
         new = apply_update(spec.optimizer, state, grads)
         if not check_steps:
@@ -212,14 +215,16 @@ def make_epoch(spec: Spec, *, check_steps: bool = True) -> Callable:
             w = w.reshape(nb, B)
         else:
             w = None  # every row weighs 1: the plain mean, no weights to gather or sum
-        batches = jax.tree.map(lambda a: a[idx].reshape(nb, B, *a.shape[1:]), (x, y))
-        batches = (*batches, w)
-        if mesh is not None:
-            # Rows of every minibatch split across the "data" axis; XLA adds the all-reduce.
-            batches = lax.with_sharding_constraint(batches, sharded(mesh, axis=1))
+        # Each step gathers its own rows: the data stay one copy, the epoch holds only indices.
+        def gather_step(c, batch):
+            ib, wb = batch
+            return step(c, (*jax.tree.map(lambda a: a[ib], (x, y)), wb))
 
         init = (state, bad, bad_step, jnp.ones((), jnp.int32))
-        (new, bad_new, bad_step, _), values = lax.scan(step, init, batches, unroll=_step_unroll(nb))
+        batches = (idx.reshape(nb, B), w)
+        (new, bad_new, bad_step, _), values = lax.scan(
+            gather_step, init, batches, unroll=_step_unroll(nb)
+        )
         if check_steps:
             state, bad = new, bad_new
         else:

@@ -41,7 +41,6 @@ from jaxmlp._engine.program import (
     fresh_carry,
     learning_rate,
     replay_program,
-    rows_of,
 )
 from jaxmlp._engine.step import DEFAULT_OPTIMIZER, compiled_init
 from jaxmlp._train import resume as _resume
@@ -216,10 +215,12 @@ def fit(
     ckpt = check_checkpointing(checkpoint_dir, checkpoint_every, keep, resume)
     users = as_callbacks(callbacks)
     # The key's bits come back with the value checks' read: one device-to-host copy for both.
-    xb, yb, xv, yv, key_words = prepare_training(
-        model, lossf, params, x, y, validation_data, key, finite_params=True
-    )
-    n = rows_of(xb)
+    # NumPy rows are staged on the device once, already padded to whole batches.
+    drop = bool(drop_last)
+    xb, yb, xv, yv, key_words, n = prepare_training(
+        model, lossf, params, x, y, validation_data, key, finite_params=True,
+        rows_to=lambda rows: whole_batches(rows, min(batch_size, rows), drop),
+    )  # fmt: skip
     dtype = dtype_of(xb, params)
     batch_size = clip_batch_size(batch_size, n)
     if lossf is not None:
