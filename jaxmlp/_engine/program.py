@@ -159,6 +159,40 @@ def _evaluate(spec: Spec, params, x_val, y_val):
     return evaluate(spec.model, params, x_val, y_val, spec.loss)
 
 
+def _make_step(spec: Spec, check_steps: bool) -> Callable:
+    """One minibatch step for ``lax.scan``: ``((state, bad, bad_step, i), (x, y, w)) -> (carry,
+    loss value)``; with ``check_steps`` a non-finite step is not applied and ``bad_step`` records
+    its 1-based index ``i``."""
+    vg = _step_fn(spec)
+    # Data parallelism splits each minibatch's rows; an ensemble's mesh splits its members instead.
+    mesh = spec.mesh if spec.members is None else None
+
+    def step(c, batch):
+        state, bad, bad_step, i = c
+        if mesh is not None:
+            # Rows of every minibatch split across the "data" axis; XLA adds the all-reduce.
+            batch = lax.with_sharding_constraint(batch, sharded(mesh))
+        value, grads = vg(state.params, *batch)
+        new = apply_update(spec.optimizer, state, grads)
+        if not check_steps:
+            return (new, bad, bad_step, i + 1), value
+        ok = jnp.isfinite(value) & jnp.isfinite(_param_total(new.params)) & ~bad
+        bad_step = jnp.where(bad | ok, bad_step, i)
+        return (_tree_where(ok, new, state), bad | ~ok, bad_step, i + 1), value
+
+    return step
+
+
+def epoch_loss(spec: Spec, values: jax.Array, wsum: jax.Array | None) -> jax.Array:
+    """The epoch's training loss from its steps' ``values`` and, for weighted steps, each step's
+    total weight ``wsum`` (``None``: every row weighs 1)."""
+    if spec.loss.reduction != "mean":
+        return jnp.sum(values)
+    if wsum is None:
+        return jnp.mean(values)
+    return jnp.sum(values * wsum) / jnp.sum(wsum)
+
+
 def make_epoch(spec: Spec, *, check_steps: bool = True) -> Callable:
     """One training epoch for one model, pure: ``(state, bad, bad_step, x, y, sw, perm)
     -> (state, bad, bad_step, train_loss)``.
@@ -177,23 +211,8 @@ def make_epoch(spec: Spec, *, check_steps: bool = True) -> Callable:
     a select per state leaf: on a GPU, where a small model's step is a few dozen kernels of about a
     microsecond each, that is about a quarter of them.
     """
-    vg = _step_fn(spec)
+    step = _make_step(spec, check_steps)
     B = spec.batch_size
-    # Data parallelism splits each minibatch's rows; an ensemble's mesh splits its members instead.
-    mesh = spec.mesh if spec.members is None else None
-
-    def step(c, batch):
-        state, bad, bad_step, i = c
-        if mesh is not None:
-            # Rows of every minibatch split across the "data" axis; XLA adds the all-reduce.
-            batch = lax.with_sharding_constraint(batch, sharded(mesh))
-        value, grads = vg(state.params, *batch)
-        new = apply_update(spec.optimizer, state, grads)
-        if not check_steps:
-            return (new, bad, bad_step, i + 1), value
-        ok = jnp.isfinite(value) & jnp.isfinite(_param_total(new.params)) & ~bad
-        bad_step = jnp.where(bad | ok, bad_step, i)
-        return (_tree_where(ok, new, state), bad | ~ok, bad_step, i + 1), value
 
     def train_epoch(state, bad, bad_step, x, y, sw, perm, rows: Any = None):
         n = rows_of(x)
@@ -215,6 +234,7 @@ def make_epoch(spec: Spec, *, check_steps: bool = True) -> Callable:
             w = w.reshape(nb, B)
         else:
             w = None  # every row weighs 1: the plain mean, no weights to gather or sum
+
         # Each step gathers its own rows: the data stay one copy, the epoch holds only indices.
         def gather_step(c, batch):
             ib, wb = batch
@@ -230,13 +250,7 @@ def make_epoch(spec: Spec, *, check_steps: bool = True) -> Callable:
         else:
             fine = jnp.all(jnp.isfinite(values)) & jnp.isfinite(_param_total(new.params)) & ~bad
             state, bad = _tree_where(fine, new, state), ~fine
-        if spec.loss.reduction != "mean":
-            train_loss = jnp.sum(values)
-        elif w is None:
-            train_loss = jnp.mean(values)
-        else:
-            wsum = jnp.sum(w, axis=1)
-            train_loss = jnp.sum(values * wsum) / jnp.sum(wsum)
+        train_loss = epoch_loss(spec, values, None if w is None else jnp.sum(w, axis=1))
         return state, bad, bad_step, train_loss
 
     return train_epoch
@@ -261,17 +275,32 @@ def member_epoch(spec: Spec) -> Callable:
     one model's program never needs that, since its loop ends at once.
     """
     train_epoch = make_epoch(spec, check_steps=False)
-    masked = spec.members is not None
+    finish = finish_epoch(spec)
 
     def run(carry: Carry, e, perm, x, y, sw, x_val, y_val, patience, min_delta, rows):
         state, bad, bad_step, train_loss = train_epoch(
             carry.state, carry.diverged, carry.bad_step, x, y, sw, perm, rows
         )
+        dtype = dtype_of(x, state.params)
+        return finish(carry, e, state, bad, bad_step, train_loss, x_val, y_val, patience,
+                      min_delta, dtype)  # fmt: skip
+
+    return run
+
+
+def finish_epoch(spec: Spec) -> Callable:
+    """An epoch's bookkeeping once its steps have run, pure: ``(carry, e, state, bad, bad_step,
+    train_loss, x_val, y_val, patience, min_delta, dtype) -> (carry, outputs)`` (see
+    :func:`member_epoch`); shared by the in-memory epoch and the streamed one."""
+    masked = spec.members is not None
+
+    def run(carry: Carry, e, state, bad, bad_step, train_loss, x_val, y_val, patience, min_delta,
+            dtype):  # fmt: skip
         if spec.has_val:
             val_loss, val_metric = _evaluate(spec, state.params, x_val, y_val)
             score = val_loss
         else:
-            val_loss = val_metric = jnp.asarray(jnp.nan, dtype_of(x, state.params))
+            val_loss = val_metric = jnp.asarray(jnp.nan, dtype)
             score = train_loss
         improved = score < carry.best_score - min_delta
         best_params = (

@@ -1,0 +1,94 @@
+"""Row sources: data that ``fit`` reads a chunk of rows at a time instead of holding on the device.
+
+A source is anything with a length and a ``take(indices)`` that returns those rows (see
+:class:`RowSource`): a NumPy memmap, a table on disk, a database cursor. :class:`ArraySource` wraps
+arrays (memmaps included). A source that holds only one process's rows of a larger data set says
+where they sit with ``offset`` and ``global_rows`` (see :class:`RowSource`).
+"""
+
+from __future__ import annotations
+
+import mmap
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+
+
+@runtime_checkable
+class RowSource(Protocol):
+    """What ``fit`` streams from: ``len(source)`` rows, and ``source.take(indices) -> (x, y)``.
+
+    ``take`` receives a 1-D int64 array of row indices (in the order the epoch visits them;
+    repeats allowed) and returns the inputs ``(len(indices), features)`` and the targets
+    ``(len(indices), ...)`` of those rows, as NumPy arrays, in that order. ``fit`` checks what
+    comes back (row counts, shapes, NaN/Inf, label ranges) chunk by chunk.
+
+    Optional attributes, for sharded input in a multi-process run (``fit(..., mesh=...)``): a
+    source holding rows ``[offset, offset + len(source))`` of a data set of ``global_rows`` rows
+    sets both; ``take`` then receives indices relative to its own first row.
+    """
+
+    def __len__(self) -> int: ...
+
+    def take(self, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]: ...
+
+
+def _mapping(a: Any) -> Any:
+    """The ``mmap`` object behind a NumPy memmap (or a view of one), else ``None``."""
+    while a is not None:
+        m = getattr(a, "_mmap", None)
+        if m is not None:
+            return m
+        a = getattr(a, "base", None)
+    return None
+
+
+class ArraySource:
+    """A :class:`RowSource` over arrays that share a leading row axis: NumPy arrays, memmaps
+    (``np.load(path, mmap_mode="r")``) or anything NumPy can index with an integer array.
+
+    For memmaps the rows are read in sorted order (sequential reads), and the pages read are
+    released from the process after each ``take`` (``madvise(MADV_DONTNEED)``; the kernel's page
+    cache keeps them), so the resident memory stays bounded by the chunk, not the file.
+
+    Args:
+        x: ``(n, features)`` inputs.
+        y: ``(n, ...)`` targets.
+        offset: for a shard of a larger data set, the global index of this shard's first row.
+        global_rows: for a shard, the rows of the whole data set (every process's shards).
+
+    Raises:
+        ValueError: ``x`` and ``y`` hold different numbers of rows, or the shard does not fit.
+    """
+
+    def __init__(self, x: Any, y: Any, *, offset: int = 0, global_rows: int | None = None):
+        if not (hasattr(x, "shape") and hasattr(y, "shape")):
+            raise TypeError("x: ArraySource needs arrays (NumPy arrays or memmaps) for x and y")
+        if len(x.shape) < 1 or len(y.shape) < 1 or x.shape[0] != y.shape[0]:
+            raise ValueError(
+                f"y: {y.shape[0] if len(y.shape) else 0} rows, but x has "
+                f"{x.shape[0] if len(x.shape) else 0} rows"
+            )
+        self.x, self.y = x, y
+        n = int(x.shape[0])
+        if global_rows is not None and not 0 <= offset <= offset + n <= global_rows:
+            raise ValueError(
+                f"offset: rows [{offset}, {offset + n}) do not lie in the {global_rows} global rows"
+            )
+        self.offset = int(offset)
+        self.global_rows = None if global_rows is None else int(global_rows)
+        self._maps = [m for m in (_mapping(x), _mapping(y)) if m is not None]
+
+    def __len__(self) -> int:
+        return int(self.x.shape[0])
+
+    def take(self, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Rows ``indices`` of ``x`` and ``y`` (read in sorted order, returned in the given one)."""
+        order = np.argsort(indices, kind="stable")
+        where = indices[order]
+        xs, ys = np.asarray(self.x[where]), np.asarray(self.y[where])
+        x, y = np.empty_like(xs), np.empty_like(ys)
+        x[order], y[order] = xs, ys
+        for m in self._maps:
+            m.madvise(mmap.MADV_DONTNEED)
+        return x, y
