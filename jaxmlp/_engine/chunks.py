@@ -43,10 +43,9 @@ def chunk_program(spec: Spec, check_steps: bool = False) -> Callable:
 
     def run(state, bad, bad_step, i, xs, ys, ws):
         steps = jax.tree.leaves(xs)[0].shape[0]
-        (state, bad, bad_step, i), values = lax.scan(
+        (state, bad, bad_step, i), (values, wsum) = lax.scan(
             step, (state, bad, bad_step, i), (xs, ys, ws), unroll=_step_unroll(steps)
         )
-        wsum = None if ws is None else jnp.sum(ws, axis=1)
         return state, bad, bad_step, i, values, wsum
 
     if spec.mesh is None:

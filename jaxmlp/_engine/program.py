@@ -161,7 +161,7 @@ def _evaluate(spec: Spec, params, x_val, y_val):
 
 def _make_step(spec: Spec, check_steps: bool) -> Callable:
     """One minibatch step for ``lax.scan``: ``((state, bad, bad_step, i), (x, y, w)) -> (carry,
-    loss value)``; with ``check_steps`` a non-finite step is not applied and ``bad_step`` records
+    (loss value, total weight or None))``; with ``check_steps`` a non-finite step is not applied and ``bad_step`` records
     its 1-based index ``i``."""
     vg = _step_fn(spec)
     # Data parallelism splits each minibatch's rows; an ensemble's mesh splits its members instead.
@@ -174,11 +174,13 @@ def _make_step(spec: Spec, check_steps: bool) -> Callable:
             batch = lax.with_sharding_constraint(batch, sharded(mesh))
         value, grads = vg(state.params, *batch)
         new = apply_update(spec.optimizer, state, grads)
+        # The step's total weight, for the epoch's loss (summed here, alike in every program).
+        out = (value, None if batch[2] is None else jnp.sum(batch[2]))
         if not check_steps:
-            return (new, bad, bad_step, i + 1), value
+            return (new, bad, bad_step, i + 1), out
         ok = jnp.isfinite(value) & jnp.isfinite(_param_total(new.params)) & ~bad
         bad_step = jnp.where(bad | ok, bad_step, i)
-        return (_tree_where(ok, new, state), bad | ~ok, bad_step, i + 1), value
+        return (_tree_where(ok, new, state), bad | ~ok, bad_step, i + 1), out
 
     return step
 
@@ -242,7 +244,7 @@ def make_epoch(spec: Spec, *, check_steps: bool = True) -> Callable:
 
         init = (state, bad, bad_step, jnp.ones((), jnp.int32))
         batches = (idx.reshape(nb, B), w)
-        (new, bad_new, bad_step, _), values = lax.scan(
+        (new, bad_new, bad_step, _), (values, wsum) = lax.scan(
             gather_step, init, batches, unroll=_step_unroll(nb)
         )
         if check_steps:
@@ -250,7 +252,7 @@ def make_epoch(spec: Spec, *, check_steps: bool = True) -> Callable:
         else:
             fine = jnp.all(jnp.isfinite(values)) & jnp.isfinite(_param_total(new.params)) & ~bad
             state, bad = _tree_where(fine, new, state), ~fine
-        train_loss = epoch_loss(spec, values, None if w is None else jnp.sum(w, axis=1))
+        train_loss = epoch_loss(spec, values, wsum)
         return state, bad, bad_step, train_loss
 
     return train_epoch

@@ -133,7 +133,7 @@ def epoch_slots(
     idx = np.zeros(slots, np.int64)
     k = min(rows, slots)
     idx[:k] = order[:k]
-    if sw is None and slots == rows:
+    if sw is None and slots <= rows:  # every slot a real row: the unweighted mean
         return idx, None
     w = (np.arange(slots) < rows).astype(dtype)
     return idx, w if sw is None else w * sw[idx]
@@ -185,11 +185,6 @@ class Feed:
         self.spec, self.source, self.fmt, self.rows, self.sw = spec, source, fmt, rows, sw
         self.chunk_steps, self.shard = chunk_steps, shard
         self.pool = ThreadPoolExecutor(1, thread_name_prefix="jaxmlp-stream")
-        # Without padding or weights every slot weighs 1, and the step runs unweighted, as the
-        # in-memory program does (sharded shares always carry weights).
-        self.weighted = shard is not None or not (
-            sw is None and (spec.drop_last or rows % spec.batch_size == 0)
-        )
 
     def close(self) -> None:
         self.pool.shutdown(wait=True)
@@ -225,8 +220,6 @@ class Feed:
         """Runs one epoch's steps from ``state``; returns ``(state, bad, bad_step, values,
         wsum)`` (device arrays; ``values`` and ``wsum`` over every step of the epoch)."""
         idx, w, width = self._slots(order)
-        if not self.weighted:
-            w = None
         nb = idx.size // width
         S = self.chunk_steps
         bounds = [(lo, min(nb, lo + S)) for lo in range(0, nb, S)]
