@@ -6,6 +6,12 @@ key it gives the in-memory parameters bit for bit on a CPU (the same steps on th
 
 from __future__ import annotations
 
+import json
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -222,3 +228,37 @@ def test_sharded_shares_cover_every_global_batch_exactly_once():
             got += list(li[b * share : (b + 1) * share][real] + offsets[p])
         want = idx[b * 16 : (b + 1) * 16][w[b * 16 : (b + 1) * 16] > 0]
         np.testing.assert_array_equal(np.sort(got), np.sort(want))
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_two_processes_with_sharded_input_train_like_one_with_all_rows(tmp_path):
+    # Process 0 holds rows [0, 60), process 1 rows [60, 100); neither sees the other's.
+    script = str(Path(__file__).parent / "distributed_scripts" / "two_process_sharded.py")
+    port = str(_free_port())
+    procs = [
+        subprocess.Popen([sys.executable, script, str(pid), port, str(tmp_path)],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for pid in (0, 1)
+    ]  # fmt: skip
+    for proc in procs:
+        _, err = proc.communicate(timeout=300)
+        assert proc.returncode == 0, err[-3000:]
+    model = jaxmlp.MLP((3, 16, 2), activation="tanh")
+    x = np.asarray(jax.random.normal(jax.random.key(1), (100, 3)))
+    single = jaxmlp.fit(
+        model, model.init(jax.random.key(2)), x, x[:, :2] ** 2, key=jax.random.key(3),
+        loss="mse", optimizer=optax.adam(0.01), batch_size=16, epochs=5, progress=False,
+    )  # fmt: skip
+    for pid in (0, 1):
+        got = json.loads((tmp_path / f"process{pid}.json").read_text())
+        assert got["processes"] == 2
+        # The same rows in each global batch, summed in another order: float32 rounding.
+        for a, b in zip(got["params"], jax.tree.leaves(single.params), strict=True):
+            np.testing.assert_allclose(np.array(a), np.asarray(b), atol=1e-6)
+        np.testing.assert_allclose(got["loss"], single.history["loss"], rtol=1e-6)

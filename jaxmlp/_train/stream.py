@@ -216,6 +216,11 @@ class Feed:
             for a in (xs, ys, ws)
         )
 
+    def _scalars(self, *values: Any) -> Any:
+        """Host scalars as the programs take them (replicated over a mesh's processes)."""
+        values = tuple(np.asarray(v) for v in values)
+        return values if self.spec.mesh is None else put(values, replicated(self.spec.mesh))
+
     def run_epoch(self, state, order: np.ndarray, check_steps: bool = False):
         """Runs one epoch's steps from ``state``; returns ``(state, bad, bad_step, values,
         wsum)`` (device arrays; ``values`` and ``wsum`` over every step of the epoch)."""
@@ -234,9 +239,7 @@ class Feed:
 
         for c in range(min(2, len(bounds))):
             submit(c)
-        bad = np.zeros((), bool)
-        bad_step = np.asarray(-1, np.int32)
-        i = np.asarray(1, np.int32)
+        bad, bad_step, i = self._scalars(np.zeros((), bool), np.int32(-1), np.int32(1))
         values, wsums, in_flight = [], [], collections.deque()
         for c in range(len(bounds)):
             xs, ys, ws = pending.popleft().result()
@@ -261,8 +264,8 @@ class Feed:
         def call(carry, start: int, perms):
             order = perms[0] if perms is not None else np.arange(self.rows)
             state, _, _, values, wsum = self.run_epoch(carry.state, order)
-            args = (np.int32(start), state, values, wsum, x_val, y_val, np.int32(patience), delta)
-            return end(carry, *args)
+            e, p, d = self._scalars(np.int32(start), np.int32(patience), delta)
+            return end(carry, e, state, values, wsum, x_val, y_val, p, d)
 
         return call
 
