@@ -185,14 +185,20 @@ def _make_step(spec: Spec, check_steps: bool) -> Callable:
     return step
 
 
+def _ordered_sum(v: jax.Array) -> jax.Array:
+    # One add after another, so that every program (the in-memory epoch, the streamed epoch's
+    # end) gets the same bits; a reduction's order depends on how XLA fuses it.
+    return lax.scan(lambda c, a: (c + a, None), jnp.zeros((), v.dtype), v, unroll=8)[0]
+
+
 def epoch_loss(spec: Spec, values: jax.Array, wsum: jax.Array | None) -> jax.Array:
     """The epoch's training loss from its steps' ``values`` and, for weighted steps, each step's
     total weight ``wsum`` (``None``: every row weighs 1)."""
     if spec.loss.reduction != "mean":
-        return jnp.sum(values)
+        return _ordered_sum(values)
     if wsum is None:
-        return jnp.mean(values)
-    return jnp.sum(values * wsum) / jnp.sum(wsum)
+        return _ordered_sum(values) / values.shape[0]
+    return _ordered_sum(values * wsum) / _ordered_sum(wsum)
 
 
 def make_epoch(spec: Spec, *, check_steps: bool = True) -> Callable:

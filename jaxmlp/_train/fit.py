@@ -207,7 +207,7 @@ def fit(
             Both give the same parameters for the same key. Streaming runs one epoch per call
             (``epochs_per_call`` is ignored) and keeps validation data on the device.
         chunk_steps: minibatch steps per streamed chunk; default: as many as fit in a
-            sixteenth of the device's free memory (at most 64 MiB of rows).
+            sixteenth of the device's free memory (at most 16 MiB of rows).
 
     Returns:
         A :class:`FitResult`.

@@ -29,18 +29,8 @@ from jaxmlp._core.mlp import (
     params_dtype,
 )
 from jaxmlp._train.callbacks import EarlyStopping
+from jaxmlp._train.sources import aligned_empty
 from jaxmlp.errors import JaxmlpWarning
-
-
-def _aligned_empty(shape: tuple[int, ...], dtype) -> np.ndarray:
-    """An uninitialised host array whose data start on a 64-byte boundary (XLA's CPU client then
-    uses the buffer itself as the device array instead of copying it)."""
-    dtype = np.dtype(dtype)
-    nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
-    raw = np.empty(nbytes + 64, np.uint8)
-    start = -raw.ctypes.data % 64
-    return raw[start : start + nbytes].view(dtype).reshape(shape)
-
 
 # Rows copied per slice when staging: bounds the temporaries of a cast or a memmap read.
 _STAGE_BYTES = 64 << 20
@@ -52,7 +42,7 @@ def stage_rows(a: np.ndarray, dtype: Any, total: int) -> jax.Array:
     the device array is that very buffer, so the data exist once more, not twice or three times
     (``jnp.asarray`` then a padding copy); on an accelerator the host buffer is the staging copy."""
     n = a.shape[0]
-    out = _aligned_empty((total, *a.shape[1:]), dtype)
+    out = aligned_empty((total, *a.shape[1:]), dtype)
     step = max(1, _STAGE_BYTES // max(1, out[:1].nbytes))
     for lo in range(0, n, step):
         hi = min(n, lo + step)

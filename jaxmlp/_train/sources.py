@@ -83,12 +83,35 @@ class ArraySource:
         return int(self.x.shape[0])
 
     def take(self, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Rows ``indices`` of ``x`` and ``y`` (read in sorted order, returned in the given one)."""
+        """Rows ``indices`` of ``x`` and ``y``, in that order (memmaps are read in sorted order).
+        The rows land in 64-byte aligned buffers, which a CPU device then uses without a copy."""
+        if not self._maps:
+            return tuple(_gather(a, indices) for a in (self.x, self.y))  # type: ignore[return-value]
         order = np.argsort(indices, kind="stable")
         where = indices[order]
-        xs, ys = np.asarray(self.x[where]), np.asarray(self.y[where])
-        x, y = np.empty_like(xs), np.empty_like(ys)
-        x[order], y[order] = xs, ys
+        out = []
+        for a in (self.x, self.y):
+            rows = np.asarray(a[where])
+            put = aligned_empty(rows.shape, rows.dtype)
+            put[order] = rows
+            out.append(put)
         for m in self._maps:
             m.madvise(mmap.MADV_DONTNEED)
-        return x, y
+        return out[0], out[1]
+
+
+def _gather(a: Any, indices: np.ndarray) -> np.ndarray:
+    a = np.asarray(a)
+    out = aligned_empty((indices.size, *a.shape[1:]), a.dtype)
+    np.take(a, indices, axis=0, out=out)
+    return out
+
+
+def aligned_empty(shape: tuple[int, ...], dtype: Any) -> np.ndarray:
+    """An uninitialised host array whose data start on a 64-byte boundary (XLA's CPU client then
+    uses the buffer itself as the device array instead of copying it)."""
+    dtype = np.dtype(dtype)
+    nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    raw = np.empty(nbytes + 64, np.uint8)
+    start = -raw.ctypes.data % 64
+    return raw[start : start + nbytes].view(dtype).reshape(shape)

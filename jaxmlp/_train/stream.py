@@ -38,7 +38,7 @@ from jaxmlp._train.sources import RowSource
 # A chunk's share of the device's free memory, and bounds on it: two chunks sit on the device and
 # up to two more are being prepared, so four chunks stay well inside the free memory.
 _CHUNK_SHARE = 1 / 16
-_CHUNK_BYTES = (1 << 20, 64 << 20)
+_CHUNK_BYTES = (1 << 20, 16 << 20)
 
 
 def is_source(x: Any) -> bool:
@@ -64,7 +64,7 @@ def free_device_bytes(device: Any = None) -> int:
 
 def choose_chunk_steps(chunk_steps: Any, step_bytes: int, n_batches: int) -> int:
     """Steps per chunk: ``chunk_steps`` as given (at most an epoch), or as many as fit in a
-    sixteenth of the device's free memory, between 1 and 64 MiB of rows."""
+    sixteenth of the device's free memory, between 1 and 16 MiB of rows."""
     if chunk_steps is not None:
         return min(check_int(chunk_steps, "chunk_steps", 1), n_batches)
     lo, hi = _CHUNK_BYTES
