@@ -237,6 +237,7 @@ def fit(
     # The key's bits come back with the value checks' read: one device-to-host copy for both.
     drop = bool(drop_last)
     streaming = use_stream(stream, x)
+    streamed = None
     if streaming:
         streamed = prepare_stream(model, lossf, params, x, y, validation_data, key, batch_size,
                                   mesh)  # fmt: skip
@@ -307,7 +308,7 @@ def fit(
         carry, data, key = put((carry, data, key), replicated(mesh))
     run = Run(spec, epochs, stopping.patience, stopping.min_delta, every, seed, n)
     feed = call = None
-    if streaming:
+    if streamed is not None:
         fmt = row_format(model, cast(Loss, lossf), dtype)
         step_bytes = batch_size * (xb[:1].nbytes + yb[:1].nbytes + np.dtype(dtype).itemsize)
         steps = choose_chunk_steps(chunk_steps, step_bytes, n_batches)

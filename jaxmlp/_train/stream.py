@@ -158,12 +158,12 @@ def local_slots(
     d = jax.local_device_count()
     granule = d * max(1, batch // (8 * P * d))
     share = min(-(-batch // d) * d, -(-most // granule) * granule)
-    own = owner == shards.index
+    own = owner == shards.process
     counts = own.sum(axis=1)
     # Stable: each batch's owned slots first, in batch order.
     pick = np.argsort(~own, axis=1, kind="stable")[:, :share]
     keep = np.arange(share)[None, :] < counts[:, None]
-    offset = int(shards.offsets[shards.index])
+    offset = int(shards.offsets[shards.process])
     out_idx = np.where(keep, np.take_along_axis(idx, pick, 1) - offset, 0)
     out_w = np.where(keep, np.take_along_axis(w, pick, 1), 0).astype(dtype)
     return out_idx.ravel(), out_w.ravel(), share
@@ -347,6 +347,7 @@ def prepare_stream(
         )
     xb, yb, words, _ = prepare_data(model, loss, params, px, py, finite_params=True, key=key)
     xv, yv, _ = prepare_validation(model, loss, params, validation_data)
+    assert words is not None  # a key was passed
     return StreamInput(source, shard, xv, yv, words, rows, (xb, yb))
 
 
@@ -355,7 +356,7 @@ class Shards(NamedTuple):
 
     offsets: np.ndarray  # (processes,)
     rows: np.ndarray  # (processes,)
-    index: int  # this process
+    process: int  # this process
 
 
 def exchange_shards(offset: int, rows: int, global_rows: int) -> Shards:
