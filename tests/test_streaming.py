@@ -262,3 +262,15 @@ def test_two_processes_with_sharded_input_train_like_one_with_all_rows(tmp_path)
         for a, b in zip(got["params"], jax.tree.leaves(single.params), strict=True):
             np.testing.assert_allclose(np.array(a), np.asarray(b), atol=1e-6)
         np.testing.assert_allclose(got["loss"], single.history["loss"], rtol=1e-6)
+
+
+def test_array_source_reads_a_memmap_block_by_block_in_the_requested_order(tmp_path):
+    big = np.arange(30000, dtype=np.float32).reshape(10000, 3)
+    np.save(tmp_path / "big.npy", big)
+    xm = np.load(tmp_path / "big.npy", mmap_mode="r")
+    labels = np.arange(10000) % 7
+    want = np.random.default_rng(1).integers(0, 10000, 9001)  # three blocks, with repeats
+    x, y = jaxmlp.ArraySource(xm, labels).take(want)
+    np.testing.assert_array_equal(x, big[want])
+    np.testing.assert_array_equal(y, labels[want])
+    assert x.ctypes.data % 64 == 0  # a CPU device can use the buffer as it is

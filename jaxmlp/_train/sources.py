@@ -89,15 +89,20 @@ class ArraySource:
             return tuple(_gather(a, indices) for a in (self.x, self.y))  # type: ignore[return-value]
         order = np.argsort(indices, kind="stable")
         where = indices[order]
-        out = []
-        for a in (self.x, self.y):
-            rows = np.asarray(a[where])
-            put = aligned_empty(rows.shape, rows.dtype)
-            put[order] = rows
-            out.append(put)
-        for m in self._maps:
-            m.madvise(mmap.MADV_DONTNEED)
+        out = [aligned_empty((indices.size, *a.shape[1:]), a.dtype) for a in (self.x, self.y)]
+        # A page fault maps up to 16 pages around the one touched, so a block of scattered rows
+        # maps up to 64 KiB each: release them block by block.
+        for lo in range(0, where.size, _MAPPED_ROWS):
+            part = slice(lo, lo + _MAPPED_ROWS)
+            for a, put in zip((self.x, self.y), out, strict=True):
+                put[order[part]] = a[where[part]]
+            for m in self._maps:
+                m.madvise(mmap.MADV_DONTNEED)
         return out[0], out[1]
+
+
+# Rows of a memmap read between two releases of its pages (at most 256 MiB mapped at a time).
+_MAPPED_ROWS = 4096
 
 
 def _gather(a: Any, indices: np.ndarray) -> np.ndarray:
