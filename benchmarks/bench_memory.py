@@ -72,9 +72,14 @@ def child(args) -> dict:
     import jaxmlp
 
     tmp = None
-    if args.mode == "memmap":
-        tmp = Path(tempfile.mkdtemp(prefix="jaxmlp-bench-", dir=args.dir))
-    x, y = _make(args.rows, tmp)
+    if args.data:  # files an earlier run wrote (kept)
+        x = np.load(Path(args.data) / "x.npy", mmap_mode="r")
+        y = np.load(Path(args.data) / "y.npy", mmap_mode="r")
+        args.rows = len(x)
+    else:
+        if args.mode == "memmap":
+            tmp = Path(tempfile.mkdtemp(prefix="jaxmlp-bench-", dir=args.dir))
+        x, y = _make(args.rows, tmp)
     if args.mode == "memmap":  # drop the written pages: the run reads the file afresh
         import gc
 
@@ -142,6 +147,7 @@ def main(argv=None) -> int:
     p.add_argument("--chunk-steps", type=int, default=None)
     p.add_argument("--no-shuffle", action="store_true", help="visit the rows in stored order")
     p.add_argument("--dir", default=None, help="where --mode memmap writes its file")
+    p.add_argument("--data", default=None, help="--mode memmap: read x.npy, y.npy from here")
     p.add_argument("--json", default=None)
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
@@ -159,6 +165,7 @@ def main(argv=None) -> int:
                 cmd += ["--no-shuffle"] if args.no_shuffle else []
                 cmd += ["--chunk-steps", str(args.chunk_steps)] if args.chunk_steps else []
                 cmd += ["--dir", args.dir] if args.dir else []
+                cmd += ["--data", args.data] if args.data else []
                 proc = subprocess.run(cmd, capture_output=True, text=True)
                 if proc.returncode:
                     print(proc.stderr[-3000:], file=sys.stderr)

@@ -9,6 +9,7 @@ where they sit with ``offset`` and ``global_rows`` (see :class:`RowSource`).
 from __future__ import annotations
 
 import mmap
+import os
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
@@ -47,9 +48,11 @@ class ArraySource:
     """A :class:`RowSource` over arrays that share a leading row axis: NumPy arrays, memmaps
     (``np.load(path, mmap_mode="r")``) or anything NumPy can index with an integer array.
 
-    For memmaps the rows are read in sorted order (sequential reads), and the pages read are
-    released from the process after each ``take`` (``madvise(MADV_DONTNEED)``; the kernel's page
-    cache keeps them), so the resident memory stays bounded by the chunk, not the file.
+    A memmap opened from a file (``np.load(path, mmap_mode="r")``) is read with positioned reads
+    of its rows, in sorted order, so the file's pages never count towards the process's resident
+    memory (the kernel's page cache keeps them); other memmaps (views of one) are read through
+    the mapping, whose pages are released every 4096 rows (``madvise(MADV_DONTNEED)``). Either
+    way the resident memory stays bounded by the chunk, not the file.
 
     Args:
         x: ``(n, features)`` inputs.
@@ -77,7 +80,11 @@ class ArraySource:
             )
         self.offset = int(offset)
         self.global_rows = None if global_rows is None else int(global_rows)
-        self._maps = [m for m in (_mapping(x), _mapping(y)) if m is not None]
+        self._files = [_file_rows(a) for a in (x, y)]
+        self._maps = [
+            m for a, f in zip((x, y), self._files, strict=True) if f is None
+            for m in [_mapping(a)] if m is not None
+        ]  # fmt: skip
 
     def __len__(self) -> int:
         return int(self.x.shape[0])
@@ -86,7 +93,11 @@ class ArraySource:
         """Rows ``indices`` of ``x`` and ``y``, in that order (memmaps are read in sorted order).
         The rows land in 64-byte aligned buffers, which a CPU device then uses without a copy."""
         if not self._maps:
-            return tuple(_gather(a, indices) for a in (self.x, self.y))  # type: ignore[return-value]
+            got = [
+                _gather(a, indices) if f is None else _read_rows(*f, indices)
+                for a, f in zip((self.x, self.y), self._files, strict=True)
+            ]
+            return got[0], got[1]
         order = np.argsort(indices, kind="stable")
         where = indices[order]
         out = [aligned_empty((indices.size, *a.shape[1:]), a.dtype) for a in (self.x, self.y)]
@@ -103,6 +114,44 @@ class ArraySource:
 
 # Rows of a memmap read between two releases of its pages (at most 256 MiB mapped at a time).
 _MAPPED_ROWS = 4096
+
+
+def _file_rows(a: Any) -> tuple[str, int, int, tuple[int, ...], np.dtype] | None:
+    """``(file, offset, row bytes, row shape, dtype)`` of a memmap read straight from its file
+    (a whole memmap with C-ordered rows, ``np.load(path, mmap_mode="r")``), else ``None``."""
+    if not (isinstance(a, np.memmap) and isinstance(a.base, mmap.mmap) and a.filename):
+        return None
+    if not a.flags.c_contiguous or a.ndim < 1:
+        return None
+    return str(a.filename), int(a.offset), int(a.strides[0]), tuple(a.shape[1:]), a.dtype
+
+
+def _read_rows(path: str, offset: int, row_bytes: int, tail: tuple[int, ...], dtype: Any,
+               indices: np.ndarray) -> np.ndarray:  # fmt: skip
+    """Rows ``indices`` of a file of fixed-size rows, by positioned reads (one per run of
+    consecutive rows), never mapped into the process: its resident memory holds the rows read,
+    not the file's pages around them."""
+    uniq, inverse = np.unique(indices, return_inverse=True)
+    rows = aligned_empty((uniq.size, *tail), dtype)
+    view = memoryview(rows.reshape(-1).view(np.uint8))
+    cut = np.flatnonzero(np.diff(uniq) != 1) + 1
+    starts, ends = np.concatenate([[0], cut]), np.concatenate([cut, [uniq.size]])
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        for lo, hi in zip(starts.tolist(), ends.tolist(), strict=True):
+            done, want, at = lo * row_bytes, hi * row_bytes, offset + int(uniq[lo]) * row_bytes
+            while done < want:
+                got = os.preadv(fd, [view[done:want]], at + done - lo * row_bytes)
+                if got <= 0:
+                    raise ValueError(f"x: {path} ended before row {int(uniq[hi - 1])}")
+                done += got
+    finally:
+        os.close(fd)
+    if uniq.size == indices.size and np.array_equal(uniq, indices):
+        return rows
+    out = aligned_empty((indices.size, *tail), dtype)
+    np.take(rows, inverse.reshape(-1), axis=0, out=out)
+    return out
 
 
 def _gather(a: Any, indices: np.ndarray) -> np.ndarray:
