@@ -197,7 +197,7 @@ def epoch_loss(spec: Spec, values: jax.Array, wsum: jax.Array | None) -> jax.Arr
     if spec.loss.reduction != "mean":
         return _ordered_sum(values)
     if wsum is None:
-        return _ordered_sum(values) / values.shape[0]
+        return jnp.mean(values)  # the same bits in both programs (tested), and cheaper
     return _ordered_sum(values * wsum) / _ordered_sum(wsum)
 
 
