@@ -278,3 +278,14 @@ def test_array_source_reads_a_memmap_block_by_block_in_the_requested_order(tmp_p
         assert x.ctypes.data % 64 == 0  # a CPU device can use the buffer as it is
     x, _ = jaxmlp.ArraySource(xm, labels).take(np.arange(17, 9017))  # one run: one read
     np.testing.assert_array_equal(x, big[17:9017])
+
+
+def test_chunk_steps_come_from_the_argument_or_the_free_memory():
+    from jaxmlp._train.stream import choose_chunk_steps, free_device_bytes
+
+    assert free_device_bytes() > 0
+    assert choose_chunk_steps(5, 1 << 20, 1000) == 5
+    assert choose_chunk_steps(5000, 1 << 20, 1000) == 1000  # at most an epoch
+    auto = choose_chunk_steps(None, 1 << 20, 1000)  # 1 MiB a step: at most 16 steps
+    assert 1 <= auto <= 16
+    assert choose_chunk_steps(None, 1 << 30, 1000) == 1  # a step larger than the budget
