@@ -50,6 +50,7 @@ CONFIGS = {
     "whole-batches": {"batch_size": 29, "chunk_steps": 2},  # 203 = 7 * 29: no weights
     "drop-last": {"drop_last": True, "chunk_steps": 4},
     "no-shuffle": {"shuffle": False},
+    "summed-loss": {"loss": "sse", "optimizer": optax.sgd(1e-4)},
     "sample-weight": {"sample_weight": RNG.uniform(0.1, 2, 203).astype(np.float32)},
     "validation-early-stopping": {
         "validation_data": (X[:40], Y[:40]),
