@@ -133,7 +133,7 @@ def _read_rows(path: str, offset: int, row_bytes: int, tail: tuple[int, ...], dt
     not the file's pages around them."""
     uniq, inverse = np.unique(indices, return_inverse=True)
     rows = aligned_empty((uniq.size, *tail), dtype)
-    view = memoryview(rows.reshape(-1).view(np.uint8))
+    view = memoryview(rows.reshape(-1).view(np.uint8).data)
     cut = np.flatnonzero(np.diff(uniq) != 1) + 1
     starts, ends = np.concatenate([[0], cut]), np.concatenate([cut, [uniq.size]])
     fd = os.open(path, os.O_RDONLY)
