@@ -70,6 +70,7 @@ if TYPE_CHECKING:
         predict_ensemble,
     )
     from jaxmlp._train.fit import FitResult, FitState, fit
+    from jaxmlp._train.sources import ArraySource, RowSource
     from jaxmlp.data import Standardizer, train_test_split
 
 __version__ = "0.1.0"
@@ -83,6 +84,7 @@ __all__ = [
     "MLP",
     "OUTPUT_ACTIVATIONS",
     "Activation",
+    "ArraySource",
     "Backward",
     "CallState",
     "Callback",
@@ -101,6 +103,7 @@ __all__ = [
     "Objective",
     "PerExampleGradNormsFn",
     "PerExampleGradsFn",
+    "RowSource",
     "Standardizer",
     "Trace",
     "TrainState",
@@ -200,6 +203,7 @@ _SOURCES: dict[str, tuple[str, ...]] = {
         "predict_ensemble",
     ),
     "jaxmlp._train.fit": ("FitResult", "FitState", "fit"),
+    "jaxmlp._train.sources": ("ArraySource", "RowSource"),
 }
 _MODULE_OF = {name: module for module, names in _SOURCES.items() for name in names}
 

@@ -185,6 +185,51 @@ def _evaluate(spec: Spec, params, x_val, y_val):
     return evaluate(spec.model, params, x_val, y_val, spec.loss)
 
 
+def _make_step(spec: Spec, check_steps: bool) -> Callable:
+    """One minibatch step for ``lax.scan``: ``((state, bad, bad_step, i), (x, y, w), key=None) ->
+    (carry, (loss value, total weight or None))``, ``key`` the training-mode root key (step ``t``
+    draws with ``fold_in(key, t)``); with ``check_steps`` a non-finite step is not applied
+    and ``bad_step`` records its 1-based index ``i``."""
+    vg = _step_fn(spec)
+    # Data parallelism splits each minibatch's rows; an ensemble's mesh splits its members instead.
+    mesh = spec.mesh if spec.members is None else None
+
+    def step(c, batch, key=None):
+        state, bad, bad_step, i = c
+        if mesh is not None:
+            # Rows of every minibatch split across the "data" axis; XLA adds the all-reduce.
+            batch = lax.with_sharding_constraint(batch, sharded(mesh))
+        # ``key``: the run's training-mode root key (dropout), or None
+        value, grads = vg(state.params, *batch, key=step_key(key, state.step))
+        new = apply_update(spec.optimizer, state, grads)
+        # The step's total weight, for the epoch's loss (summed here, alike in every program).
+        out = (value, None if batch[2] is None else jnp.sum(batch[2]))
+        if not check_steps:
+            return (new, bad, bad_step, i + 1), out
+        ok = jnp.isfinite(value) & jnp.isfinite(_param_total(new.params)) & ~bad
+        bad_step = jnp.where(bad | ok, bad_step, i)
+        return (_tree_where(ok, new, state), bad | ~ok, bad_step, i + 1), out
+
+    return step
+
+
+def _ordered_sum(v: jax.Array) -> jax.Array:
+    # One add after another, so that every program (the in-memory epoch, the streamed epoch's
+    # end) gets the same bits; a reduction's order depends on how XLA fuses it.
+    return lax.scan(lambda c, a: (c + a, None), jnp.zeros((), v.dtype), v, unroll=8)[0]
+
+
+def epoch_loss(spec: Spec, values: jax.Array, wsum: jax.Array | None) -> jax.Array:
+    """The epoch's training loss from its steps' ``values`` and, for weighted steps, each step's
+    total weight ``wsum`` (``None``: every row weighs 1)."""
+    # The plain reductions give the same bits in both programs (tested), and cost less.
+    if spec.loss.reduction != "mean":
+        return jnp.sum(values)
+    if wsum is None:
+        return jnp.mean(values)
+    return _ordered_sum(values * wsum) / _ordered_sum(wsum)
+
+
 def make_epoch(spec: Spec, *, check_steps: bool = True) -> Callable:
     """One training epoch for one model, pure: ``(state, bad, bad_step, x, y, sw, perm, rows,
     key) -> (state, bad, bad_step, train_loss)``; ``key`` is the training-mode root key
@@ -204,20 +249,8 @@ def make_epoch(spec: Spec, *, check_steps: bool = True) -> Callable:
     a select per state leaf: on a GPU, where a small model's step is a few dozen kernels of about a
     microsecond each, that is about a quarter of them.
     """
-    vg = _step_fn(spec)
+    step = _make_step(spec, check_steps)
     B = spec.batch_size
-    # Data parallelism splits each minibatch's rows; an ensemble's mesh splits its members instead.
-    mesh = spec.mesh if spec.members is None else None
-
-    def step(c, batch, key=None):
-        state, bad, bad_step, i = c
-        value, grads = vg(state.params, *batch, key=step_key(key, state.step))
-        new = apply_update(spec.optimizer, state, grads)
-        if not check_steps:
-            return (new, bad, bad_step, i + 1), value
-        ok = jnp.isfinite(value) & jnp.isfinite(_param_total(new.params)) & ~bad
-        bad_step = jnp.where(bad | ok, bad_step, i)
-        return (_tree_where(ok, new, state), bad | ~ok, bad_step, i + 1), value
 
     def train_epoch(state, bad, bad_step, x, y, sw, perm, rows: Any = None, key=None):
         n = rows_of(x)
@@ -239,28 +272,23 @@ def make_epoch(spec: Spec, *, check_steps: bool = True) -> Callable:
             w = w.reshape(nb, B)
         else:
             w = None  # every row weighs 1: the plain mean, no weights to gather or sum
-        batches = jax.tree.map(lambda a: a[idx].reshape(nb, B, *a.shape[1:]), (x, y))
-        batches = (*batches, w)
-        if mesh is not None:
-            # Rows of every minibatch split across the "data" axis; XLA adds the all-reduce.
-            batches = lax.with_sharding_constraint(batches, sharded(mesh, axis=1))
+
+        # Each step gathers its own rows: the data stay one copy, the epoch holds only indices.
+        def gather_step(c, batch):
+            ib, wb = batch
+            return step(c, (*jax.tree.map(lambda a: a[ib], (x, y)), wb), key)
 
         init = (state, bad, bad_step, jnp.ones((), jnp.int32))
-        (new, bad_new, bad_step, _), values = lax.scan(
-            functools.partial(step, key=key), init, batches, unroll=_step_unroll(nb)
+        batches = (idx.reshape(nb, B), w)
+        (new, bad_new, bad_step, _), (values, wsum) = lax.scan(
+            gather_step, init, batches, unroll=_step_unroll(nb)
         )
         if check_steps:
             state, bad = new, bad_new
         else:
             fine = jnp.all(jnp.isfinite(values)) & jnp.isfinite(_param_total(new.params)) & ~bad
             state, bad = _tree_where(fine, new, state), ~fine
-        if spec.loss.reduction != "mean":
-            train_loss = jnp.sum(values)
-        elif w is None:
-            train_loss = jnp.mean(values)
-        else:
-            wsum = jnp.sum(w, axis=1)
-            train_loss = jnp.sum(values * wsum) / jnp.sum(wsum)
+        train_loss = epoch_loss(spec, values, wsum)
         return state, bad, bad_step, train_loss
 
     return train_epoch
@@ -285,17 +313,32 @@ def member_epoch(spec: Spec) -> Callable:
     one model's program never needs that, since its loop ends at once.
     """
     train_epoch = make_epoch(spec, check_steps=False)
-    masked = spec.members is not None
+    finish = finish_epoch(spec)
 
     def run(carry: Carry, e, perm, x, y, sw, x_val, y_val, patience, min_delta, rows):
         state, bad, bad_step, train_loss = train_epoch(
             carry.state, carry.diverged, carry.bad_step, x, y, sw, perm, rows, carry.dropout_key
         )
+        dtype = dtype_of(x, state.params)
+        return finish(carry, e, state, bad, bad_step, train_loss, x_val, y_val, patience,
+                      min_delta, dtype)  # fmt: skip
+
+    return run
+
+
+def finish_epoch(spec: Spec) -> Callable:
+    """An epoch's bookkeeping once its steps have run, pure: ``(carry, e, state, bad, bad_step,
+    train_loss, x_val, y_val, patience, min_delta, dtype) -> (carry, outputs)`` (see
+    :func:`member_epoch`); shared by the in-memory epoch and the streamed one."""
+    masked = spec.members is not None
+
+    def run(carry: Carry, e, state, bad, bad_step, train_loss, x_val, y_val, patience, min_delta,
+            dtype):  # fmt: skip
         if spec.has_val:
             val_loss, val_metric = _evaluate(spec, state.params, x_val, y_val)
             score = val_loss
         else:
-            val_loss = val_metric = jnp.asarray(jnp.nan, dtype_of(x, state.params))
+            val_loss = val_metric = jnp.asarray(jnp.nan, dtype)
             score = train_loss
         improved = score < carry.best_score - min_delta
         best_params = (

@@ -68,16 +68,19 @@ def drive(
     done: int = 0,
     stopped: bool = False,
     on_report: Callable[[Report, Any, np.ndarray | None, int], Any] | None = None,
+    call: Callable[[Any, int, Any], tuple[Any, Any]] | None = None,
 ) -> tuple[Any, int, Report | None]:
     """Runs epochs ``done+1 .. run.epochs``; returns ``(carry, epochs done, last report)``.
 
     ``stopped``: every member had already finished (a resumed run that had stopped early).
     ``on_report(report, carry, perms, done)`` sees every call's report before the callbacks and
-    returns the carry to go on with (``fit`` raises there on divergence).
+    returns the carry to go on with (``fit`` raises there on divergence). ``call(carry, start,
+    perms) -> (carry, report vector)`` runs the epochs from ``start`` instead of the in-memory
+    program (streaming: ``data`` then holds no training rows and the orders cover ``run.rows``).
     """
     spec = run.spec
-    program = epochs_program(spec)
-    n = rows_of(data.x)
+    program = epochs_program(spec) if call is None else None
+    n = rows_of(data.x) if call is None else run.rows
     dtype = dtype_of(data.x, carry.state.params)
     mesh = spec.mesh
 
@@ -90,6 +93,8 @@ def drive(
         perms = call_permutations(spec, run.seed, start, limit, run.rows)
         if perms is not None and n > run.rows:  # padding rows read row 0 (and weigh 0)
             perms = np.pad(perms, [(0, 0)] * (perms.ndim - 1) + [(0, n - run.rows)])
+        if call is not None:
+            return start, None, perms
         rows = run.rows if spec.padded else -1
         plan = make_plan(start, limit, run.patience, run.min_delta, dtype, perms, rows)
         if mesh is not None:
@@ -104,7 +109,11 @@ def drive(
         if upcoming[0] != done:  # the last call ended early (a checkpoint boundary)
             upcoming = orders(done)
         _, plan, perms = upcoming
-        carry, packed = program(carry, data.x, data.y, data.sw, plan, data.x_val, data.y_val)
+        if program is not None:
+            carry, packed = program(carry, data.x, data.y, data.sw, plan, data.x_val, data.y_val)
+        else:
+            assert call is not None
+            carry, packed = call(carry, done, perms)
         # The call runs asynchronously: draw the next call's row orders meanwhile.
         nxt = done + spec.epochs_per_call
         upcoming = orders(nxt) if nxt < run.epochs else upcoming

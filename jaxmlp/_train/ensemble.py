@@ -32,14 +32,7 @@ from jaxmlp._core.mlp import MLP, Params, as_batch, check_finite_params, check_p
 from jaxmlp._core.objective import Objective, as_objective
 from jaxmlp._distributed import check_mesh, put, replicated, sharded
 from jaxmlp._engine.orders import order_seed, seed_from_words
-from jaxmlp._engine.program import (
-    Spec,
-    dropout_root,
-    dtype_of,
-    fresh_carry,
-    learning_rate,
-    rows_of,
-)
+from jaxmlp._engine.program import Spec, dropout_root, dtype_of, fresh_carry, learning_rate
 from jaxmlp._engine.step import DEFAULT_OPTIMIZER, check_state_params
 from jaxmlp._train import resume as _resume
 from jaxmlp._train.callbacks import (
@@ -205,11 +198,12 @@ def fit_ensemble(
     # before the states are built: a read after that compiled call would wait for it.
     order_keys = jax.random.split(k_order, K)
     member_keys = order_keys[np.zeros(K, np.int32)] if same_order else order_keys
-    xb, yb, xv, yv, words = prepare_training(
-        model, lossf, member0, x, y, validation_data, member_keys
-    )
+    drop = bool(drop_last)
+    xb, yb, xv, yv, words, n = prepare_training(
+        model, lossf, member0, x, y, validation_data, member_keys,
+        rows_to=lambda rows: whole_batches(rows, min(batch_size, rows), drop),
+    )  # fmt: skip
     seeds = seed_from_words(words)
-    n = rows_of(xb)
     dtype = dtype_of(xb, member0)
     batch_size = clip_batch_size(batch_size, n)
     if lossf is not None:

@@ -42,7 +42,6 @@ from jaxmlp._engine.program import (
     fresh_carry,
     learning_rate,
     replay_program,
-    rows_of,
 )
 from jaxmlp._engine.step import DEFAULT_OPTIMIZER, compiled_init
 from jaxmlp._train import resume as _resume
@@ -67,6 +66,13 @@ from jaxmlp._train.inputs import (
     pad_rows,
     prepare_training,
     whole_batches,
+)
+from jaxmlp._train.stream import (
+    Feed,
+    choose_chunk_steps,
+    prepare_stream,
+    row_format,
+    use_stream,
 )
 from jaxmlp.errors import DivergenceError
 
@@ -149,6 +155,8 @@ def fit(
     resume: bool = False,
     mesh: Mesh | None = None,
     callbacks: Sequence[Callback | Callable[[int, Mapping[str, Any]], Any]] | None = None,
+    stream: bool | str = "auto",
+    chunk_steps: int | None = None,
 ) -> FitResult:
     """Trains ``params`` with minibatch gradient steps, whole epochs fused on the device.
 
@@ -157,8 +165,10 @@ def fit(
         params: its starting parameters (left untouched: donation only ever consumes copies),
             or a previous ``FitResult`` to continue that run (see :class:`FitResult`).
         x: ``(n, sizes[0])`` inputs; for an objective, its rows: any pytree of arrays with a
-            leading axis of ``n`` rows.
-        y: targets as ``loss`` expects (``(n,)`` labels, ``(n, k)``); ``None`` for an objective.
+            leading axis of ``n`` rows; or a row source (:class:`RowSource`, e.g.
+            :class:`ArraySource`), streamed (then ``y=None``).
+        y: targets as ``loss`` expects (``(n,)`` labels, ``(n, k)``); ``None`` for an objective
+            or a row source.
         loss: a loss name, a ``jaxmlp.Loss``, or an objective: a ``jaxmlp.Objective`` or a
             function ``f(apply, params, rows) -> (batch,)`` (see :class:`Objective`).
         key: PRNG key; epoch ``e``'s row order depends only on ``(key, e)``, and with dropout
@@ -191,10 +201,19 @@ def fit(
         mesh: data parallelism: a ``jax.sharding.Mesh`` with a ``"data"`` axis (see
             ``data_parallel_mesh``); each minibatch's rows are split across it (``batch_size``
             must divide evenly), parameters and optimizer state are replicated. In a
-            multi-process run every process passes the same data and key; process 0 writes
-            the checkpoints.
+            multi-process run every process passes the same data and key (or, streaming, a
+            source holding only its own rows: see :class:`RowSource`); process 0 writes the
+            checkpoints.
         callbacks: functions ``f(epoch, metrics)`` or :class:`Callback` objects, called after
             every epoch (see :class:`Callback`).
+        stream: ``True`` gathers every minibatch's rows on the host and sends them to the
+            device in chunks of ``chunk_steps`` steps, prepared while the device runs the
+            previous chunk; ``False`` places all rows on the device once; ``"auto"`` streams
+            row sources, NumPy memmaps and arrays larger than half the device's free memory.
+            Both give the same parameters for the same key. Streaming runs one epoch per call
+            (``epochs_per_call`` is ignored) and keeps validation data on the device.
+        chunk_steps: minibatch steps per streamed chunk; default: as many as fit in a
+            sixteenth of the device's free memory (at most 16 MiB of rows).
 
     Returns:
         A :class:`FitResult`.
@@ -224,23 +243,37 @@ def fit(
     ckpt = check_checkpointing(checkpoint_dir, checkpoint_every, keep, resume)
     users = as_callbacks(callbacks)
     # The key's bits come back with the value checks' read: one device-to-host copy for both.
-    xb, yb, xv, yv, key_words = prepare_training(
-        model, lossf, params, x, y, validation_data, key, finite_params=True
-    )
-    n = rows_of(xb)
+    drop = bool(drop_last)
+    streaming = use_stream(stream, x)
+    streamed = None
+    if streaming:
+        streamed = prepare_stream(model, lossf, params, x, y, validation_data, key, batch_size,
+                                  mesh)  # fmt: skip
+        xb, yb = streamed.probe  # the first rows, checked; the rest are checked as they stream
+        xv, yv, key_words, n = streamed.x_val, streamed.y_val, streamed.key_words, streamed.rows
+    else:
+        # NumPy rows are staged on the device once, already padded to whole batches.
+        xb, yb, xv, yv, key_words, n = prepare_training(
+            model, lossf, params, x, y, validation_data, key, finite_params=True,
+            rows_to=lambda rows: whole_batches(rows, min(batch_size, rows), drop),
+        )  # fmt: skip
     dtype = dtype_of(xb, params)
     batch_size = clip_batch_size(batch_size, n)
     if lossf is not None:
         check_custom_loss(model, lossf, params, xb, yb, batch_size)
     sw = check_sample_weight(sample_weight, n, dtype)
-    total = whole_batches(n, batch_size, bool(drop_last))
-    if total > n:  # whole batches: sizes less than a batch apart share one program
+    total = whole_batches(n, batch_size, drop)
+    if (
+        total > n and not streaming
+    ):  # whole batches: sizes less than a batch apart share one program
         xb, yb, sw = pad_rows((xb, yb, sw), total)
     n_batches = n // batch_size if drop_last else math.ceil(n / batch_size)
     every = None if ckpt.directory is None else ckpt.every
     epochs_per_call = choose_epochs_per_call(
         epochs_per_call, model, n_batches, batch_size, checkpoint_every=every
     )
+    if streaming:
+        epochs_per_call = 1  # a call is one streamed epoch
     stopping = check_early_stopping(early_stopping)
     if mesh is not None:
         check_mesh(mesh, batch_size)
@@ -279,11 +312,19 @@ def fit(
             stopped = bool(carry.stopped)
             seed = order_seed(key)  # the stored key's
     carry = carry._replace(dropout_key=dropout_root(model, key))
-    data = Data(xb, yb, sw, xv, yv)
+    data = Data(None, None, None, xv, yv) if streaming else Data(xb, yb, sw, xv, yv)
     if mesh is not None:
         # Global, replicated inputs: every process holds the same data and key.
         carry, data, key = put((carry, data, key), replicated(mesh))
     run = Run(spec, epochs, stopping.patience, stopping.min_delta, every, seed, n)
+    feed = call = None
+    if streamed is not None:
+        fmt = row_format(model, cast(Loss, lossf), dtype)
+        step_bytes = batch_size * (xb[:1].nbytes + yb[:1].nbytes + np.dtype(dtype).itemsize)
+        steps = choose_chunk_steps(chunk_steps, step_bytes, n_batches)
+        host_sw = None if sw is None else np.asarray(sw)
+        feed = Feed(spec, streamed.source, fmt, n, host_sw, steps, streamed.shard)
+        call = feed.call(stopping.patience, stopping.min_delta, data.x_val, data.y_val)
 
     def save(path: Path, state: CallState, info: dict[str, Any] | None = None) -> None:
         _resume.save(path, model, state.carry, key, state.epoch, state.history,
@@ -292,7 +333,7 @@ def fit(
     def on_report(r: Report, carry: Carry, perms, start: int) -> Carry:
         if not r.diverged:
             return carry
-        carry, bad_step = _locate_divergence(spec, carry, r, start, perms, data, n)
+        carry, bad_step = _locate_divergence(spec, carry, r, start, perms, data, n, feed)
         bad_epoch = int(r.bad_epoch) + 1
         past = history.upto(len(history.history["loss"]))
         for i in range(bad_epoch - 1 - start):  # the finite epochs of this call
@@ -324,9 +365,12 @@ def fit(
         internal.append(Checkpoints(ckpt.directory, ckpt.every, ckpt.keep, save))
     try:
         carry, done, report = drive(run, carry, data, key, history, [*internal, *users],
-                                    done=done, stopped=stopped, on_report=on_report)  # fmt: skip
+                                    done=done, stopped=stopped, on_report=on_report,
+                                    call=call)  # fmt: skip
     finally:
         bar.on_train_end(None)
+        if feed is not None:
+            feed.close()
     step = int(carry.state.step) if report is None else int(report.step)
     stopped_epoch = done if report is not None and bool(report.stopped) else None
     if previous is not None and stopped_epoch is None and report is None:
@@ -347,7 +391,7 @@ def fit(
 
 
 def _locate_divergence(
-    spec: Spec, carry: Carry, r: Report, done: int, perms, data: Data, rows: int
+    spec: Spec, carry: Carry, r: Report, done: int, perms, data: Data, rows: int, feed=None
 ):
     """The fast path found the non-finite epoch and kept the state it started from: replay that
     epoch with a check after every step (:func:`jaxmlp._engine.program.replay_program`) for the
@@ -356,6 +400,11 @@ def _locate_divergence(
     round differently near a blow-up; on a GPU the two sum some reductions in another order),
     and the carry then keeps the epoch's starting state."""
     perm = None if perms is None else perms[int(r.bad_epoch) - done]
+    if feed is not None:  # streamed: the epoch's chunks again, checked step by step
+        order = np.arange(rows) if perm is None else perm
+        state, bad, bad_step = feed.replay(carry.state, order, carry.dropout_key)
+        bad, bad_step = host((bad, bad_step))
+        return (carry._replace(state=state), int(bad_step)) if bad else (carry, None)
     if spec.mesh is not None and perm is not None:
         perm = put(perm, replicated(spec.mesh))
     replay = replay_program(spec)

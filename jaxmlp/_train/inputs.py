@@ -26,9 +26,52 @@ from jaxmlp._core.mlp import (
     check_finite_params,
     nonfinite,
     nonfinite_and_key,
+    params_dtype,
 )
 from jaxmlp._train.callbacks import EarlyStopping
+from jaxmlp._train.sources import aligned_empty
 from jaxmlp.errors import JaxmlpWarning
+
+# Rows copied per slice when staging: bounds the temporaries of a cast or a memmap read.
+_STAGE_BYTES = 64 << 20
+
+
+def stage_rows(a: np.ndarray, dtype: Any, total: int) -> jax.Array:
+    """Host rows ``a`` as one device array of ``total`` rows in ``dtype``: ``a`` copied (and cast)
+    slice by slice into one host buffer, zero rows after it, then placed on the device. On a CPU
+    the device array is that very buffer, so the data exist once more, not twice or three times
+    (``jnp.asarray`` then a padding copy); on an accelerator the host buffer is the staging copy."""
+    n = a.shape[0]
+    out = aligned_empty((total, *a.shape[1:]), dtype)
+    step = max(1, _STAGE_BYTES // max(1, out[:1].nbytes))
+    for lo in range(0, n, step):
+        hi = min(n, lo + step)
+        out[lo:hi] = a[lo:hi]
+    out[n:] = 0
+    return jax.device_put(out)
+
+
+@jax.jit
+def _probe(arrays: list[Any]) -> list[Any]:
+    # sum(a * 0) is NaN exactly when ``a`` holds a NaN or an Inf, and XLA fuses it into one pass;
+    # ``all(isfinite(a))`` materialises a bool copy of ``a`` on a CPU, and a max drops NaNs.
+    return [jnp.sum(a * jnp.zeros((), a.dtype)).reshape(1) for a in arrays]
+
+
+def finite_probes(arrays: list[Any]) -> list[Any]:
+    """Each floating array replaced by a one-element array that is finite exactly when the whole
+    array is (other arrays kept), for the NaN/Inf checks: no temporary the size of the data."""
+    floats = [i for i, a in enumerate(arrays) if jnp.issubdtype(a.dtype, jnp.inexact)]
+    out = list(arrays)
+    for i, p in zip(floats, _probe([arrays[i] for i in floats]), strict=True):
+        out[i] = p
+    return out
+
+
+def _stageable(a: Any) -> bool:
+    return isinstance(a, np.ndarray) and (
+        np.issubdtype(a.dtype, np.floating) or np.issubdtype(a.dtype, np.integer)
+    )
 
 
 def prepare_data(
@@ -40,30 +83,42 @@ def prepare_data(
     names=("x", "y"),
     finite_params=False,
     key: Any = None,
+    rows_to: Any = None,
 ):
     """Eager checks of a data set (shape, dtype, NaN/Inf, label range); returns it prepared.
 
-    Returns ``(x, y, key_words)``: ``x`` as ``(n, sizes[0])`` in the parameters' dtype, ``y`` in
-    the form the loss reads, and ``key``'s raw bits (``None`` without a key). Raises
+    Returns ``(x, y, key_words, n)``: ``x`` as ``(n, sizes[0])`` in the parameters' dtype, ``y``
+    in the form the loss reads, ``key``'s raw bits (``None`` without a key) and the real rows. Raises
     ``ValueError``/``TypeError`` naming the argument. With ``finite_params`` the parameters'
     NaN/Inf check runs in the same compiled call, and ``key``'s bits come back in the same read.
+
+    ``rows_to(n)``, if given, is the number of rows the training program holds (whole batches):
+    NumPy inputs ``x`` (and float targets ``y``) are then staged on the device once, already
+    padded with zero rows to that many (:func:`stage_rows`); other inputs come back with their
+    ``n`` rows (pad them with :func:`pad_rows`).
     """
     xn, yn = names
     x_arr = as_array(x, xn)
     if x_arr.ndim != 2:
         raise ValueError(f"{xn}: expected shape (n, {model.sizes[0]}), got {tuple(x_arr.shape)}")
-    if x_arr.shape[0] == 0:
+    n = x_arr.shape[0]
+    if n == 0:
         raise ValueError(f"{xn}: empty data (0 rows)")
-    xb, _ = as_batch(model, x_arr, params, xn)
-    n = xb.shape[0]
+    total = n if rows_to is None else rows_to(n)
     y_arr = as_array(y, yn)
     if y_arr.ndim >= 1 and y_arr.shape[0] != n:
         raise ValueError(f"{yn}: {y_arr.shape[0]} rows, but {xn} has {n} rows")
+    if rows_to is not None and _stageable(x_arr) and x_arr.shape[1] == model.sizes[0]:
+        x_arr = stage_rows(x_arr, params_dtype(params), total)
+    xb, _ = as_batch(model, x_arr, params, xn)
     yb = check_targets(model, loss, y_arr, n, xb.dtype, yn)
+    if rows_to is not None and isinstance(yb, np.ndarray) and np.issubdtype(yb.dtype, np.floating):
+        yb = stage_rows(yb, yb.dtype, total)  # float targets, already in the dtype they train in
+    probes = finite_probes([xb, yb])
     if finite_params:
-        (bad_x, bad_y), words = check_finite_params(params, "params", xb, yb, key=key)
+        (bad_x, bad_y), words = check_finite_params(params, "params", *probes, key=key)
     else:
-        (bad_x, bad_y), words = nonfinite_and_key((xb, yb), key)
+        (bad_x, bad_y), words = nonfinite_and_key(probes, key)
     if bad_x:
         raise ValueError(f"{xn}: contains NaN or Inf")
     if bad_y:
@@ -77,7 +132,7 @@ def prepare_data(
             raise ValueError(f"{yn}: class labels must lie in [0, {k}), got labels in [{lo}, {hi}]")
     elif loss.targets in ("classes", "binary") and (bool(jnp.any(yb < 0)) or bool(jnp.any(yb > 1))):
         raise ValueError(f"{yn}: {loss.name} targets must lie in [0, 1]")
-    return xb, yb, words
+    return xb, yb, words, n
 
 
 def prepare_validation(model: MLP, loss: Loss, params: Params, validation_data: Any):
@@ -87,9 +142,10 @@ def prepare_validation(model: MLP, loss: Loss, params: Params, validation_data: 
         return None, None, None
     if not (isinstance(validation_data, (tuple, list)) and len(validation_data) == 2):
         raise TypeError("validation_data: expected a pair (x_val, y_val)")
-    return prepare_data(
+    xv, yv, _, _ = prepare_data(
         model, loss, params, *validation_data, names=("validation_data[0]", "validation_data[1]")
     )
+    return xv, yv, None
 
 
 def clip_batch_size(batch_size: int, n: int) -> int:
@@ -200,10 +256,16 @@ def choose_epochs_per_call(
 
 
 def prepare_rows(
-    params: Params, rows: Any, argname: str = "x", finite_params: bool = False, key: Any = None
+    params: Params,
+    rows: Any,
+    argname: str = "x",
+    finite_params: bool = False,
+    key: Any = None,
+    rows_to: Any = None,
 ) -> tuple[Any, np.ndarray | None]:
     """An objective's rows checked eagerly: a pytree of arrays sharing a leading row axis (at
-    least one row), no NaN/Inf. Returns ``(rows as JAX arrays, key's raw bits or None)``."""
+    least one row), no NaN/Inf. Returns ``(rows as JAX arrays, key's raw bits or None)``; with
+    ``rows_to`` NumPy leaves are staged padded to ``rows_to(n)`` rows (see :func:`prepare_data`)."""
     leaves, treedef = jax.tree.flatten(rows)
     if not leaves:
         raise ValueError(
@@ -223,10 +285,16 @@ def prepare_rows(
         )
     if 0 in counts:
         raise ValueError(f"{argname}: empty data (0 rows)")
+    if rows_to is not None:
+        total = rows_to(counts.pop())
+        arrays = [
+            stage_rows(a, jax.dtypes.canonicalize_dtype(a.dtype), total) if _stageable(a) else a
+            for a in arrays
+        ]
     if finite_params:
-        bad, words = check_finite_params(params, "params", *arrays, key=key)
+        bad, words = check_finite_params(params, "params", *finite_probes(arrays), key=key)
     else:
-        bad, words = nonfinite_and_key(arrays, key)
+        bad, words = nonfinite_and_key(finite_probes(arrays), key)
     for (path, _), flag in zip(jax.tree_util.tree_flatten_with_path(rows)[0], bad, strict=True):
         if flag:
             raise ValueError(f"{argname}{jax.tree_util.keystr(path)}: contains NaN or Inf")
@@ -255,14 +323,21 @@ def _pad_leaf(a: jax.Array, total: int) -> jax.Array:
 
 @functools.lru_cache(maxsize=64)
 def _pad_program(total: int):
-    return jax.jit(lambda tree: jax.tree.map(lambda a: _pad_leaf(a, total), tree))
+    return jax.jit(lambda leaves: [_pad_leaf(a, total) for a in leaves])
 
 
 def pad_rows(tree: Any, total: int) -> Any:
     """Every leaf of ``tree`` (``None`` leaves kept) padded with zero rows to ``total`` rows
     along its leading axis (the last axis' rows for an ensemble's ``(K, n)`` weights: pass them
-    transposed), in one compiled call."""
-    return _pad_program(total)(tree)
+    transposed), in one compiled call. Leaves that already hold ``total`` rows (staged by
+    :func:`prepare_data`) are kept as they are, not copied."""
+    leaves, treedef = jax.tree.flatten(tree)
+    short = [i for i, a in enumerate(leaves) if a.shape[0] < total]
+    if short:
+        padded = _pad_program(total)([leaves[i] for i in short])
+        for i, a in zip(short, padded, strict=True):
+            leaves[i] = a
+    return jax.tree.unflatten(treedef, leaves)
 
 
 def prepare_training(
@@ -274,28 +349,32 @@ def prepare_training(
     validation_data: Any,
     key: Any,
     finite_params: bool = False,
-) -> tuple[Any, Any, Any, Any, np.ndarray]:
-    """``fit``'s and ``fit_ensemble``'s data, checked: ``(x, y, x_val, y_val, key_words)``. With a
+    rows_to: Any = None,
+) -> tuple[Any, Any, Any, Any, np.ndarray, int]:
+    """``fit``'s and ``fit_ensemble``'s data, checked: ``(x, y, x_val, y_val, key_words, n)``. With a
     ``loss`` the data are inputs and targets (:func:`prepare_data`); with ``loss=None`` (an
-    objective) they are rows (:func:`prepare_rows`) and ``y``/``y_val`` are ``None``."""
+    objective) they are rows (:func:`prepare_rows`) and ``y``/``y_val`` are ``None``. With
+    ``rows_to`` NumPy training rows are staged already padded to ``rows_to(n)`` rows; ``n`` is
+    the number of real rows."""
     if loss is not None:
         if y is None:
             raise TypeError(
                 "y: a loss needs targets (or pass an objective as loss= to train on rows)"
             )
-        xb, yb, words = prepare_data(
-            model, loss, params, x, y, finite_params=finite_params, key=key
+        xb, yb, words, n = prepare_data(
+            model, loss, params, x, y, finite_params=finite_params, key=key, rows_to=rows_to
         )
         xv, yv, _ = prepare_validation(model, loss, params, validation_data)
     else:
         if y is not None:
             raise ValueError("y: an objective reads everything from its rows (x); leave y=None")
-        xb, words = prepare_rows(params, x, finite_params=finite_params, key=key)
+        xb, words = prepare_rows(params, x, finite_params=finite_params, key=key, rows_to=rows_to)
+        n = jax.tree.leaves(x)[0].shape[0]  # the rows as passed, before staging
         yb = yv = xv = None
         if validation_data is not None:
             xv, _ = prepare_rows(params, validation_data, "validation_data")
     assert words is not None  # a key was passed
-    return xb, yb, xv, yv, words
+    return xb, yb, xv, yv, words, n
 
 
 def check_training_mode(model: MLP, objective: Any) -> None:
