@@ -69,6 +69,7 @@ if TYPE_CHECKING:
         predict_ensemble,
     )
     from jaxmlp._train.fit import FitResult, FitState, fit
+    from jaxmlp._train.lbfgs import LbfgsResult, fit_lbfgs
     from jaxmlp.data import Standardizer, train_test_split
 
 __version__ = "0.1.0"
@@ -95,6 +96,7 @@ __all__ = [
     "FitState",
     "GradCheckReport",
     "JaxmlpWarning",
+    "LbfgsResult",
     "Loss",
     "LossFn",
     "Objective",
@@ -116,6 +118,7 @@ __all__ = [
     "evaluate",
     "fit",
     "fit_ensemble",
+    "fit_lbfgs",
     "forward_trace",
     "get_activation",
     "get_loss",
@@ -193,6 +196,7 @@ _SOURCES: dict[str, tuple[str, ...]] = {
         "predict_ensemble",
     ),
     "jaxmlp._train.fit": ("FitResult", "FitState", "fit"),
+    "jaxmlp._train.lbfgs": ("LbfgsResult", "fit_lbfgs"),
 }
 _MODULE_OF = {name: module for module, names in _SOURCES.items() for name in names}
 
