@@ -5,11 +5,12 @@ lets the line search pick the step (it evaluates the objective and its gradient 
 point), and checks the stopping rules of scipy's L-BFGS-B as scikit-learn's ``solver="lbfgs"``
 runs it:
 
+- not converged: ``max_iter`` iterations, or ``max_fun`` objective evaluations (the first one
+  and every line-search trial count), or a non-finite objective; as in scipy these budgets are
+  checked first after each iteration;
 - converged: the largest gradient entry is ``<= tol`` (scipy's ``gtol``), or the relative
   decrease ``(f_prev - f) / max(|f_prev|, |f|, 1)`` is ``<= ftol`` (scipy's default
-  ``2.22e-9``; in float32 that is "no decrease at all");
-- not converged: ``max_iter`` iterations, or ``max_fun`` objective evaluations (the first one
-  and every line-search trial count), or a non-finite objective.
+  ``2.22e-9``; in float32 that is "no decrease at all").
 
 With ``method="manual"`` every gradient, the line search's included, is jaxmlp's hand-written
 backward pass (the objective is a ``jax.custom_vjp`` whose backward returns it).
@@ -136,10 +137,11 @@ def _program(model: MLP, loss: Loss, method: str, l2: float, memory_size: int, s
             decrease = (c.value - value) / jnp.maximum(
                 jnp.maximum(jnp.abs(c.value), jnp.abs(value)), 1.0
             )
+            # scipy's order: the budgets are checked before the convergence tests.
             status = jnp.select(
-                [~jnp.isfinite(value), _max_abs(grad) <= tol, decrease <= FTOL,
-                 n_iter >= max_iter, n_fun >= max_fun],
-                [4, 0, 1, 2, 3],
+                [~jnp.isfinite(value), n_iter >= max_iter, n_fun >= max_fun,
+                 _max_abs(grad) <= tol, decrease <= FTOL],
+                [4, 2, 3, 0, 1],
                 _RUNNING,
             )  # fmt: skip
             return _Carry(params, opt_state, value, grad, n_iter, n_fun, status.astype(jnp.int32))
