@@ -23,7 +23,7 @@ import sklearn
 KNOWN = Path(__file__).with_name("sklearn_peer_known_failures.txt")
 SOURCE = Path(sklearn.__file__).parent / "neural_network" / "tests" / "test_mlp.py"
 IMPORT = "from sklearn.neural_network import MLPClassifier, MLPRegressor"
-CONFTEST = '''
+CONFTEST = """
 import os
 
 import pytest
@@ -32,7 +32,7 @@ import pytest
 @pytest.fixture
 def global_random_seed():
     return int(os.environ.get("SKLEARN_TESTS_GLOBAL_RANDOM_SEED", "42"))
-'''
+"""
 
 
 def known_failures() -> dict[str, str]:

@@ -29,7 +29,7 @@ from sklearn.utils.multiclass import check_classification_targets, type_of_targe
 from sklearn.utils.validation import column_or_1d, validate_data
 
 from jaxmlp._core.losses import Loss, get_loss
-from jaxmlp.sklearn._base import _X_KINDS, _BaseMLP
+from jaxmlp.sklearn._base import DTYPES, SPARSE_FORMATS, _BaseMLP
 from jaxmlp.sklearn._utils import MULTILABEL_LOSS, POISSON_LOSS, SQUARED_ERROR_LOSS
 
 __all__ = ["MULTILABEL_LOSS", "SQUARED_ERROR_LOSS", "MLPClassifier", "MLPRegressor"]
@@ -84,7 +84,15 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
     ) -> tuple[np.ndarray, np.ndarray, int]:
         X, y = cast(
             tuple[np.ndarray, np.ndarray],
-            validate_data(self, X, y, reset=reset, multi_output=True, **_X_KINDS),
+            validate_data(
+                self,
+                X,
+                y,
+                reset=reset,
+                multi_output=True,
+                accept_sparse=SPARSE_FORMATS,
+                dtype=DTYPES,
+            ),  # pyright: ignore[reportArgumentType]
         )
         if y.ndim == 2 and y.shape[1] == 1:
             y = column_or_1d(y, warn=True)
@@ -243,7 +251,16 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
     ) -> tuple[np.ndarray, np.ndarray, int]:
         X, y = cast(
             tuple[np.ndarray, np.ndarray],
-            validate_data(self, X, y, reset=reset, multi_output=True, y_numeric=True, **_X_KINDS),
+            validate_data(
+                self,
+                X,
+                y,
+                reset=reset,
+                multi_output=True,
+                y_numeric=True,
+                accept_sparse=SPARSE_FORMATS,
+                dtype=DTYPES,
+            ),  # pyright: ignore[reportArgumentType]
         )
         if self.loss not in ("squared_error", "poisson"):
             raise ValueError(f"loss: expected 'squared_error' or 'poisson', got {self.loss!r}")

@@ -6,13 +6,12 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import numbers
+import itertools
 import warnings
 from typing import cast
 
 import jax
 import numpy as np
-import optax
 import scipy.sparse as sp
 from sklearn.base import BaseEstimator
 from sklearn.exceptions import ConvergenceWarning
@@ -41,7 +40,8 @@ from jaxmlp.sklearn._utils import (
 )
 
 # scikit-learn's X: dense or CSR/CSC, float64 or float32 (anything else becomes float64).
-_X_KINDS = dict(accept_sparse=["csr", "csc"], dtype=(np.float64, np.float32))
+SPARSE_FORMATS = ["csr", "csc"]
+DTYPES = (np.float64, np.float32)
 
 
 def _precision(dtype) -> contextlib.AbstractContextManager:
@@ -219,7 +219,7 @@ class _BaseMLP(BaseEstimator):
         # drawn in float64 and cast.
         factor = 2.0 if self.activation == "logistic" else 6.0
         self.coefs_, self.intercepts_ = [], []
-        for fan_in, fan_out in zip(sizes[:-1], sizes[1:], strict=True):
+        for fan_in, fan_out in itertools.pairwise(sizes):
             bound = np.sqrt(factor / (fan_in + fan_out))
             self.coefs_.append(rs.uniform(-bound, bound, (fan_in, fan_out)).astype(dtype))
             self.intercepts_.append(rs.uniform(-bound, bound, fan_out).astype(dtype))
@@ -316,7 +316,10 @@ class _BaseMLP(BaseEstimator):
         """The output layer's pre-activation ``(n_samples, n_outputs)`` in the parameters'
         dtype; sparse ``X`` is densified ``_PREDICT_CHUNK`` rows at a time."""
         check_is_fitted(self)
-        X = validate_data(self, X, reset=False, **_X_KINDS)
+        X = cast(
+            np.ndarray,
+            validate_data(self, X, reset=False, accept_sparse=SPARSE_FORMATS, dtype=DTYPES),  # pyright: ignore[reportArgumentType]
+        )
         dtype = self.coefs_[0].dtype
         out = []
         with _precision(dtype):

@@ -80,6 +80,8 @@ def _multilabel_log_loss_grad(z, y):
 
 
 SQUARED_ERROR_LOSS = Loss("half_squared_error", _half_squared_error)
+
+
 def _half_poisson(z, y):
     # exp(z) - y z per output (scikit-learn's half Poisson deviance up to a constant), summed
     return jnp.sum(jnp.exp(z) - y * z, axis=-1)
@@ -112,18 +114,21 @@ def _sgd(learning_rate, momentum, nesterov: bool) -> optax.GradientTransformatio
     def init(params):
         return _Velocity(jax.tree.map(jnp.zeros_like, params))
 
-    def update(grads, state, params=None):
+    def update(updates, state, params=None):
         del params
+        grads = updates
         v = jax.tree.map(lambda v, g: momentum * v - learning_rate * g, state.velocity, grads)
         if nesterov:
-            return jax.tree.map(lambda v, g: momentum * v - learning_rate * g, v, grads), _Velocity(v)
+            return jax.tree.map(lambda v, g: momentum * v - learning_rate * g, v, grads), _Velocity(
+                v
+            )
         return v, _Velocity(v)
 
     return optax.GradientTransformation(init, update)
 
 
 class _Moments(NamedTuple):
-    count: jax.Array
+    step: jax.Array
     m: Any
     v: Any
 
@@ -139,9 +144,10 @@ def _adam(learning_rate: float, b1: float, b2: float, eps: float) -> optax.Gradi
             jax.tree.map(jnp.zeros_like, params),
         )
 
-    def update(grads, state, params=None):
+    def update(updates, state, params=None):
         del params
-        t = state.count + 1
+        grads = updates
+        t = state.step + 1
         m = jax.tree.map(lambda m, g: b1 * m + (1 - b1) * g, state.m, grads)
         v = jax.tree.map(lambda v, g: b2 * v + (1 - b2) * g * g, state.v, grads)
         tf = t.astype(jnp.result_type(float))
@@ -241,8 +247,10 @@ def _check_params(est, incremental: bool) -> None:
         if value < low or (low_open and value == low) or (high is not None and value > high):
             raise ValueError(f"{name}: {value!r} is out of range")
     n = est.n_iter_no_change
-    if isinstance(n, bool) or not isinstance(n, numbers.Real) or not (
-        (isinstance(n, numbers.Integral) and n >= 1) or n == math.inf
+    if (
+        isinstance(n, bool)
+        or not isinstance(n, numbers.Real)
+        or not ((isinstance(n, numbers.Integral) and int(n) >= 1) or n == math.inf)
     ):
         raise ValueError(f"n_iter_no_change: expected an int >= 1 or np.inf, got {n!r}")
     bs = est.batch_size
