@@ -118,9 +118,7 @@ def _program(model: MLP, loss: Loss, method: str, l2: float, memory_size: int, s
             return f(p, x, y, sw)
 
         value, grad = jax.value_and_grad(value_fn)(params)
-        status = jnp.where(
-            ~jnp.isfinite(value), 4, jnp.where(_max_abs(grad) <= tol, 0, _RUNNING)
-        )
+        status = jnp.where(~jnp.isfinite(value), 4, jnp.where(_max_abs(grad) <= tol, 0, _RUNNING))
         start = _Carry(params, solver.init(params), value, grad, jnp.int32(0), jnp.int32(1),
                        status.astype(jnp.int32))  # fmt: skip
 
