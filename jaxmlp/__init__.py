@@ -70,6 +70,7 @@ if TYPE_CHECKING:
         predict_ensemble,
     )
     from jaxmlp._train.fit import FitResult, FitState, fit
+    from jaxmlp._train.lbfgs import LbfgsResult, fit_lbfgs
     from jaxmlp._train.sources import ArraySource, RowSource
     from jaxmlp.data import Standardizer, train_test_split
 
@@ -98,6 +99,7 @@ __all__ = [
     "FitState",
     "GradCheckReport",
     "JaxmlpWarning",
+    "LbfgsResult",
     "Loss",
     "LossFn",
     "Objective",
@@ -120,6 +122,7 @@ __all__ = [
     "evaluate",
     "fit",
     "fit_ensemble",
+    "fit_lbfgs",
     "forward_trace",
     "get_activation",
     "get_loss",
@@ -203,6 +206,7 @@ _SOURCES: dict[str, tuple[str, ...]] = {
         "predict_ensemble",
     ),
     "jaxmlp._train.fit": ("FitResult", "FitState", "fit"),
+    "jaxmlp._train.lbfgs": ("LbfgsResult", "fit_lbfgs"),
     "jaxmlp._train.sources": ("ArraySource", "RowSource"),
 }
 _MODULE_OF = {name: module for module, names in _SOURCES.items() for name in names}

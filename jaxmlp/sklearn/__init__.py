@@ -21,13 +21,16 @@ from __future__ import annotations
 from typing import cast
 
 import numpy as np
+from scipy.special import expit
 from sklearn.base import ClassifierMixin, RegressorMixin
+from sklearn.metrics import accuracy_score, r2_score
+from sklearn.utils.metaestimators import available_if
 from sklearn.utils.multiclass import check_classification_targets, type_of_target
 from sklearn.utils.validation import column_or_1d, validate_data
 
 from jaxmlp._core.losses import Loss, get_loss
-from jaxmlp.sklearn._base import _BaseMLP
-from jaxmlp.sklearn._utils import MULTILABEL_LOSS, SQUARED_ERROR_LOSS
+from jaxmlp.sklearn._base import DTYPES, SPARSE_FORMATS, _BaseMLP
+from jaxmlp.sklearn._utils import MULTILABEL_LOSS, POISSON_LOSS, SQUARED_ERROR_LOSS
 
 __all__ = ["MULTILABEL_LOSS", "SQUARED_ERROR_LOSS", "MLPClassifier", "MLPRegressor"]
 
@@ -64,14 +67,16 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
     (``predict_proba`` returns ``[1 - p, p]``), multi-class problems a softmax output and the
     cross entropy, multilabel problems (``y`` a 0/1 matrix ``(n_samples, k)``) ``k`` sigmoid
     outputs and the binary log loss summed over them. Any labels (strings, non-contiguous ints)
-    map to ``0..k-1`` and back through ``classes_``. Computation is float32.
+    map to ``0..k-1`` and back through ``classes_``. Computation is in the input's dtype
+    (float64 input, float64 weights; float32 stays float32).
     """
 
     __doc__ = (__doc__ or "") + _PARAMS_DOC
 
+    @available_if(lambda est: est._check_solver())
     def partial_fit(self, X, y, sample_weight=None, classes=None):
         """One epoch over ``(X, y)`` continuing the optimizer state; ``classes`` (every label of
-        the problem) is required on the first call."""
+        the problem) is required on the first call. Only for ``solver="sgd"``/``"adam"``."""
         return self._fit(X, y, sample_weight, incremental=True, classes=classes)
 
     def _validate_input(
@@ -79,7 +84,15 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
     ) -> tuple[np.ndarray, np.ndarray, int]:
         X, y = cast(
             tuple[np.ndarray, np.ndarray],
-            validate_data(self, X, y, reset=reset, multi_output=True, dtype=np.float32),
+            validate_data(
+                self,
+                X,
+                y,
+                reset=reset,
+                multi_output=True,
+                accept_sparse=SPARSE_FORMATS,
+                dtype=DTYPES,
+            ),  # pyright: ignore[reportArgumentType]
         )
         if y.ndim == 2 and y.shape[1] == 1:
             y = column_or_1d(y, warn=True)
@@ -98,10 +111,9 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
                 if multilabel
                 else np.unique(y if classes is None else classes)
             )
-            if len(labels) < 2:
-                raise ValueError(f"y: got 1 class ({labels}); a classifier needs at least 2")
+            # One class trains as scikit-learn does: a binary network whose targets are all 0.
             self.classes_ = labels
-            kind = "multilabel" if multilabel else "binary" if len(labels) == 2 else "multiclass"
+            kind = "multilabel" if multilabel else "binary" if len(labels) <= 2 else "multiclass"
             self._y_type = kind
             self.out_activation_ = "softmax" if kind == "multiclass" else "logistic"
         elif (
@@ -111,19 +123,20 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
             and set(np.unique(y)) != set(self.classes_)
         ):
             raise ValueError(
-                "warm_start needs y to have the same classes as the previous fit: had "
-                f"{self.classes_}, y has {np.unique(y)}"
+                "warm_start can only be used where `y` has the same classes as in the previous "
+                f"call to fit. Previously got {self.classes_}, `y` has {np.unique(y)}"
             )
         if multilabel != (self._y_type == "multilabel"):
             raise ValueError("y: multilabel and single-label targets cannot be mixed")
+        dtype = X.dtype
         if multilabel:
-            return X, y.astype(np.float32), y.shape[1]
+            return X, y.astype(dtype), y.shape[1]
         idx = np.searchsorted(self.classes_, y)
         known = self.classes_[np.minimum(idx, len(self.classes_) - 1)] == y
         if not np.all(known):
             raise ValueError(f"y: classes {np.unique(y[~known])} are not in {self.classes_}")
         if self._y_type == "binary":
-            return X, idx.astype(np.float32)[:, None], 1
+            return X, idx.astype(dtype)[:, None], 1
         return X, idx.astype(np.int32), len(self.classes_)
 
     def _loss(self) -> Loss:
@@ -133,31 +146,42 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
             return get_loss("sigmoid_binary_cross_entropy")
         return get_loss("softmax_cross_entropy")
 
-    def _stratify(self) -> bool:
-        return self._y_type != "multilabel"
+    def _stratify_labels(self, Y: np.ndarray) -> np.ndarray | None:
+        # As scikit-learn: binary problems split stratified by their 0/1 column (its labels
+        # read True/False in the error for a class too small to split).
+        return Y.astype(bool) if self._y_type == "binary" else None
+
+    def _encoded_score(self, z: np.ndarray, Y: np.ndarray, sw) -> float:
+        return float(accuracy_score(Y, self._encoded_predict(z), sample_weight=sw))
+
+    def _encoded_predict(self, z: np.ndarray) -> np.ndarray:
+        """Class indices ``(n,)`` (binary: a 0/1 column ``(n, 1)``), multilabel 0/1 ``(n, k)``."""
+        if self._y_type == "multiclass":
+            return np.argmax(z, axis=1)
+        return (z > 0).astype(np.int64)
 
     def predict(self, X) -> np.ndarray:
         """Labels ``(n_samples,)`` from ``classes_``; multilabel: 0/1 ``(n_samples, k)``."""
-        z = self._logits(X)
-        if self._y_type == "multiclass":
-            return self.classes_[np.argmax(z, axis=1)]
+        p = self._encoded_predict(self._logits(X))
         if self._y_type == "multilabel":
-            return (z > 0).astype(np.int64)
-        return self.classes_[(z[:, 0] > 0).astype(np.int64)]
+            return p
+        if self._y_type == "binary":
+            p = np.minimum(p[:, 0], len(self.classes_) - 1)
+        return self.classes_[p]
 
     def predict_proba(self, X) -> np.ndarray:
-        """Probabilities ``(n_samples, len(classes_))`` in the order of ``classes_``."""
-        return np.exp(self.predict_log_proba(X))
-
-    def predict_log_proba(self, X) -> np.ndarray:
-        """``log(predict_proba(X))``, computed stably from the logits in float64."""
+        """Probabilities ``(n_samples, len(classes_))`` in the order of ``classes_`` (binary:
+        ``[1 - p, p]``; multilabel: each label's own probability), in the parameters' dtype."""
         z = self._logits(X)
         if self._y_type == "multiclass":
-            return z - np.logaddexp.reduce(z, axis=1, keepdims=True)
+            return np.exp(z - np.logaddexp.reduce(z, axis=1, keepdims=True))
         if self._y_type == "multilabel":
-            return -np.logaddexp(0.0, -z)
-        # log(1 - sigmoid(z)) = -log(1 + e^z), log sigmoid(z) = -log(1 + e^-z)
-        return -np.logaddexp(0.0, np.column_stack([z[:, 0], -z[:, 0]]))
+            return expit(z)
+        return expit(np.column_stack([-z[:, 0], z[:, 0]]))
+
+    def predict_log_proba(self, X) -> np.ndarray:
+        """``log(predict_proba(X))``, as scikit-learn defines it."""
+        return np.log(self.predict_proba(X))
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
@@ -170,13 +194,56 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
 
     Identity output and the loss ``0.5 * mean((y - f(x))^2)``, our ``half_mse`` and
     scikit-learn's ``squared_error``; ``y`` is ``(n_samples,)`` or ``(n_samples, n_outputs)``.
-    Computation is float32; predictions are returned as float64.
+    Computation and predictions are in the input's dtype (float64 or float32).
     """
 
     __doc__ = (__doc__ or "") + _PARAMS_DOC
 
+    def __init__(
+        self,
+        loss="squared_error",
+        hidden_layer_sizes=(100,),
+        activation="relu",
+        *,
+        solver="adam",
+        alpha=0.0001,
+        batch_size="auto",
+        learning_rate="constant",
+        learning_rate_init=0.001,
+        power_t=0.5,
+        max_iter=200,
+        shuffle=True,
+        random_state=None,
+        tol=1e-4,
+        verbose=False,
+        warm_start=False,
+        momentum=0.9,
+        nesterovs_momentum=True,
+        early_stopping=False,
+        validation_fraction=0.1,
+        beta_1=0.9,
+        beta_2=0.999,
+        epsilon=1e-8,
+        n_iter_no_change=10,
+        max_fun=15000,
+        gradient_method="manual",
+    ):
+        super().__init__(
+            hidden_layer_sizes, activation, solver=solver, alpha=alpha, batch_size=batch_size,
+            learning_rate=learning_rate, learning_rate_init=learning_rate_init, power_t=power_t,
+            max_iter=max_iter, shuffle=shuffle, random_state=random_state, tol=tol,
+            verbose=verbose, warm_start=warm_start, momentum=momentum,
+            nesterovs_momentum=nesterovs_momentum, early_stopping=early_stopping,
+            validation_fraction=validation_fraction, beta_1=beta_1, beta_2=beta_2,
+            epsilon=epsilon, n_iter_no_change=n_iter_no_change, max_fun=max_fun,
+            gradient_method=gradient_method,
+        )  # fmt: skip
+        self.loss = loss
+
+    @available_if(lambda est: est._check_solver())
     def partial_fit(self, X, y, sample_weight=None):
-        """One epoch over ``(X, y)``, continuing the optimizer state."""
+        """One epoch over ``(X, y)``, continuing the optimizer state. Only for
+        ``solver="sgd"``/``"adam"``."""
         return self._fit(X, y, sample_weight, incremental=True)
 
     def _validate_input(
@@ -185,21 +252,43 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
         X, y = cast(
             tuple[np.ndarray, np.ndarray],
             validate_data(
-                self, X, y, reset=reset, multi_output=True, y_numeric=True, dtype=np.float32
-            ),
+                self,
+                X,
+                y,
+                reset=reset,
+                multi_output=True,
+                y_numeric=True,
+                accept_sparse=SPARSE_FORMATS,
+                dtype=DTYPES,
+            ),  # pyright: ignore[reportArgumentType]
         )
+        if self.loss not in ("squared_error", "poisson"):
+            raise ValueError(f"loss: expected 'squared_error' or 'poisson', got {self.loss!r}")
+        if self.loss == "poisson" and np.any(y < 0):
+            raise ValueError("y: the poisson loss needs non-negative targets")
         if y.ndim == 2 and y.shape[1] == 1:
             y = column_or_1d(y, warn=True)
-        self.out_activation_ = "identity"
-        Y = y.reshape(y.shape[0], -1).astype(np.float32)
+        if reset:
+            self.out_activation_ = "exp" if self.loss == "poisson" else "identity"
+        Y = y.reshape(y.shape[0], -1).astype(X.dtype)
         return X, Y, Y.shape[1]
 
     def _loss(self) -> Loss:
-        return SQUARED_ERROR_LOSS
+        return POISSON_LOSS if self.out_activation_ == "exp" else SQUARED_ERROR_LOSS
+
+    def _output(self, z: np.ndarray) -> np.ndarray:
+        return np.exp(z) if self.out_activation_ == "exp" else z
+
+    def _encoded_score(self, z: np.ndarray, Y: np.ndarray, sw) -> float:
+        out = self._output(z)
+        if not np.isfinite(out).all():
+            return np.nan
+        return float(r2_score(Y, out, sample_weight=sw))
 
     def predict(self, X) -> np.ndarray:
-        """Predictions ``(n_samples,)``, or ``(n_samples, n_outputs)`` for 2-D targets."""
-        out = self._logits(X)
+        """Predictions ``(n_samples,)``, or ``(n_samples, n_outputs)`` for 2-D targets, in the
+        parameters' dtype."""
+        out = self._output(self._logits(X))
         return out[:, 0] if self.n_outputs_ == 1 else out
 
     def __sklearn_tags__(self):

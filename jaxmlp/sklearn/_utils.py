@@ -9,8 +9,9 @@ keeps just the steps of fitting and predicting.
 from __future__ import annotations
 
 import functools
+import math
 import numbers
-from typing import cast
+from typing import Any, NamedTuple, cast
 
 import jax
 import jax.numpy as jnp
@@ -25,7 +26,15 @@ from jaxmlp._core.losses import Loss
 from jaxmlp._core.mlp import MLP, Dense
 
 _ACTIVATION_ALIASES = {"logistic": "sigmoid"}  # scikit-learn's name -> ours
-_OUTPUT_ACTIVATIONS = {"logistic": "sigmoid", "softmax": "softmax", "identity": "identity"}
+# Poisson regression's "exp" output trains on the logits (POISSON_LOSS); predict exponentiates.
+_OUTPUT_ACTIVATIONS = {
+    "logistic": "sigmoid",
+    "softmax": "softmax",
+    "identity": "identity",
+    "exp": "identity",
+}
+SOLVERS = ("lbfgs", "sgd", "adam")
+LEARNING_RATES = ("constant", "invscaling", "adaptive")
 # Compiled programs key on shapes, so that fits on nearby sizes share them, training pads the
 # features with zero columns to a multiple of _FEATURE_MULTIPLE (their weights get zero
 # gradients, so they stay zero and change nothing) and a one-batch data set's rows to a multiple
@@ -39,8 +48,9 @@ _NUMERIC_PARAMS = {
     "alpha": (numbers.Real, 0, False, None),
     "learning_rate_init": (numbers.Real, 0, True, None),
     "max_iter": (numbers.Integral, 1, False, None),
+    "max_fun": (numbers.Integral, 1, False, None),
+    "power_t": (numbers.Real, 0, False, None),
     "tol": (numbers.Real, 0, False, None),
-    "n_iter_no_change": (numbers.Integral, 1, False, None),
     "momentum": (numbers.Real, 0, False, 1),
     "beta_1": (numbers.Real, 0, False, 1),
     "beta_2": (numbers.Real, 0, False, 1),
@@ -69,7 +79,19 @@ def _multilabel_log_loss_grad(z, y):
     return jax.nn.sigmoid(z) - y
 
 
-SQUARED_ERROR_LOSS = Loss("half_squared_error", _half_squared_error, _half_squared_error_grad)
+SQUARED_ERROR_LOSS = Loss("half_squared_error", _half_squared_error)
+
+
+def _half_poisson(z, y):
+    # exp(z) - y z per output (scikit-learn's half Poisson deviance up to a constant), summed
+    return jnp.sum(jnp.exp(z) - y * z, axis=-1)
+
+
+def _half_poisson_grad(z, y):
+    return jnp.exp(z) - y
+
+
+POISSON_LOSS = Loss("half_poisson", _half_poisson, _half_poisson_grad, logits=True)
 MULTILABEL_LOSS = Loss(
     "multilabel_log_loss",
     _multilabel_log_loss,
@@ -80,20 +102,99 @@ MULTILABEL_LOSS = Loss(
 )
 
 
+class _Velocity(NamedTuple):
+    velocity: Any
+
+
+def _sgd(learning_rate, momentum, nesterov: bool) -> optax.GradientTransformation:
+    """scikit-learn's SGD: ``v <- mu v - lr g``; the update is ``v`` (Nesterov:
+    ``mu v - lr g``). With a learning rate that changes, this differs from optax's trace (which
+    scales the whole velocity by the current rate)."""
+
+    def init(params):
+        return _Velocity(jax.tree.map(jnp.zeros_like, params))
+
+    def update(updates, state, params=None):
+        del params
+        grads = updates
+        v = jax.tree.map(lambda v, g: momentum * v - learning_rate * g, state.velocity, grads)
+        if nesterov:
+            return jax.tree.map(lambda v, g: momentum * v - learning_rate * g, v, grads), _Velocity(
+                v
+            )
+        return v, _Velocity(v)
+
+    return optax.GradientTransformation(init, update)
+
+
+class _Moments(NamedTuple):
+    step: jax.Array
+    m: Any
+    v: Any
+
+
+def _adam(learning_rate: float, b1: float, b2: float, eps: float) -> optax.GradientTransformation:
+    """scikit-learn's Adam: ``lr_t = lr sqrt(1 - b2^t) / (1 - b1^t)``, update
+    ``-lr_t m / (sqrt(v) + eps)`` (optax's adds ``eps`` to the bias-corrected ``sqrt(v)``)."""
+
+    def init(params):
+        return _Moments(
+            jnp.zeros((), jnp.int32),
+            jax.tree.map(jnp.zeros_like, params),
+            jax.tree.map(jnp.zeros_like, params),
+        )
+
+    def update(updates, state, params=None):
+        del params
+        grads = updates
+        t = state.step + 1
+        m = jax.tree.map(lambda m, g: b1 * m + (1 - b1) * g, state.m, grads)
+        v = jax.tree.map(lambda v, g: b2 * v + (1 - b2) * g * g, state.v, grads)
+        tf = t.astype(jnp.result_type(float))
+        lr_t = learning_rate * jnp.sqrt(1 - b2**tf) / (1 - b1**tf)
+        updates = jax.tree.map(lambda m, v: (-lr_t * m / (jnp.sqrt(v) + eps)).astype(m.dtype), m, v)
+        return updates, _Moments(t, m, v)
+
+    return optax.GradientTransformation(init, update)
+
+
+def _invscaling(lr: float, power_t: float, t0: int, n: int, steps_per_epoch: int):
+    """scikit-learn's ``invscaling`` as a schedule of the step count: the first epoch of a fit
+    runs at ``lr``, epoch ``e > 0`` at ``lr / (t + 1) ** power_t`` with ``t = t0 + e n`` the rows
+    seen so far (scikit-learn updates the rate at the end of each epoch)."""
+
+    def schedule(count):
+        e = count // steps_per_epoch
+        t = (t0 + e * n + 1).astype(jnp.result_type(float))
+        return jnp.where(e == 0, lr, lr / t**power_t)
+
+    return schedule
+
+
 @functools.lru_cache(maxsize=32)
 def _optimizer(solver: str, lr: float, *args) -> optax.GradientTransformation:
     """One optax object per hyperparameter tuple: fit's compiled programs key on the object.
 
-    ``args``: ``(momentum, nesterov)`` for ``"sgd"``, ``(beta_1, beta_2, epsilon)`` for
-    ``"adam"``.
+    ``args``: ``(momentum, nesterov)`` for ``"sgd"`` (its rate in the state, where the
+    estimator reads and sets it), plus ``(power_t, t0, n, steps_per_epoch)`` for the
+    ``invscaling`` schedule; ``(beta_1, beta_2, epsilon)`` for ``"adam"``.
     """
     if solver == "sgd":
-        momentum, nesterov = args
-        # optax's trace t <- g + mu t (Nesterov: g + mu t) scaled by -lr is scikit-learn's
-        # velocity update for a constant learning rate.
-        return optax.sgd(lr, momentum=momentum or None, nesterov=bool(nesterov and momentum))
+        momentum, nesterov, *schedule = args
+        rate = _invscaling(lr, *schedule) if schedule else lr
+        return optax.inject_hyperparams(_sgd, static_args=("nesterov",))(
+            learning_rate=rate, momentum=momentum, nesterov=bool(nesterov)
+        )
     beta_1, beta_2, epsilon = args
-    return optax.adam(lr, b1=beta_1, b2=beta_2, eps=epsilon)
+    return _adam(lr, beta_1, beta_2, epsilon)
+
+
+def _set_rate(opt_state, lr: float):
+    """``opt_state`` of the ``sgd`` optimizer with its learning rate set to ``lr``."""
+    rate = opt_state.hyperparams["learning_rate"]
+    return opt_state._replace(
+        hyperparams={**opt_state.hyperparams, "learning_rate": jnp.asarray(lr, rate.dtype)}
+    )
 
 
 @functools.lru_cache(maxsize=32)
@@ -129,13 +230,9 @@ def _hidden_sizes(h) -> tuple[int, ...]:
 def _check_params(est, incremental: bool) -> None:
     """Raises ``ValueError`` for a hyperparameter of ``est`` out of its domain; scikit-learn
     wants this checked in ``fit``, not in the constructor."""
-    if est.solver == "lbfgs":
-        raise ValueError(
-            "solver='lbfgs' is not supported: jaxmlp trains with minibatch gradient "
-            "steps; use solver='adam' or solver='sgd'"
-        )
     for name, valid in (
-        ("solver", ("sgd", "adam")),
+        ("solver", SOLVERS),
+        ("learning_rate", LEARNING_RATES),
         ("activation", ("logistic", *HIDDEN_ACTIVATIONS)),
         ("gradient_method", METHODS),
     ):
@@ -149,6 +246,13 @@ def _check_params(est, incremental: bool) -> None:
             raise ValueError(f"{name}: expected a {kind.__name__} number, got {value!r}")
         if value < low or (low_open and value == low) or (high is not None and value > high):
             raise ValueError(f"{name}: {value!r} is out of range")
+    n = est.n_iter_no_change
+    if (
+        isinstance(n, bool)
+        or not isinstance(n, numbers.Real)
+        or not ((isinstance(n, numbers.Integral) and int(n) >= 1) or n == math.inf)
+    ):
+        raise ValueError(f"n_iter_no_change: expected an int >= 1 or np.inf, got {n!r}")
     bs = est.batch_size
     if bs != "auto" and (isinstance(bs, bool) or not isinstance(bs, numbers.Integral) or bs < 1):
         raise ValueError(f"batch_size: expected 'auto' or an int >= 1, got {bs!r}")
@@ -156,14 +260,14 @@ def _check_params(est, incremental: bool) -> None:
         raise ValueError("partial_fit does not support early_stopping=True")
 
 
-def _check_sample_weight(sample_weight, n: int) -> np.ndarray | None:
-    """``sample_weight`` (None, a number or ``(n,)`` values) as float32 ``(n,)``, or None."""
+def _check_sample_weight(sample_weight, n: int, dtype) -> np.ndarray | None:
+    """``sample_weight`` (None, a number or ``(n,)`` values) as ``(n,)`` of ``dtype``, or None."""
     if sample_weight is None:
         return None
     if isinstance(sample_weight, numbers.Number):
-        sample_weight = np.full(n, sample_weight, np.float32)
+        sample_weight = np.full(n, sample_weight, dtype)
     # scikit-learn is unannotated: pyright takes check_array's dtype to be a str (its default).
-    sw = check_array(sample_weight, ensure_2d=False, dtype=np.float32, input_name="sample_weight")  # pyright: ignore[reportArgumentType]
+    sw = check_array(sample_weight, ensure_2d=False, dtype=dtype, input_name="sample_weight")  # pyright: ignore[reportArgumentType]
     if sw.shape != (n,):
         raise ValueError(f"sample_weight: expected shape ({n},), got {sw.shape}")
     if np.any(sw < 0) or not np.any(sw > 0):
@@ -172,12 +276,18 @@ def _check_sample_weight(sample_weight, n: int) -> np.ndarray | None:
 
 
 def _validation_split(
-    X: np.ndarray, Y: np.ndarray, sw: np.ndarray | None, fraction: float, rs, stratify: bool
-) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, tuple[np.ndarray, np.ndarray]]:
-    """Holds out ``fraction`` of the rows for early stopping.
+    X: np.ndarray,
+    Y: np.ndarray,
+    sw: np.ndarray | None,
+    fraction: float,
+    rs,
+    stratify: np.ndarray | None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, tuple[np.ndarray, np.ndarray, Any]]:
+    """Holds out ``fraction`` of the rows for early stopping, as scikit-learn does (its
+    ``stratify`` labels: the binary problems' 0/1 column).
 
     Returns:
-        ``(X, Y, sw)`` of the training rows and ``(X_val, Y_val)``.
+        ``(X, Y, sw)`` of the training rows and ``(X_val, Y_val, sw_val)``.
     """
     # scikit-learn is unannotated: its splits of arrays are arrays.
     parts = cast(
@@ -186,17 +296,17 @@ def _validation_split(
             *((X, Y) if sw is None else (X, Y, sw)),
             test_size=fraction,
             random_state=rs,
-            stratify=Y if stratify else None,
+            stratify=stratify,
         ),
     )
     X, X_val, Y, Y_val = parts[:4]
-    sw = None if sw is None else parts[4]
+    sw, sw_val = (None, None) if sw is None else (parts[4], parts[5])
     if X_val.shape[0] < 2:
         raise ValueError(
             "The validation set is too small. Increase 'validation_fraction' or the "
             "size of your dataset."
         )
-    return X, Y, sw, (X_val, Y_val)
+    return X, Y, sw, (X_val, Y_val, sw_val)
 
 
 def _minibatch_pass(step, state, X, Y, sw, order: np.ndarray, batch_size: int):
@@ -214,7 +324,7 @@ def _minibatch_pass(step, state, X, Y, sw, order: np.ndarray, batch_size: int):
     if n_batches == 1:
         batch_size = _round_up(n, _ROW_MULTIPLE)
     order = _pad(order, n_batches * batch_size)
-    w = _pad((np.ones(n, np.float32) if sw is None else sw)[order[:n]], len(order))
+    w = _pad((np.ones(n, X.dtype) if sw is None else sw)[order[:n]], len(order))
     values = []
     for rows, wb in zip(
         order.reshape(n_batches, batch_size), w.reshape(n_batches, batch_size), strict=True
