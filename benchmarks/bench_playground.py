@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import argparse
 import time
+import warnings
 
-from starlette.testclient import TestClient
+with warnings.catch_warnings():  # Starlette 1.x asks for httpx2; httpx still works
+    warnings.simplefilter("ignore")
+    from starlette.testclient import TestClient
 
 from jaxmlp.playground import create_app
 

@@ -5,12 +5,14 @@ tab, CSV uploads and their limits, the backward view, gradcheck, downloads and s
 from __future__ import annotations
 
 import base64
+import faulthandler
 import json
 import os
 import subprocess
 import sys
 import tempfile
 import time
+import warnings
 from pathlib import Path
 
 import jax
@@ -21,7 +23,9 @@ import pytest
 pytest.importorskip("starlette", reason="the playground extra is not installed")
 pytest.importorskip("httpx", reason="Starlette's test client needs httpx")
 
-from starlette.testclient import TestClient
+with warnings.catch_warnings():  # Starlette 1.x asks for httpx2; httpx still works
+    warnings.simplefilter("ignore")
+    from starlette.testclient import TestClient
 
 import jaxmlp
 from jaxmlp.playground import _app, _config, create_app
@@ -40,6 +44,15 @@ TF_HASH = (
 def client():
     with TestClient(create_app()) as c:
         yield c
+
+
+@pytest.fixture(autouse=True)
+def watchdog():
+    """A socket that never answers would hang the suite: end the process after 5 minutes
+    (with every thread's traceback) instead."""
+    faulthandler.dump_traceback_later(300, exit=True)
+    yield
+    faulthandler.cancel_dump_traceback_later()
 
 
 def receive(ws, kind: str, limit: int = 200) -> dict:

@@ -5,6 +5,7 @@ a free 127.0.0.1 port. Skipped, with the reason, where Chromium or its driver is
 
 from __future__ import annotations
 
+import faulthandler
 import os
 import shutil
 import socket
@@ -19,6 +20,7 @@ pytestmark = pytest.mark.slow
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 DRIVER = shutil.which("chromedriver")
+# The README's and the docs' picture: refreshed by JAXMLP_UPDATE_SCREENSHOT=1 pytest tests/test_playground_browser.py
 SCREENSHOT = Path(__file__).parent.parent / "docs" / "img" / "playground.png"
 
 selenium = pytest.importorskip(
@@ -34,6 +36,15 @@ from selenium import webdriver  # noqa: E402
 from selenium.webdriver.chrome.service import Service  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.support.ui import Select, WebDriverWait  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def watchdog():
+    """A socket that never answers would hang the suite: end the process after 5 minutes
+    (with every thread's traceback) instead."""
+    faulthandler.dump_traceback_later(300, exit=True)
+    yield
+    faulthandler.cancel_dump_traceback_later()
 
 
 def _free_port() -> int:
@@ -101,7 +112,7 @@ def _wait(driver, what, timeout=120.0):
     return WebDriverWait(driver, timeout, poll_frequency=0.1).until(lambda d: what(d))
 
 
-def test_play_trains_and_draws(server, browser):
+def test_play_trains_and_draws(server, browser, tmp_path):
     browser.get(server)
     _wait(browser, lambda d: d.find_element(By.ID, "loss-train").text not in ("", "–"))
     loss0 = float(browser.find_element(By.ID, "loss-train").text)
@@ -137,9 +148,11 @@ def test_play_trains_and_draws(server, browser):
     time.sleep(0.5)
     assert float(browser.find_element(By.ID, "loss-test").text) < 0.5
     assert browser.find_element(By.ID, "message").get_attribute("hidden") is not None
-    SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
-    assert browser.save_screenshot(str(SCREENSHOT))
-    assert SCREENSHOT.stat().st_size > 10_000
+    shot = tmp_path / "playground.png"
+    assert browser.save_screenshot(str(shot))
+    assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and shot.stat().st_size > 10_000
+    if os.environ.get("JAXMLP_UPDATE_SCREENSHOT") == "1":
+        shutil.copyfile(shot, SCREENSHOT)
 
 
 def test_bad_link_shows_an_error(server, browser):

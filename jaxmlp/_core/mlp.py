@@ -377,7 +377,7 @@ class MLP:
         except TypeError:  # an unhashable initializer: draw eagerly
             return self._draw(key)
         try:
-            return program(jax.random.clone(key))
+            return program(key)
         except Exception:
             # An initializer that cannot be traced (NumPy inside) draws eagerly; a bad one fails
             # there again, with its own message rather than one wrapped by the trace.

@@ -85,8 +85,15 @@ class _Tab:
                 await self.frame(agreement=agreement)
                 rest = FRAME_SECONDS - (time.perf_counter() - start)
                 await asyncio.sleep(max(rest, 0.0) if speed == "normal" else 0.0)
-        except (WebSocketDisconnect, RuntimeError):
+        except WebSocketDisconnect:
             self.playing = False
+        except Exception as err:  # a bug of ours, or the socket closed: pause and say so
+            self.playing = False
+            try:
+                await self.send({"type": "error", "message": f"training stopped: {type(err).__name__}: {err}"})  # fmt: skip
+                await self.send({"type": "status", "playing": False})
+            except Exception:  # the socket is gone: nothing to tell
+                pass
 
     async def stop(self) -> None:
         self.playing = False

@@ -72,6 +72,7 @@ function handle(msg) {
   switch (msg.type) {
     case "config":
       config = msg.config; config.loss_name = msg.loss;
+      $("loss-used").textContent = `uses ${msg.loss}`;
       history_replace(msg.hash);
       syncControls();
       if (msg.note) showMessage(msg.note, true);
@@ -81,7 +82,7 @@ function handle(msg) {
     case "frame": onFrame(msg); break;
     case "status": setPlaying(msg.playing); break;
     case "error": showMessage(msg.message); if (msg.kind === "diverged") setPlaying(false); break;
-    case "backward": deltas = msg; drawNetwork(true); showBackward(msg); break;
+    case "backward": deltas = msg; drawNetwork(true); showBackward(msg); drawHeatmap(); break;
     case "gradcheck": $("details").textContent = `gradcheck ${msg.ok ? "OK" : "MISMATCH"}\n${msg.text}`; break;
     case "download": download(msg); break;
   }
@@ -448,8 +449,8 @@ function showBackward(msg) {
   });
   const out = msg.deltas[msg.deltas.length - 1].map((d) => d.toPrecision(3)).join(", ");
   $("details").textContent = `Backward pass for training point (${msg.x.map((v) => v.toFixed(2)).join(", ")}):\n` +
-    msg.deltas.map((layer, l) => `  layer ${l + 1} \u03b4 = dL/dz: [${layer.map((d) => d.toPrecision(3)).join(", ")}]`).join("\n") +
-    `\n  output \u03b4: ${out}`;
+    msg.deltas.slice(0, -1).map((layer, l) => `  hidden layer ${l + 1}: \u03b4 = dL/dz = [${layer.map((d) => d.toPrecision(3)).join(", ")}]`).join("\n") +
+    `\n  output: \u03b4 = dL/dz = [${out}]`;
 }
 
 bind();
