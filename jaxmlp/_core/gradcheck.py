@@ -494,7 +494,9 @@ def _input_programs(model: MLP, loss: str | Loss, l2: float, l1: float):
         xb, yb, swb = _prepare(model, lossf, p, x, y, sw)
         trace = forward(model, p, xb, k)
         _, dz_out = loss_head(model, lossf, trace, yb, swb)
-        return backward(model, p, trace, dz_out, need_dx=True).dx.reshape(x.shape)
+        dx = backward(model, p, trace, dz_out, need_dx=True).dx
+        assert dx is not None  # need_dx
+        return dx.reshape(x.shape)
 
     def autodiff(p, x, y, sw, k):
         return jax.grad(lambda xx: objective(p, xx, y, sw, key=k))(x)

@@ -373,7 +373,7 @@ class MLP:
         # One compiled program for every layer's draws: drawn eagerly, each random op compiles
         # on its own (about ten small programs, a second of a small script's cold start).
         try:
-            program = _init_program(self, jax.config.jax_enable_x64)
+            program = _init_program(self, bool(jax.config.read("jax_enable_x64")))
         except TypeError:  # an unhashable initializer: draw eagerly
             return self._draw(key)
         try:

@@ -203,7 +203,7 @@ def fit_lbfgs(
     l2 = check_nonnegative(l2, "l2")
     memory_size = check_int(memory_size, "memory_size", 1)
     steps = check_int(max_linesearch_steps, "max_linesearch_steps", 1)
-    xb, yb, _ = prepare_data(model, lossf, params, x, y, finite_params=True)
+    xb, yb, _, _ = prepare_data(model, lossf, params, x, y, finite_params=True)
     sw = check_sample_weight(sample_weight, xb.shape[0], xb.dtype)
     program = _program(model, lossf, method, l2, memory_size, steps)
     c = program(params, xb, yb, sw, max_iter, max_fun, tol)
