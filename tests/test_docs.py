@@ -284,4 +284,7 @@ def test_page_code_blocks_run(page, tmp_path, monkeypatch):
                 continue
             # Padding keeps the traceback's line numbers those of the Markdown file.
             source = "\n" * (block.line - 1) + block.code
-            exec(compile(source, str(path), "exec"), namespace)
+            # dont_inherit: the block runs as a reader's script would, without this module's
+            # `from __future__ import annotations` (a dataclass in a block would otherwise see
+            # string annotations and look its module up in sys.modules, where "docs:..." is not).
+            exec(compile(source, str(path), "exec", dont_inherit=True), namespace)
