@@ -482,3 +482,44 @@ def test_dtypes_follow_the_input_and_sparse_equals_dense(iris):
     np.testing.assert_array_equal(
         csr.predict_proba(sparse.csc_matrix(X_test)), dense.predict_proba(X_test)
     )
+
+
+# --- l1 (issue 15: the Playground's L1 in the estimators) ---------------------------------------
+
+
+@pytest.mark.parametrize("solver", ["adam", "lbfgs"])
+def test_l1_shrinks_the_weights_for_every_solver(solver):
+    from sklearn.datasets import make_classification
+
+    X, y = make_classification(200, 8, random_state=0)
+    kw = dict(hidden_layer_sizes=(12,), solver=solver, max_iter=30, random_state=0)
+    if solver == "adam":  # enough steps for the penalty to tell: 300 steps of 0.01
+        kw.update(batch_size=20, learning_rate_init=0.01)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # not converged in 30 epochs/iterations
+        plain = MLPClassifier(**kw).fit(X, y)
+        sparse = MLPClassifier(**kw, l1=0.5).fit(X, y)
+    size = lambda est: sum(float(np.abs(w).sum()) for w in est.coefs_)  # noqa: E731
+    assert plain.get_params()["l1"] == 0.0 and sparse.get_params()["l1"] == 0.5
+    assert size(sparse) < 0.95 * size(plain)
+
+
+def test_l1_gradient_is_the_same_for_both_methods_and_refuses_negative():
+    from sklearn.datasets import make_regression
+
+    X, y = make_regression(64, 5, random_state=1)
+    kw = dict(hidden_layer_sizes=(6,), solver="lbfgs", max_iter=3, random_state=0, l1=0.3)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        manual = MLPRegressor(**kw).fit(X, y)
+        auto = MLPRegressor(**kw, gradient_method="autodiff").fit(X, y)
+    packed = np.concatenate(
+        [w.ravel() for w in manual.coefs_] + [b.ravel() for b in manual.intercepts_]
+    )
+    packed[0] = 0.0  # a weight at exactly 0: both take |w|'s derivative there as 0
+    v_m, g_m = manual._loss_grad_lbfgs(packed, X, y, None)
+    v_a, g_a = auto._loss_grad_lbfgs(packed, X, y, None)
+    np.testing.assert_allclose(v_m, v_a, rtol=1e-6)
+    np.testing.assert_allclose(g_m, g_a, rtol=1e-5, atol=1e-6 * np.max(np.abs(g_a)))
+    with pytest.raises(ValueError, match=r"^l1"):
+        MLPRegressor(l1=-1.0).fit(X, y)

@@ -75,9 +75,9 @@ class _Carry(NamedTuple):
     status: jax.Array
 
 
-def _objective(model: MLP, loss: Loss, method: str, l2: float):
+def _objective(model: MLP, loss: Loss, method: str, l2: float, l1: float = 0.0):
     """``f(params, x, y, sw) -> value`` whose gradient is ``method``'s."""
-    vg = value_and_grad(model, loss, method=method, l2=l2)
+    vg = value_and_grad(model, loss, method=method, l2=l2, l1=l1)
     if method == "autodiff":
         return lambda params, x, y, sw: vg(params, x, y, sw)[0]
 
@@ -103,9 +103,11 @@ def _max_abs(tree: Any) -> jax.Array:
 
 
 @functools.lru_cache(maxsize=32)
-def _program(model: MLP, loss: Loss, method: str, l2: float, memory_size: int, steps: int):
+def _program(
+    model: MLP, loss: Loss, method: str, l2: float, memory_size: int, steps: int, l1: float = 0.0
+):
     """The compiled run: ``(params, x, y, sw, max_iter, max_fun, tol) -> _Carry``."""
-    f = _objective(model, loss, method, l2)
+    f = _objective(model, loss, method, l2, l1)
     solver = optax.lbfgs(
         memory_size=memory_size,
         linesearch=optax.scale_by_zoom_linesearch(
@@ -160,6 +162,7 @@ def fit_lbfgs(
     max_fun: int = 15000,
     tol: float = 1e-5,
     l2: float = 0.0,
+    l1: float = 0.0,
     sample_weight: Any = None,
     method: str = "manual",
     memory_size: int = 10,
@@ -182,6 +185,8 @@ def fit_lbfgs(
         max_fun: most objective evaluations (line-search trials included).
         tol: stop when ``max |grad| <= tol``.
         l2: weight decay ``(l2/2) sum ||w||^2`` in the objective.
+        l1: ``l1 sum |w|`` in the objective (not smooth at 0, where L-BFGS's curvature model
+            is poor: prefer a first-order optimizer for strong L1).
         sample_weight: ``(n,)`` non-negative weights (a weighted mean loss).
         method: ``"manual"`` or ``"autodiff"`` gradients, for the line search too.
         memory_size: the number of past updates L-BFGS keeps.
@@ -201,11 +206,12 @@ def fit_lbfgs(
     max_fun = check_int(max_fun, "max_fun", 1)
     tol = check_nonnegative(tol, "tol")
     l2 = check_nonnegative(l2, "l2")
+    l1 = check_nonnegative(l1, "l1")
     memory_size = check_int(memory_size, "memory_size", 1)
     steps = check_int(max_linesearch_steps, "max_linesearch_steps", 1)
     xb, yb, _, _ = prepare_data(model, lossf, params, x, y, finite_params=True)
     sw = check_sample_weight(sample_weight, xb.shape[0], xb.dtype)
-    program = _program(model, lossf, method, l2, memory_size, steps)
+    program = _program(model, lossf, method, l2, memory_size, steps, l1)
     c = program(params, xb, yb, sw, max_iter, max_fun, tol)
     value, n_iter, n_fun, status = jax.device_get((c.value, c.n_iter, c.n_fun, c.status))
     status = int(status)

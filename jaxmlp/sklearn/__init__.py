@@ -40,8 +40,8 @@ _PARAMS_DOC = """
         hidden_layer_sizes: width of each hidden layer (an int for one layer).
         activation: hidden activation: scikit-learn's ``"identity"``, ``"logistic"`` (our
             ``"sigmoid"``), ``"tanh"``, ``"relu"``, or another jaxmlp name (``"gelu"``, ...).
-        solver: ``"adam"``, or ``"sgd"`` with ``momentum`` and ``nesterovs_momentum``;
-            ``"lbfgs"`` is not supported.
+        solver: ``"adam"``, ``"sgd"`` with ``momentum`` and ``nesterovs_momentum``, or
+            ``"lbfgs"`` (full batch, :func:`jaxmlp.fit_lbfgs`).
         alpha: L2 penalty, scaled as scikit-learn scales it (see ``jaxmlp.sklearn``).
         batch_size: rows per step; ``"auto"`` is ``min(200, n_samples)``.
         learning_rate_init: the (constant) step size.
@@ -57,6 +57,9 @@ _PARAMS_DOC = """
             keep the best epoch's weights.
         beta_1, beta_2, epsilon: Adam's constants.
         gradient_method: ``"manual"`` (jaxmlp's hand-written backward pass) or ``"autodiff"``.
+        l1: L1 penalty on the weights (not in scikit-learn's MLP; the TensorFlow Playground's
+            L1), scaled as ``alpha`` is: ``l1 / (batch weight sum) * sum |W|`` beside the mean
+            loss; its derivative at ``W = 0`` is taken as 0.
 """
 
 
@@ -227,6 +230,7 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
         n_iter_no_change=10,
         max_fun=15000,
         gradient_method="manual",
+        l1=0.0,
     ):
         super().__init__(
             hidden_layer_sizes, activation, solver=solver, alpha=alpha, batch_size=batch_size,
@@ -236,7 +240,7 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
             nesterovs_momentum=nesterovs_momentum, early_stopping=early_stopping,
             validation_fraction=validation_fraction, beta_1=beta_1, beta_2=beta_2,
             epsilon=epsilon, n_iter_no_change=n_iter_no_change, max_fun=max_fun,
-            gradient_method=gradient_method,
+            gradient_method=gradient_method, l1=l1,
         )  # fmt: skip
         self.loss = loss
 

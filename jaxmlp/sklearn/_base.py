@@ -50,8 +50,8 @@ def _precision(dtype) -> contextlib.AbstractContextManager:
 
 
 @functools.lru_cache(maxsize=8)
-def _value_and_grad_program(model: MLP, loss: Loss, method: str, l2: float):
-    return jax.jit(value_and_grad(model, loss, method=method, l2=l2))
+def _value_and_grad_program(model: MLP, loss: Loss, method: str, l2: float, l1: float = 0.0):
+    return jax.jit(value_and_grad(model, loss, method=method, l2=l2, l1=l1))
 
 
 def _dense(X) -> np.ndarray:
@@ -94,6 +94,7 @@ class _BaseMLP(BaseEstimator):
         n_iter_no_change=10,
         max_fun=15000,
         gradient_method="manual",
+        l1=0.0,
     ):
         self.hidden_layer_sizes = hidden_layer_sizes
         self.activation = activation
@@ -119,6 +120,7 @@ class _BaseMLP(BaseEstimator):
         self.n_iter_no_change = n_iter_no_change
         self.max_fun = max_fun
         self.gradient_method = gradient_method
+        self.l1 = l1
 
     # -- hyperparameters (checked in fit, as scikit-learn requires) ---------------------------
     def _model(self, padded: bool = False, dtype=None) -> MLP:
@@ -162,6 +164,11 @@ class _BaseMLP(BaseEstimator):
         # scikit-learn's penalty alpha / (2 * batch weight sum) * ||W||^2 beside a mean loss.
         mean_w = 1.0 if sw is None else float(np.mean(sw, dtype=np.float64))
         return float(self.alpha) / (batch_size * mean_w)
+
+    def _l1(self, batch_size: int, sw: np.ndarray | None) -> float:
+        # The L1 penalty scaled as alpha is: l1 / (batch weight sum) * sum |W| beside a mean loss.
+        mean_w = 1.0 if sw is None else float(np.mean(sw, dtype=np.float64))
+        return float(self.l1) / (batch_size * mean_w)
 
     # -- training ----------------------------------------------------------------------------
     def fit(self, X, y, sample_weight=None):
@@ -264,6 +271,7 @@ class _BaseMLP(BaseEstimator):
             max_fun=int(self.max_fun),
             tol=float(self.tol),
             l2=float(self.alpha) / weight_sum,
+            l1=float(self.l1) / weight_sum,
             sample_weight=sw,
             method=self.gradient_method,
         )
@@ -297,8 +305,9 @@ class _BaseMLP(BaseEstimator):
         weight_sum = X.shape[0] if sample_weight is None else float(np.sum(sample_weight))
         with _precision(dtype):
             vg = _value_and_grad_program(
-                self._model(), self._loss(), self.gradient_method, float(self.alpha) / weight_sum
-            )
+                self._model(), self._loss(), self.gradient_method,
+                float(self.alpha) / weight_sum, float(self.l1) / weight_sum,
+            )  # fmt: skip
             params = _device_params(flat[:n_layers], flat[n_layers:])
             value, grads = jax.device_get(vg(params, X, Y, sample_weight))
         return float(value), np.concatenate(

@@ -119,6 +119,7 @@ def fit_epochs(est, X: np.ndarray, Y: np.ndarray, sw, rs, key: jax.Array) -> Non
     n = X.shape[0]
     batch_size = est._batch_size(n)
     l2 = est._l2(batch_size, sw)
+    l1 = est._l1(batch_size, sw)
     shuffle = bool(est.shuffle)
     steps = -(-n // batch_size)
     if batch_size == n:
@@ -145,7 +146,7 @@ def fit_epochs(est, X: np.ndarray, Y: np.ndarray, sw, rs, key: jax.Array) -> Non
         try:
             result = fit(model, state, *data, loss=est._loss(), key=key, optimizer=optimizer,
                          epochs=done + k, batch_size=batch_size, method=est.gradient_method,
-                         shuffle=shuffle, progress=False, l2=l2, sample_weight=weights)  # fmt: skip
+                         shuffle=shuffle, progress=False, l2=l2, l1=l1, sample_weight=weights)  # fmt: skip
         except DivergenceError:
             if not early:
                 raise ValueError(NONFINITE_MESSAGE) from None
@@ -199,8 +200,9 @@ def partial_epoch(est, X: np.ndarray, Y: np.ndarray, sw, rs) -> None:
     optimizer = est._get_optimizer()
     model = est._model(padded=True)
     step = make_train_step(
-        model, est._loss(), optimizer, method=est.gradient_method, l2=est._l2(batch_size, sw)
-    )
+        model, est._loss(), optimizer, method=est.gradient_method,
+        l2=est._l2(batch_size, sw), l1=est._l1(batch_size, sw),
+    )  # fmt: skip
     params = est._train_params()
     opt_state = getattr(est, "_opt_state", None)
     opt_state = optimizer.init(params) if opt_state is None else jax.tree.map(jnp.array, opt_state)

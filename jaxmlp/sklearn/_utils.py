@@ -46,6 +46,7 @@ _PREDICT_CHUNK = 4096
 # name -> (kind, lower bound, lower bound excluded, upper bound or None)
 _NUMERIC_PARAMS = {
     "alpha": (numbers.Real, 0, False, None),
+    "l1": (numbers.Real, 0, False, None),
     "learning_rate_init": (numbers.Real, 0, True, None),
     "max_iter": (numbers.Integral, 1, False, None),
     "max_fun": (numbers.Integral, 1, False, None),
