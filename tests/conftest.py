@@ -52,3 +52,22 @@ def x64():
     """Runs the test body with float64 enabled (``jax.enable_x64``), never a global flip."""
     with jax.enable_x64(True):
         yield
+
+
+# The longest files first: `--dist loadfile` hands whole files to the two workers in collection
+# order, so a long file collected last (scikit-learn's own MLP tests, ~2 minutes in one process)
+# would leave one worker idle at the end while the other finishes it.
+_LONGEST_FIRST = (
+    "test_sklearn_peer.py",
+    "test_layers.py",
+    "test_docs.py",
+    "test_backprop.py",
+    "test_benchmarking.py",
+    "test_examples.py",
+    "test_objective.py",
+)
+
+
+def pytest_collection_modifyitems(config, items):
+    rank = {name: i for i, name in enumerate(_LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable within a file
