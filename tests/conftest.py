@@ -3,7 +3,8 @@
 - implicit rank promotion raises (the library writes every broadcast explicitly);
 - JAX's key-reuse checker is on: a PRNG key consumed twice raises ``KeyReuseError``, so tests
   must create or split keys, never reuse one;
-- hypothesis runs a bounded number of examples with no deadline (compilation is slow);
+- hypothesis runs a bounded number of examples (15; JAXMLP_HYPOTHESIS_EXAMPLES sets more) with no
+  deadline (compilation is slow; the suite must fit CI's 15 minutes on two cores);
 - on GPUs and TPUs float32 matmuls run at full precision (``"highest"``): by default they may use
   TF32 or bfloat16 passes, and the gradient comparisons' float32 tolerances assume true float32.
 
@@ -39,7 +40,7 @@ if jax.default_backend() != "cpu":
 
 settings.register_profile(
     "ci",
-    max_examples=int(os.environ.get("JAXMLP_HYPOTHESIS_EXAMPLES", "25")),
+    max_examples=int(os.environ.get("JAXMLP_HYPOTHESIS_EXAMPLES", "15")),
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
     derandomize=True,
