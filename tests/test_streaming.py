@@ -7,6 +7,7 @@ key it gives the in-memory parameters bit for bit on a CPU (the same steps on th
 from __future__ import annotations
 
 import json
+import logging
 import socket
 import subprocess
 import sys
@@ -22,6 +23,7 @@ import jaxmlp
 from jaxmlp._core.losses import get_loss
 from jaxmlp._engine.program import Spec, fresh_carry, make_epoch
 from jaxmlp._engine.step import DEFAULT_OPTIMIZER
+from jaxmlp._train import inputs
 from jaxmlp._train.inputs import pad_rows, prepare_training
 from jaxmlp._train.stream import Shards, epoch_slots, local_slots, use_stream
 
@@ -186,6 +188,61 @@ def test_numpy_rows_are_staged_once_already_padded():
     sw = jnp.ones(203)
     xp, yp, swp = pad_rows((xb, yb, sw), 208)
     assert xp is xb and yp is yb and swp.shape == (208,)
+
+
+DEFERRED = {
+    "regression": (REG, Y, {}),
+    "labels": (CLS, LABELS, {"loss": "softmax_cross_entropy"}),
+    "probabilities": (CLS, np.eye(3, dtype=np.float32)[LABELS], {"loss": "softmax_cross_entropy"}),
+    "weights-validation": (REG, Y, {"sample_weight": RNG.uniform(0.1, 2, 203).astype(np.float32),
+                                    "validation_data": (X[:40], Y[:40])}),
+    "no-shuffle-drop-last": (REG, Y, {"shuffle": False, "drop_last": True}),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("case", DEFERRED.values(), ids=DEFERRED.keys())
+def test_large_numpy_data_staged_after_compiling_train_alike(case, monkeypatch):
+    # Data from DEFER_BYTES on are staged only once the epoch program is compiled (so that the
+    # compiler's working memory and the data's copy do not add up): the same run, bit for bit.
+    model, y, kw = case
+    eager = _fit(model, X, y, **kw)
+    monkeypatch.setattr(inputs, "DEFER_BYTES", 0)
+    _same(_fit(model, X, y, **kw), eager)
+    kw = {"loss": "mse", "batch_size": 16, "epochs": 2, "progress": False, **kw}
+    members = jaxmlp.fit_ensemble(model, X, y, num_models=2, key=jax.random.key(4),
+                                  bootstrap=True, **kw)  # fmt: skip
+    monkeypatch.setattr(inputs, "DEFER_BYTES", 1 << 60)
+    again = jaxmlp.fit_ensemble(model, X, y, num_models=2, key=jax.random.key(4),
+                                bootstrap=True, **kw)  # fmt: skip
+    for u, v in zip(jax.tree.leaves(members.params), jax.tree.leaves(again.params), strict=True):
+        np.testing.assert_array_equal(np.asarray(u), np.asarray(v))
+
+
+def test_deferred_data_compile_the_epoch_program_once(monkeypatch, caplog):
+    monkeypatch.setattr(inputs, "DEFER_BYTES", 0)
+    model = jaxmlp.MLP((5, 11, 2))  # a program no other test compiled
+    with jax.log_compiles(True), caplog.at_level(logging.WARNING):
+        _fit(model, X, Y)
+    runs = [r for r in caplog.records if "Finished XLA compilation of jit(run)" in r.getMessage()]
+    assert len(runs) == 1
+
+
+def test_deferred_data_are_checked_before_training(monkeypatch):
+    monkeypatch.setattr(inputs, "DEFER_BYTES", 0)
+    bad = X.copy()
+    bad[150, 2] = np.inf
+    with pytest.raises(ValueError, match=r"^x: contains NaN or Inf"):
+        _fit(REG, bad, Y)
+    with pytest.raises(
+        ValueError, match=r"^y: sigmoid_binary_cross_entropy targets must lie in \[0, 1\]"
+    ):
+        _fit(jaxmlp.MLP((5, 4, 1)), X, X[:, :1] + 2, loss="sigmoid_binary_cross_entropy")
+    xb, yb, *_ = prepare_training(REG, get_loss("mse"), REG.init(jax.random.key(0)), X, Y, None,
+                                  jax.random.key(1), rows_to=lambda rows: 208, defer=True)  # fmt: skip
+    assert isinstance(xb, inputs.Deferred) and xb.shape == (208, 5) and yb.shape == (208, 2)
+    staged = xb.stage()
+    np.testing.assert_array_equal(np.asarray(staged[:203]), X)
+    assert not np.asarray(staged[203:]).any()
 
 
 def test_an_epoch_holds_no_gathered_copy_of_the_data():

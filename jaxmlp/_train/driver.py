@@ -26,6 +26,7 @@ from jaxmlp._engine.program import (
     rows_of,
 )
 from jaxmlp._train.callbacks import Callback, CallState, History
+from jaxmlp._train.inputs import abstract, release_free_memory, staged
 
 
 class Data(NamedTuple):
@@ -156,3 +157,21 @@ def _metrics(r: Report, i: int, spec: Spec, records_lr: bool) -> dict[str, Any]:
     out = {k: np.where(ran, v.astype(np.float64), np.nan) for k, v in pairs}
     out["improved"] = r.improved[i].copy()
     return out
+
+
+def compile_then_stage(spec: Spec, carry: Any, data: Data) -> Data:
+    """Large NumPy data (:class:`jaxmlp._train.inputs.Deferred`) staged after the epoch program
+    is compiled for their shapes, and the compiler's freed working memory handed back in between,
+    so that the two do not add up in the peak. The program's first call then finds it compiled."""
+    x = abstract(data.x)
+    dtype = dtype_of(x, carry.state.params)
+    members = () if spec.members is None else (spec.members,)
+    perms = (
+        np.zeros((spec.epochs_per_call, *members, x.shape[0]), np.int32) if spec.shuffle else None
+    )
+    plan = make_plan(0, 1, 0, 0.0, dtype, perms, -1)
+    plan = jax.ShapeDtypeStruct(plan.shape, plan.dtype)
+    program: Any = epochs_program(spec)  # jitted: it has .lower
+    program.lower(carry, x, abstract(data.y), data.sw, plan, data.x_val, data.y_val).compile()
+    release_free_memory()
+    return staged(data)

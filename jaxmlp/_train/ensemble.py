@@ -44,8 +44,9 @@ from jaxmlp._train.callbacks import (
     ProgressBar,
     as_callbacks,
 )
-from jaxmlp._train.driver import Data, Run, drive, host
+from jaxmlp._train.driver import Data, Run, compile_then_stage, drive, host
 from jaxmlp._train.inputs import (
+    any_deferred,
     check_checkpointing,
     check_custom_loss,
     check_early_stopping,
@@ -202,6 +203,7 @@ def fit_ensemble(
     xb, yb, xv, yv, words, n = prepare_training(
         model, lossf, member0, x, y, validation_data, member_keys,
         rows_to=lambda rows: whole_batches(rows, min(batch_size, rows), drop),
+        defer=mesh is None,
     )  # fmt: skip
     seeds = seed_from_words(words)
     dtype = dtype_of(xb, member0)
@@ -291,6 +293,8 @@ def fit_ensemble(
     # Each member's dropout masks: its own stream from the run's key (member k, step t).
     carry = carry._replace(dropout_key=dropout_root(model, key, members=K))
     data = Data(xb, yb, sw, xv, yv)
+    if any_deferred(data):
+        data = compile_then_stage(spec, carry, data)
     if mesh is not None:
         carry, sw = put((carry, sw), sharded(mesh, 0))
         data = put(data._replace(sw=None), replicated(mesh))._replace(sw=sw)

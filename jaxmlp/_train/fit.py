@@ -54,8 +54,9 @@ from jaxmlp._train.callbacks import (
     ProgressBar,
     as_callbacks,
 )
-from jaxmlp._train.driver import Data, Run, drive, host
+from jaxmlp._train.driver import Data, Run, compile_then_stage, drive, host
 from jaxmlp._train.inputs import (
+    any_deferred,
     check_checkpointing,
     check_custom_loss,
     check_early_stopping,
@@ -256,6 +257,7 @@ def fit(
         xb, yb, xv, yv, key_words, n = prepare_training(
             model, lossf, params, x, y, validation_data, key, finite_params=True,
             rows_to=lambda rows: whole_batches(rows, min(batch_size, rows), drop),
+            defer=mesh is None,
         )  # fmt: skip
     dtype = dtype_of(xb, params)
     batch_size = clip_batch_size(batch_size, n)
@@ -313,6 +315,8 @@ def fit(
             seed = order_seed(key)  # the stored key's
     carry = carry._replace(dropout_key=dropout_root(model, key))
     data = Data(None, None, None, xv, yv) if streaming else Data(xb, yb, sw, xv, yv)
+    if any_deferred(data):
+        data = compile_then_stage(spec, carry, data)
     if mesh is not None:
         # Global, replicated inputs: every process holds the same data and key.
         carry, data, key = put((carry, data, key), replicated(mesh))
