@@ -100,6 +100,8 @@ def child(args) -> dict:
     jax.block_until_ready(first.params)
     first_s = time.perf_counter() - t0
     peak = _status("VmHWM")
+    device = jax.devices()[0]
+    stats = device.memory_stats() if device.platform != "cpu" else None
     out = {
         "mode": args.mode,
         "rows": args.rows,
@@ -110,6 +112,10 @@ def child(args) -> dict:
         "first_fit_s": first_s,
         "first_fit_rows_per_s": args.rows * args.epochs / first_s,
         "shuffle": not args.no_shuffle,
+        # On an accelerator, the device's own peak (since the process started: the model's
+        # initialisation is a few KiB), beside the host's.
+        "device": str(device.device_kind),
+        "peak_device_mib": None if not stats else stats.get("peak_bytes_in_use", 0) / 2**20,
         "loss": float(first.history["loss"][-1]),
     }
     if args.timed:
@@ -177,6 +183,8 @@ def main(argv=None) -> int:
                     speed = (
                         f"  {r['rows_per_s']:,.0f} rows/s  {r['rows_per_cpu_s']:,.0f} rows/cpu-s"
                     )
+                if r.get("peak_device_mib") is not None:
+                    speed += f"  device peak {r['peak_device_mib']:,.0f} MiB"
                 print(f"{mode:7s} {rows:>11,} rows  data {r['data_mib']:8.0f} MiB  extra "
                       f"{r['peak_extra_mib']:8.0f} MiB  ratio {r['ratio']:.2f}x{speed}", flush=True)  # fmt: skip
     if args.json:

@@ -9,6 +9,7 @@
 # and bfloat16 with $PEERS), train (fused fit and ensembles vs loops), probe (fit's fixed and
 # per-epoch cost), profile (per-kernel device time of the L step and the S fit), highest (M, L
 # float32 at matmul precision "highest"), extra ($EXTRA_PEERS), xla (the fit program's HLO),
+# memory (issue 21: peak host and device memory of in-memory and streamed fit, 1M and 4M rows),
 # mixed (the L bfloat16 step against other mixed-precision layouts; not in the default set).
 # Each step has its own time limit, and no step starts past $DEADLINE seconds (default 420),
 # so a slow step leaves the others' results and the run ends in time. On an H100 the default
@@ -27,7 +28,7 @@ export TQDM_DISABLE=1 PYTHONUNBUFFERED=1
 PY=${PYTHON:-python}
 PEERS=${PEERS:-torch,flax}
 EXTRA_PEERS=${EXTRA_PEERS:-equinox,torch.compile}
-STEPS=${STEPS:-tests,step,train,probe,profile,highest,extra,xla}
+STEPS=${STEPS:-tests,step,train,probe,profile,highest,extra,xla,memory}
 DEADLINE=${DEADLINE:-420}
 
 want() { [[ ",$STEPS," == *",$1,"* ]]; }
@@ -72,6 +73,9 @@ want highest && step step_f32_highest 110 "$PY" benchmarks/run.py --configs M,L 
   --json "$WORK/step_f32_highest.json"
 want extra && step step_extra 60 "$PY" benchmarks/run.py --configs S,L --dtype float32 \
   --suites step --peers "$EXTRA_PEERS" --max-seconds 5 --json "$WORK/step_extra.json"
+# Issue 21: host and device memory of in-memory and streamed fit against the data's size.
+want memory && step memory 90 env XLA_PYTHON_CLIENT_PREALLOCATE=false "$PY" benchmarks/bench_memory.py \
+  --rows 1000000,4000000 --mode memory,stream --timed --json "$WORK/memory.json"
 want mixed && step probe_mixed 90 "$PY" benchmarks/probe_mixed.py --config L --profile
 if want xla; then  # the fused program as XLA compiled it (kernels, loops, command buffers)
   step xla_dump 40 env XLA_FLAGS="--xla_dump_to=$WORK/xla --xla_dump_hlo_module_re=.*run.*" \
