@@ -203,3 +203,59 @@ def test_estimators_turn_it_on_unless_jax_is_configured(env, tmp_path):
     configured = {**env, "XDG_CACHE_HOME": str(tmp_path / "other"), "JAX_COMPILATION_CACHE_DIR": str(users)}  # fmt: skip
     _run(_ESTIMATOR, configured)
     assert not (tmp_path / "other").exists()  # JAX's own options (and folder) were left alone
+
+
+# ---------------------------------------------------------------- quick compiles
+
+
+def _spec(model, mesh=None):
+    from jaxmlp._core.losses import get_loss
+    from jaxmlp._engine.program import Spec
+    from jaxmlp._engine.step import DEFAULT_OPTIMIZER
+
+    return Spec(model=model, loss=get_loss("mse"), optimizer=DEFAULT_OPTIMIZER, method="manual",
+                l2=0.0, batch_size=32, drop_last=False, shuffle=True, epochs_per_call=1,
+                track_best=False, has_val=False, mesh=mesh)  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "setting, small, large", [(None, True, False), ("0", False, False), ("1", True, True)]
+)
+def test_small_epochs_compile_quick_unless_told_otherwise(monkeypatch, setting, small, large):
+    import jax
+
+    from jaxmlp._engine.program import QUICK_EPOCH_FLOPS, epoch_flops, quick_compile
+
+    if setting is None:
+        monkeypatch.delenv("JAXMLP_QUICK_COMPILE", raising=False)
+    else:
+        monkeypatch.setenv("JAXMLP_QUICK_COMPILE", setting)
+    model = jaxmlp.MLP((30, 32, 2))
+    params = model.init(jax.random.key(0))
+    assert epoch_flops(params, 455) == 6 * (30 * 32 + 32 + 32 * 2 + 2) * 455
+    spec = _spec(model)
+    assert quick_compile(spec, epoch_flops(params, 455)) is small
+    assert quick_compile(spec, QUICK_EPOCH_FLOPS) is large
+    # With a mesh (data parallelism) the default options stay.
+    assert not quick_compile(_spec(model, mesh=jaxmlp.data_parallel_mesh()), 1.0)
+
+
+def test_fit_and_its_continuation_run_the_program_the_whole_run_would(monkeypatch):
+    import jax
+    import numpy as np
+
+    from jaxmlp._train import driver
+
+    monkeypatch.delenv("JAXMLP_QUICK_COMPILE", raising=False)
+    seen = []
+    real = driver.epochs_program
+    monkeypatch.setattr(driver, "epochs_program", lambda spec, quick: seen.append(quick) or real(spec, quick))  # fmt: skip
+    x = np.random.default_rng(0).normal(size=(64, 3)).astype(np.float32)
+    model = jaxmlp.MLP((3, 8, 1), activation="tanh")
+    kw = {"loss": "mse", "key": jax.random.key(1), "batch_size": 16, "progress": False}
+    half = jaxmlp.fit(model, model.init(jax.random.key(0)), x, x[:, :1], epochs=2, **kw)
+    jaxmlp.fit(model, half, x, x[:, :1], epochs=4, **kw)
+    assert seen == [True, True]
+    monkeypatch.setenv("JAXMLP_QUICK_COMPILE", "0")
+    jaxmlp.fit(model, model.init(jax.random.key(0)), x, x[:, :1], epochs=1, **kw)
+    assert seen[-1] is False

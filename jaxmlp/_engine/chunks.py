@@ -20,6 +20,7 @@ from jax import lax
 
 from jaxmlp._distributed import replicated
 from jaxmlp._engine.program import (
+    QUICK_COMPILE,
     Spec,
     _make_step,
     _param_total,
@@ -32,13 +33,14 @@ from jaxmlp._engine.program import (
 
 
 @functools.lru_cache(maxsize=64)
-def chunk_program(spec: Spec, check_steps: bool = False) -> Callable:
+def chunk_program(spec: Spec, check_steps: bool = False, quick: bool = False) -> Callable:
     """``(state, bad, bad_step, i, xs, ys, ws, key=None) -> (state, bad, bad_step, i, values,
     wsum)``, jitted (``key``: the run's training-mode root key, as in the in-memory epoch): the steps of one chunk, ``xs`` ``(steps, batch, in)``, ``ys`` ``(steps, batch, ...)``
     and ``ws`` ``(steps, batch)`` weights (``None``: every row weighs 1). ``i`` is the 1-based
     index of the chunk's first step in its epoch; ``values`` are the steps' losses and ``wsum``
     their total weights (``None`` without weights). With ``check_steps`` a non-finite step stops
-    the updates and ``bad_step`` records it (the replay of a diverged epoch)."""
+    the updates and ``bad_step`` records it (the replay of a diverged epoch). ``quick``: compiled
+    as the in-memory program would be (:func:`jaxmlp._engine.program.quick_compile`)."""
     step = _make_step(spec, check_steps)
 
     def run(state, bad, bad_step, i, xs, ys, ws, key=None):
@@ -50,12 +52,12 @@ def chunk_program(spec: Spec, check_steps: bool = False) -> Callable:
         return state, bad, bad_step, i, values, wsum
 
     if spec.mesh is None:
-        return jax.jit(run)
+        return jax.jit(run, compiler_options=QUICK_COMPILE if quick else None)
     return jax.jit(run, out_shardings=replicated(spec.mesh))
 
 
 @functools.lru_cache(maxsize=64)
-def epoch_end_program(spec: Spec) -> Callable:
+def epoch_end_program(spec: Spec, quick: bool = False) -> Callable:
     """``(carry, e, state, values, wsum, x_val, y_val, patience, min_delta) -> (carry, report)``,
     jitted: epoch ``e``'s end once its chunks have run ``carry.state`` to ``state``. ``values``
     and ``wsum`` are every step's loss and total weight; the report is
@@ -79,5 +81,5 @@ def epoch_end_program(spec: Spec) -> Callable:
     # Nothing donated: the carry's state and the chunks' state share one output, so half of any
     # donation would go unused (a model's state is small next to the chunks).
     if spec.mesh is None:
-        return jax.jit(run)
+        return jax.jit(run, compiler_options=QUICK_COMPILE if quick else None)
     return jax.jit(run, out_shardings=replicated(spec.mesh))

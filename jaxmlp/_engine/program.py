@@ -19,6 +19,7 @@ come back as one vector (its *report*): on a GPU every separate host-device copy
 from __future__ import annotations
 
 import functools
+import os
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -295,10 +296,10 @@ def make_epoch(spec: Spec, *, check_steps: bool = True) -> Callable:
 
 
 @functools.lru_cache(maxsize=64)
-def replay_program(spec: Spec) -> Callable:
+def replay_program(spec: Spec, quick: bool = False) -> Callable:
     """The jitted epoch with a check after every step, for ``fit`` to replay a non-finite epoch of
-    the fast path (compiled only when a run diverges)."""
-    return jax.jit(make_epoch(spec))
+    the fast path (compiled only when a run diverges; ``quick`` as the fast path was)."""
+    return jax.jit(make_epoch(spec), compiler_options=QUICK_COMPILE if quick else None)
 
 
 def member_epoch(spec: Spec) -> Callable:
@@ -446,12 +447,46 @@ def read_report(report: np.ndarray, epochs: int, dtype, members: int | None = No
                   bad_epoch, bad_step, step)  # fmt: skip
 
 
+# XLA:CPU's fusion emitters generate faster kernels for a fit's small steps than its older code
+# generator, but compile the epoch program 25-45% slower (0.87 s against 0.54-0.62 s for a
+# 30-32-2 classifier on the 2-core CPU, whose epochs then run 1.1-1.2x slower). Small tables,
+# whose epochs take well under a millisecond, spend more on compiling than on training, so their
+# programs compile quick. The choice depends on the data and the model only (not on the number
+# of epochs), so a continued or resumed run uses the program the whole run would have: the two
+# code generators round some functions (tanh, exp) differently in the last bit.
+# ``JAXMLP_QUICK_COMPILE=0`` never compiles quick, ``=1`` always does (on a CPU).
+QUICK_COMPILE = {"xla_cpu_use_fusion_emitters": False}
+QUICK_EPOCH_FLOPS = (
+    1e7  # an epoch's estimated training FLOPs under which the program compiles quick
+)
+
+
+def quick_compile(spec: Spec, epoch_flops: float) -> bool:
+    """Whether a run whose epoch is ``epoch_flops`` estimated training FLOPs compiles its epoch
+    program with :data:`QUICK_COMPILE` (on a CPU only, without a mesh)."""
+    if spec.mesh is not None or jax.default_backend() != "cpu":
+        return False
+    choice = os.environ.get("JAXMLP_QUICK_COMPILE", "auto").strip().lower()
+    if choice in ("0", "false", "no", "off"):
+        return False
+    if choice in ("1", "true", "yes", "on"):
+        return True
+    return epoch_flops < QUICK_EPOCH_FLOPS
+
+
+def epoch_flops(params: Params, rows: int) -> float:
+    """An epoch's training FLOPs, roughly: 6 per parameter per row (forward 2, backward 4)."""
+    size = sum(int(np.prod(np.shape(a))) for a in jax.tree.leaves(params))
+    return 6.0 * size * rows
+
+
 @functools.lru_cache(maxsize=64)
-def epochs_program(spec: Spec) -> Callable:
+def epochs_program(spec: Spec, quick: bool = False) -> Callable:
     """The jitted multi-epoch program for one static configuration (cached):
     ``(carry, x, y, sw, plan, x_val, y_val) -> (carry, report)`` (see :func:`make_plan`,
     :func:`read_report`). ``sw`` is ``(n,)`` for one model, ``(members, n)`` for an ensemble, or
-    ``None`` when every row weighs 1."""
+    ``None`` when every row weighs 1. ``quick``: compiled with :data:`QUICK_COMPILE` (see
+    :func:`quick_compile`)."""
     one_epoch = member_epoch(spec)
     if spec.members is not None:
         # perm: (K, n) per epoch slot; the data and the run's settings are shared.
@@ -491,7 +526,7 @@ def epochs_program(spec: Spec) -> Callable:
         return carry, _report(hist, carry, dtype)
 
     if spec.mesh is None:
-        return jax.jit(run, donate_argnums=0)
+        return jax.jit(run, donate_argnums=0, compiler_options=QUICK_COMPILE if quick else None)
     if spec.members is None:
         return jax.jit(run, donate_argnums=0, out_shardings=replicated(spec.mesh))
     # Members split across the "data" axis: carry leaves (K, ...); the report is replicated.

@@ -50,6 +50,7 @@ class Run(NamedTuple):
     checkpoint_every: int | None
     seed: np.ndarray  # the row orders' seed(s): (2,), or (members, 2)
     rows: int  # the real rows (the data may be padded to whole batches beyond them)
+    quick: bool = False  # the epoch program compiled quick (see program.quick_compile)
 
 
 def host(tree: Any) -> Any:
@@ -80,7 +81,7 @@ def drive(
     program (streaming: ``data`` then holds no training rows and the orders cover ``run.rows``).
     """
     spec = run.spec
-    program = epochs_program(spec) if call is None else None
+    program = epochs_program(spec, run.quick) if call is None else None
     n = rows_of(data.x) if call is None else run.rows
     dtype = dtype_of(data.x, carry.state.params)
     mesh = spec.mesh
@@ -159,7 +160,7 @@ def _metrics(r: Report, i: int, spec: Spec, records_lr: bool) -> dict[str, Any]:
     return out
 
 
-def compile_then_stage(spec: Spec, carry: Any, data: Data) -> Data:
+def compile_then_stage(spec: Spec, carry: Any, data: Data, quick: bool = False) -> Data:
     """Large NumPy data (:class:`jaxmlp._train.inputs.Deferred`) staged after the epoch program
     is compiled for their shapes, and the compiler's freed working memory handed back in between,
     so that the two do not add up in the peak. The program's first call then finds it compiled."""
@@ -171,7 +172,7 @@ def compile_then_stage(spec: Spec, carry: Any, data: Data) -> Data:
     )
     plan = make_plan(0, 1, 0, 0.0, dtype, perms, -1)
     plan = jax.ShapeDtypeStruct(plan.shape, plan.dtype)
-    program: Any = epochs_program(spec)  # jitted: it has .lower
+    program: Any = epochs_program(spec, quick)  # jitted: it has .lower
     program.lower(carry, x, abstract(data.y), data.sw, plan, data.x_val, data.y_val).compile()
     release_free_memory()
     return staged(data)

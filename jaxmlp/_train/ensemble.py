@@ -32,7 +32,15 @@ from jaxmlp._core.mlp import MLP, Params, as_batch, check_finite_params, check_p
 from jaxmlp._core.objective import Objective, as_objective
 from jaxmlp._distributed import check_mesh, put, replicated, sharded
 from jaxmlp._engine.orders import order_seed, seed_from_words
-from jaxmlp._engine.program import Spec, dropout_root, dtype_of, fresh_carry, learning_rate
+from jaxmlp._engine.program import (
+    Spec,
+    dropout_root,
+    dtype_of,
+    epoch_flops,
+    fresh_carry,
+    learning_rate,
+    quick_compile,
+)
 from jaxmlp._engine.step import DEFAULT_OPTIMIZER, check_state_params
 from jaxmlp._train import resume as _resume
 from jaxmlp._train.callbacks import (
@@ -292,13 +300,14 @@ def fit_ensemble(
         sw = None if sw_t is None else sw_t.T
     # Each member's dropout masks: its own stream from the run's key (member k, step t).
     carry = carry._replace(dropout_key=dropout_root(model, key, members=K))
+    quick = quick_compile(spec, epoch_flops(carry.state.params, n))
     data = Data(xb, yb, sw, xv, yv)
     if any_deferred(data):
-        data = compile_then_stage(spec, carry, data)
+        data = compile_then_stage(spec, carry, data, quick)
     if mesh is not None:
         carry, sw = put((carry, sw), sharded(mesh, 0))
         data = put(data._replace(sw=None), replicated(mesh))._replace(sw=sw)
-    run = Run(spec, epochs, stopping.patience, stopping.min_delta, every, seeds, n)
+    run = Run(spec, epochs, stopping.patience, stopping.min_delta, every, seeds, n, quick)
 
     def save(path: Path, state: CallState) -> None:
         _resume.save(path, model, state.carry, key, state.epoch, state.history,

@@ -181,9 +181,10 @@ class Feed:
         sw: np.ndarray | None,
         chunk_steps: int,
         shard: Any = None,
+        quick: bool = False,
     ):
         self.spec, self.source, self.fmt, self.rows, self.sw = spec, source, fmt, rows, sw
-        self.chunk_steps, self.shard = chunk_steps, shard
+        self.chunk_steps, self.shard, self.quick = chunk_steps, shard, quick
         self.pool = ThreadPoolExecutor(1, thread_name_prefix="jaxmlp-stream")
 
     def close(self) -> None:
@@ -229,7 +230,7 @@ class Feed:
         nb = idx.size // width
         S = self.chunk_steps
         bounds = [(lo, min(nb, lo + S)) for lo in range(0, nb, S)]
-        program = chunk_program(self.spec, check_steps)
+        program = chunk_program(self.spec, check_steps, self.quick)
         pending = collections.deque()
 
         def submit(c: int) -> None:
@@ -258,7 +259,7 @@ class Feed:
     def call(self, patience: int, min_delta: float, x_val, y_val) -> Callable:
         """The driver's call for streamed epochs: ``(carry, start, perms) -> (carry, report)``,
         one epoch per call."""
-        end = epoch_end_program(self.spec)
+        end = epoch_end_program(self.spec, self.quick)
         dtype = self.fmt.dtype
         delta = np.asarray(min_delta, _wide(dtype)).astype(dtype)
 

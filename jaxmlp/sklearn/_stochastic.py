@@ -33,6 +33,7 @@ from jaxmlp.sklearn._utils import (
     _round_up,
     _set_rate,
     _validation_split,
+    on_device,
 )
 
 NONFINITE_MESSAGE = (
@@ -132,10 +133,10 @@ def fit_epochs(est, X: np.ndarray, Y: np.ndarray, sw, rs, key: jax.Array) -> Non
     model = est._model(padded=True)
     optimizer = est._get_optimizer(n, steps)
     est._optimizer = LearningRate(float(est.learning_rate_init))
-    data = [jnp.asarray(_pad(X, len(X), model.sizes[0])), jnp.asarray(Y)]
-    weights = None if sw is None else jnp.asarray(sw)
+    data = [on_device(_pad(X, len(X), model.sizes[0])), on_device(Y)]
+    weights = None if sw is None else on_device(sw)
     if validation is not None:
-        x_val = jnp.asarray(_pad(validation[0], len(validation[0]), model.sizes[0]))
+        x_val = on_device(_pad(validation[0], len(validation[0]), model.sizes[0]))
         validation = (x_val, *validation[1:])
     state: Any = est._train_params()
     best = None
