@@ -35,6 +35,7 @@ from jaxmlp._core.layers import (
     SkipEnd,
     count,
 )
+from jaxmlp._quick import setup_jit
 
 _FLOAT_DTYPES = ("float16", "bfloat16", "float32", "float64")
 # to_dict's stand-in for a callable initializer, which no file can hold: "callable:<qualname>".
@@ -625,7 +626,7 @@ def params_dtype(params: Params) -> jnp.dtype:
     return jax.tree.leaves(params)[0].dtype
 
 
-@jax.jit
+@setup_jit
 def _nonfinite(arrays: list[jax.Array], key: jax.Array | None) -> jax.Array:
     flags = [(~jnp.all(jnp.isfinite(a))).astype(jnp.uint32)[None] for a in arrays]
     words = [] if key is None else [jax.random.key_data(key).ravel().astype(jnp.uint32)]

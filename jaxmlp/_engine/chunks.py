@@ -47,7 +47,7 @@ def chunk_program(spec: Spec, check_steps: bool = False, quick: bool = False) ->
         steps = jax.tree.leaves(xs)[0].shape[0]
         (state, bad, bad_step, i), (values, wsum) = lax.scan(
             lambda c, b: step(c, b, key), (state, bad, bad_step, i), (xs, ys, ws),
-            unroll=_step_unroll(steps),
+            unroll=_step_unroll(steps, quick),
         )  # fmt: skip
         return state, bad, bad_step, i, values, wsum
 

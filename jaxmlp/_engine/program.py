@@ -37,6 +37,7 @@ from jaxmlp._core.mlp import MLP, Params
 from jaxmlp._core.objective import Objective, objective_evaluate, objective_value_and_grad
 from jaxmlp._distributed import replicated, sharded
 from jaxmlp._engine.step import TRACE_COUNTS, TrainState, apply_update, compiled_init, init_state
+from jaxmlp._quick import QUICK_COMPILE
 
 
 class Spec(NamedTuple):
@@ -109,7 +110,9 @@ def fresh_carry(
 _STEP_UNROLL = {"cpu": 2, "accelerator": 8}
 
 
-def _step_unroll(n_batches: int) -> int:
+def _step_unroll(n_batches: int, quick: bool = False) -> int:
+    if quick:  # one step's code, not two: the unrolled body is most of a small program's compile
+        return 1
     kind = "cpu" if jax.default_backend() == "cpu" else "accelerator"
     return max(1, min(n_batches, _STEP_UNROLL[kind]))
 
@@ -231,7 +234,7 @@ def epoch_loss(spec: Spec, values: jax.Array, wsum: jax.Array | None) -> jax.Arr
     return _ordered_sum(values * wsum) / _ordered_sum(wsum)
 
 
-def make_epoch(spec: Spec, *, check_steps: bool = True) -> Callable:
+def make_epoch(spec: Spec, *, check_steps: bool = True, quick: bool = False) -> Callable:
     """One training epoch for one model, pure: ``(state, bad, bad_step, x, y, sw, perm, rows,
     key) -> (state, bad, bad_step, train_loss)``; ``key`` is the training-mode root key
     (dropout; step ``t`` uses ``fold_in(key, t)``) or ``None``.
@@ -282,7 +285,7 @@ def make_epoch(spec: Spec, *, check_steps: bool = True) -> Callable:
         init = (state, bad, bad_step, jnp.ones((), jnp.int32))
         batches = (idx.reshape(nb, B), w)
         (new, bad_new, bad_step, _), (values, wsum) = lax.scan(
-            gather_step, init, batches, unroll=_step_unroll(nb)
+            gather_step, init, batches, unroll=_step_unroll(nb, quick)
         )
         if check_steps:
             state, bad = new, bad_new
@@ -299,10 +302,10 @@ def make_epoch(spec: Spec, *, check_steps: bool = True) -> Callable:
 def replay_program(spec: Spec, quick: bool = False) -> Callable:
     """The jitted epoch with a check after every step, for ``fit`` to replay a non-finite epoch of
     the fast path (compiled only when a run diverges; ``quick`` as the fast path was)."""
-    return jax.jit(make_epoch(spec), compiler_options=QUICK_COMPILE if quick else None)
+    return jax.jit(make_epoch(spec, quick=quick), compiler_options=QUICK_COMPILE if quick else None)
 
 
-def member_epoch(spec: Spec) -> Callable:
+def member_epoch(spec: Spec, quick: bool = False) -> Callable:
     """One epoch of one member with its bookkeeping, pure: ``(carry, e, perm, x, y, sw, x_val,
     y_val, patience, min_delta) -> (carry, (ran, train_loss, val_loss, val_metric, lr, improved))``;
     ``lr`` is the learning rate the optimizer exposes after the epoch (NaN when it exposes none).
@@ -313,7 +316,7 @@ def member_epoch(spec: Spec) -> Callable:
     member that has stopped or diverged sits the epoch out (its carry is kept; ``ran`` is False):
     one model's program never needs that, since its loop ends at once.
     """
-    train_epoch = make_epoch(spec, check_steps=False)
+    train_epoch = make_epoch(spec, check_steps=False, quick=quick)
     finish = finish_epoch(spec)
 
     def run(carry: Carry, e, perm, x, y, sw, x_val, y_val, patience, min_delta, rows):
@@ -455,7 +458,6 @@ def read_report(report: np.ndarray, epochs: int, dtype, members: int | None = No
 # of epochs), so a continued or resumed run uses the program the whole run would have: the two
 # code generators round some functions (tanh, exp) differently in the last bit.
 # ``JAXMLP_QUICK_COMPILE=0`` never compiles quick, ``=1`` always does (on a CPU).
-QUICK_COMPILE = {"xla_cpu_use_fusion_emitters": False}
 QUICK_EPOCH_FLOPS = (
     1e7  # an epoch's estimated training FLOPs under which the program compiles quick
 )
@@ -487,7 +489,7 @@ def epochs_program(spec: Spec, quick: bool = False) -> Callable:
     :func:`read_report`). ``sw`` is ``(n,)`` for one model, ``(members, n)`` for an ensemble, or
     ``None`` when every row weighs 1. ``quick``: compiled with :data:`QUICK_COMPILE` (see
     :func:`quick_compile`)."""
-    one_epoch = member_epoch(spec)
+    one_epoch = member_epoch(spec, quick)
     if spec.members is not None:
         # perm: (K, n) per epoch slot; the data and the run's settings are shared.
         one_epoch = jax.vmap(

@@ -22,6 +22,7 @@ from jaxmlp._core.backprop import METHODS, check_model_loss, value_and_grad
 from jaxmlp._core.losses import Loss
 from jaxmlp._core.mlp import MLP, Dense, Params
 from jaxmlp._distributed import check_mesh, put, replicated, sharded
+from jaxmlp._quick import quick_options
 
 DEFAULT_LEARNING_RATE = 0.01
 # Plain gradient descent, the lecture's eq. 17: w <- w - eta dL/dw. One shared object, so that
@@ -81,7 +82,7 @@ def init_state(params: Params, optimizer: optax.GradientTransformation) -> Train
 def _init_program(init: Callable, static: tuple) -> Callable:
     # The static arguments closed over: the compiled call takes the parameters alone, which keeps
     # it on JAX's fast C++ dispatch path.
-    return jax.jit(lambda params: init(params, *static))
+    return jax.jit(lambda params: init(params, *static), compiler_options=quick_options())
 
 
 def compiled_init(init: Callable, params: Params, *static: Any) -> Any:

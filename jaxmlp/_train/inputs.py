@@ -28,6 +28,7 @@ from jaxmlp._core.mlp import (
     nonfinite_and_key,
     params_dtype,
 )
+from jaxmlp._quick import quick_options, setup_jit
 from jaxmlp._train.callbacks import EarlyStopping
 from jaxmlp._train.sources import aligned_empty
 from jaxmlp.errors import JaxmlpWarning
@@ -116,7 +117,7 @@ def _host_nonfinite(a: np.ndarray) -> bool:
     return any(not np.isfinite(a[lo : lo + step]).all() for lo in range(0, a.shape[0], step))
 
 
-@jax.jit
+@setup_jit
 def _probe(arrays: list[Any]) -> list[Any]:
     # sum(a * 0) is NaN exactly when ``a`` holds a NaN or an Inf, and XLA fuses it into one pass;
     # ``all(isfinite(a))`` materialises a bool copy of ``a`` on a CPU, and a max drops NaNs.
@@ -133,7 +134,11 @@ def finite_probes(arrays: list[Any]) -> list[Any]:
     return out
 
 
-@jax.jit
+def _on_cpu(a: Any) -> bool:
+    return isinstance(a, jax.Array) and all(d.platform == "cpu" for d in a.devices())
+
+
+@setup_jit
 def _outside_unit_program(y: jax.Array) -> jax.Array:
     # One compiled program (three comparisons and reductions dispatched one by one compile three).
     return jnp.any((y < 0) | (y > 1))
@@ -141,7 +146,8 @@ def _outside_unit_program(y: jax.Array) -> jax.Array:
 
 def _outside_unit(y: Any) -> bool:
     """Whether any target lies outside [0, 1] (host rows read slice by slice)."""
-    if isinstance(y, np.ndarray):
+    if isinstance(y, np.ndarray) or _on_cpu(y):  # on a CPU, NumPy reads the buffer in place
+        y = np.asarray(y)
         return bool(np.any(y < 0) or np.any(y > 1))
     if not isinstance(y, Deferred):
         return bool(_outside_unit_program(y))
@@ -425,7 +431,9 @@ def _pad_leaf(a: jax.Array, total: int) -> jax.Array:
 
 @functools.lru_cache(maxsize=64)
 def _pad_program(total: int):
-    return jax.jit(lambda leaves: [_pad_leaf(a, total) for a in leaves])
+    return jax.jit(
+        lambda leaves: [_pad_leaf(a, total) for a in leaves], compiler_options=quick_options()
+    )
 
 
 def pad_rows(tree: Any, total: int) -> Any:
