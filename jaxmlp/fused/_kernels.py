@@ -138,7 +138,10 @@ def _tile_forward(lay: Layout, a0, w_refs, b_refs):
 
 
 def _rows(lay: Layout, t) -> pl.Slice:
-    return pl.ds(pl.multiple_of(t * lay.tile_rows, lay.tile_rows), lay.tile_rows)
+    start = t * lay.tile_rows
+    if not isinstance(t, int):  # a loop index: tell the compiler the start is aligned
+        start = pl.multiple_of(start, lay.tile_rows)
+    return pl.ds(start, lay.tile_rows)
 
 
 def _over_tiles(lay: Layout, body: Callable, init):
