@@ -4,6 +4,9 @@ head and dtype; ragged batches; the custom VJP; training; a planted bug; the low
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -16,8 +19,9 @@ import jaxmlp
 from jaxmlp import MLP, Dense, fused
 from jaxmlp.fused import _kernels
 
-# Small tiles so that a handful of rows already spans several tiles and programs.
-SMALL = fused.FusedConfig(tile_rows=16, tiles=2, interpret=True)
+# Small tiles so that a handful of rows already spans several tiles and programs; interpreted on
+# the CPU, compiled on a GPU (benchmarks/gpu_fused.sh runs this file there).
+SMALL = fused.FusedConfig(tile_rows=16, tiles=2)
 # max |fused - reference| / max |reference| over all gradients; half precision against the
 # float32 XLA gradients (the 1e-2), float32 against the XLA path in float32.
 TOLERANCES = {"float32": 2e-5, "float16": 1e-2, "bfloat16": 1e-2}
@@ -288,3 +292,20 @@ def test_kernels_lower_for_cuda_through_triton(dtype):
     grad = jax.jit(jax.grad(lambda p, x: jnp.sum(fused.apply(model, p, x, config=config))))
     text = grad.trace(params, x).lower(lowering_platforms=("cuda",)).as_text()
     assert text.count("__gpu$xla.gpu.triton") == 2
+
+
+@pytest.mark.slow
+def test_benchmark_script_quick_run(tmp_path):
+    # The GPU benchmark's CPU smoke mode: every stage runs and writes its records.
+    import subprocess
+    import sys
+
+    script = Path(__file__).resolve().parent.parent / "benchmarks" / "bench_fused.py"
+    args = ["--quick", "--out", str(tmp_path), "--impls", "fused,xla,flax", "--modes", "train"]
+    subprocess.run([sys.executable, str(script), *args], check=True, capture_output=True)
+    records = [json.loads(line) for line in (tmp_path / "records.jsonl").read_text().splitlines()]
+    assert {r["impl"] for r in records} == {"fused", "xla", "flax"}
+    assert all(r["seconds"] > 0 for r in records)
+    accuracy = json.loads((tmp_path / "accuracy.json").read_text())
+    assert accuracy and all(a["rel_err"] <= a["target"] for a in accuracy)
+    assert "targets" in json.loads((tmp_path / "summary.json").read_text())
