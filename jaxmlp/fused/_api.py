@@ -44,7 +44,8 @@ class FusedConfig:
         interpret: ``True`` runs Pallas's interpreter (any device, slow), ``False`` compiles
             for the GPU; ``None``: interpret when JAX's default backend is the CPU, or as the
             environment variable ``JAXMLP_FUSED_INTERPRET`` (``1``/``0``) says.
-        num_warps, num_stages: the Triton launch parameters.
+        num_warps: Triton's warps per program.
+        num_stages: Triton's software-pipelining stages.
     """
 
     tile_rows: int | None = None
