@@ -335,7 +335,7 @@ def measure(impl, width, dtype, batch, mode, quick, configs, peaks, args) -> dic
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(
-        prog="benchmarks/bench_fused.py", description=__doc__.split("\n")[0]
+        prog="benchmarks/bench_fused.py", description=(__doc__ or "").split("\n")[0]
     )
     p.add_argument("--out", default="results/fused")
     p.add_argument("--quick", action="store_true", help="CPU smoke run: tiny sizes, interpreted")

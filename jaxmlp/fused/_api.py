@@ -137,7 +137,7 @@ def _layout(model: MLP, rows: int, config: FusedConfig, logits: bool) -> K.Layou
     acts = (*model.hidden_activations, "identity" if logits else model.output_activation)
     param = model.param_dtype
     # float32 matmuls follow JAX's precision setting: "highest" asks for IEEE float32.
-    highest = str(jax.config.jax_default_matmul_precision) in ("highest", "float32")
+    highest = str(jax.default_matmul_precision.value) in ("highest", "float32")
     return K.Layout(
         widths=model.sizes,
         activations=acts,

@@ -137,7 +137,7 @@ def _tile_forward(lay: Layout, a0, w_refs, b_refs):
     return zs, acts
 
 
-def _rows(lay: Layout, t) -> pl.Slice:
+def _rows(lay: Layout, t) -> pl.Slice | slice:
     start = t * lay.tile_rows
     if not isinstance(t, int):  # a loop index: tell the compiler the start is aligned
         start = pl.multiple_of(start, lay.tile_rows)
