@@ -237,9 +237,12 @@ def apply(
 
 
 def _targets(loss: Loss, y: jax.Array, lay: K.Layout, rows: int) -> jax.Array:
-    if y.ndim == 1:  # class labels: one-hot over the real columns
-        y = jax.nn.one_hot(y, lay.widths[-1], dtype=jnp.float32)
-    return _pad(y, (rows, lay.padded[-1]), jnp.float32)
+    """Targets padded for the kernel, in the output's dtype (they are read once per row: half
+    precision halves the traffic; the kernel computes the head in float32)."""
+    dtype = jnp.dtype(lay.out_dtype)
+    if y.ndim == 1:  # class labels: one-hot over the real columns (0 and 1 are exact)
+        y = jax.nn.one_hot(y, lay.widths[-1], dtype=dtype)
+    return _pad(y, (rows, lay.padded[-1]), dtype)
 
 
 def value_and_grad(

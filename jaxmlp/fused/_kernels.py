@@ -228,7 +228,8 @@ def _backward_kernel(lay: Layout, head: str, need_dx: bool, x_ref, t_ref, *refs)
         zs, acts = _tile_forward(lay, x_ref[rows, :], w_refs, b_refs)
         if fused:
             assert c_ref is not None
-            value, dz = _head(lay, head, zs[-1], acts[-1], t_ref[rows, :], c_ref[rows, :])
+            y = t_ref[rows, :].astype(jnp.float32)
+            value, dz = _head(lay, head, zs[-1], acts[-1], y, c_ref[rows, :])
             loss_acc = loss_acc + value
         else:
             # dL/dz[L] = dL/da[L] f_L'(z[L])
@@ -312,8 +313,8 @@ def backward_call(lay: Layout, rows: int, head: str, need_dx: bool) -> Callable:
 
     ``head == "cotangent"``: ``f(x, g, *ws, *bs) -> (*dw_parts, *db_parts[, dx])`` with ``g``
     = dL/d(output) ``(rows, padded[-1])``. A fused head: ``f(x, y, c, *ws, *bs) -> (loss_parts,
-    *dw_parts, *db_parts[, dx])`` with targets ``y`` ``(rows, padded[-1])`` float32 and row
-    coefficients ``c`` ``(rows, 1)``. Partials have a leading axis of one entry per program.
+    *dw_parts, *db_parts[, dx])`` with targets ``y`` ``(rows, padded[-1])`` (the output's
+    dtype) and row coefficients ``c`` ``(rows, 1)`` float32. Partials have a leading axis of one entry per program.
     """
     p, L = lay.padded, lay.num_layers
     g = rows // lay.block_rows
