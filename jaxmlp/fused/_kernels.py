@@ -314,7 +314,8 @@ def backward_call(lay: Layout, rows: int, head: str, need_dx: bool) -> Callable:
     ``head == "cotangent"``: ``f(x, g, *ws, *bs) -> (*dw_parts, *db_parts[, dx])`` with ``g``
     = dL/d(output) ``(rows, padded[-1])``. A fused head: ``f(x, y, c, *ws, *bs) -> (loss_parts,
     *dw_parts, *db_parts[, dx])`` with targets ``y`` ``(rows, padded[-1])`` (the output's
-    dtype) and row coefficients ``c`` ``(rows, 1)`` float32. Partials have a leading axis of one entry per program.
+    dtype) and row coefficients ``c`` ``(rows, 1)`` float32. Partials have a leading axis of
+    one entry per program.
     """
     p, L = lay.padded, lay.num_layers
     g = rows // lay.block_rows
