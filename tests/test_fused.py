@@ -309,3 +309,17 @@ def test_benchmark_script_quick_run(tmp_path):
     accuracy = json.loads((tmp_path / "accuracy.json").read_text())
     assert accuracy and all(a["rel_err"] <= a["target"] for a in accuracy)
     assert "targets" in json.loads((tmp_path / "summary.json").read_text())
+
+
+@pytest.mark.slow
+def test_neural_field_example_trains_the_same_with_both_methods():
+    import importlib.util
+
+    path = Path(__file__).resolve().parent.parent / "examples" / "12_fused_neural_field.py"
+    spec = importlib.util.spec_from_file_location("jaxmlp_example_12", path)
+    assert spec is not None and spec.loader is not None
+    example = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(example)
+    out = example.main(epochs=6, side=16)
+    assert out["max_curve_diff"] < 1e-4
+    assert out["final_loss"]["fused"] < 0.5 * out["first_loss"]
