@@ -215,15 +215,19 @@ def autotune(width: int, dtype: str, batch: int, quick: bool, args) -> dict[str,
     """The training step's fastest block sizes at one width, dtype and batch."""
     model = jaxmlp.MLP(sizes_for(width, quick), "relu", param_dtype=dtype)
     x, y = data(model, batch)
-    grid = [(16, 1, 4), (16, 2, 4)] if quick else [
-        (t, k, w) for t in (64, 128) for k in (1, 4, 16) for w in (4, 8)
+    # (tile_rows, tiles per program, warps, where the weight gradients accumulate); with one
+    # tile per program there is nothing to accumulate across tiles
+    grid = [(16, 1, 4, "registers"), (16, 2, 4, "memory")] if quick else [
+        *((t, 1, w, "registers") for t in (64, 128) for w in (4, 8)),
+        *((t, 8, w, a) for t in (64, 128) for w in (4, 8) for a in ("registers", "memory")),
+        (128, 32, 8, "memory"),
     ]  # fmt: skip
     trials = []
-    for tile, tiles, warps in grid:
+    for tile, tiles, warps, acc in grid:
         if past_deadline(args):
             break
-        config = fused.FusedConfig(tile_rows=tile, tiles=tiles, num_warps=warps)
-        rec: dict[str, Any] = {"tile_rows": tile, "tiles": tiles, "num_warps": warps}
+        config = fused.FusedConfig(tile_rows=tile, tiles=tiles, num_warps=warps, accumulate=acc)
+        rec: dict[str, Any] = dataclasses.asdict(config)
         try:
             rec.update(timeit(jax_runner("fused", model, "train", x, y, config), min_seconds=0.2))
         except Exception as err:  # a block size the compiler refuses (registers, shared memory)
@@ -383,7 +387,8 @@ def main(argv=None) -> int:
         tuned.append(res)
         if res["best"]:
             b = res["best"]
-            configs[width] = fused.FusedConfig(b["tile_rows"], b["tiles"], num_warps=b["num_warps"])
+            keys = ("tile_rows", "tiles", "num_warps", "num_stages", "accumulate")
+            configs[width] = fused.FusedConfig(**{k: b[k] for k in keys})
     (out / "autotune.json").write_text(json.dumps(tuned, indent=1))
     accuracies = []
     for width in widths:

@@ -323,3 +323,10 @@ def test_neural_field_example_trains_the_same_with_both_methods():
     out = example.main(epochs=6, side=16)
     assert out["max_curve_diff"] < 1e-4
     assert out["final_loss"]["fused"] < 0.5 * out["first_loss"]
+
+
+def test_weight_gradients_accumulated_in_memory():
+    # The other accumulation (each tile's dw added into the program's output block).
+    config = fused.FusedConfig(tile_rows=16, tiles=4, accumulate="memory")
+    check_against_xla(MLP((5, 32, 32, 3), "tanh", "sigmoid"), "sse", batch=100, weighted=True,
+                      config=config, methods=("manual",))  # fmt: skip

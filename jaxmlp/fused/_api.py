@@ -46,6 +46,9 @@ class FusedConfig:
             environment variable ``JAXMLP_FUSED_INTERPRET`` (``1``/``0``) says.
         num_warps: Triton's warps per program.
         num_stages: Triton's software-pipelining stages.
+        accumulate: where a program sums its tiles' weight gradients: ``"registers"`` or
+            ``"memory"`` (its output block; for wide layers whose float32 accumulators would
+            not fit in registers).
     """
 
     tile_rows: int | None = None
@@ -53,8 +56,13 @@ class FusedConfig:
     interpret: bool | None = None
     num_warps: int = 4
     num_stages: int = 1
+    accumulate: str = "registers"
 
     def __post_init__(self):
+        if self.accumulate not in ("registers", "memory"):
+            raise ValueError(
+                f"accumulate: expected 'registers' or 'memory', got {self.accumulate!r}"
+            )
         for name in ("tile_rows", "tiles"):
             v = getattr(self, name)
             low = 16 if name == "tile_rows" else 1
@@ -149,6 +157,7 @@ def _layout(model: MLP, rows: int, config: FusedConfig, logits: bool) -> K.Layou
         precision="HIGHEST" if highest else "DEFAULT",
         num_warps=config.num_warps,
         num_stages=config.num_stages,
+        accumulate=config.accumulate,
     )
 
 

@@ -61,6 +61,9 @@ class Layout:
         precision: ``lax.Precision`` name of the float32 matmuls (``"HIGHEST"``: IEEE float32,
             else TF32 on a GPU); ignored for half-precision inputs.
         num_warps, num_stages: Triton's launch parameters.
+        accumulate: where a program sums its tiles' weight gradients: ``"registers"`` (loop
+            carries, float32) or ``"memory"`` (added into its output block tile by tile: no
+            register pressure from the accumulators, a read-modify-write that stays in cache).
     """
 
     widths: tuple[int, ...]
@@ -73,6 +76,7 @@ class Layout:
     precision: str = "DEFAULT"
     num_warps: int = 4
     num_stages: int = 1
+    accumulate: str = "registers"
 
     @property
     def padded(self) -> tuple[int, ...]:
@@ -240,9 +244,14 @@ def _backward_kernel(lay: Layout, head: str, need_dx: bool, x_ref, t_ref, *refs)
         dws, dbs = list(dws), list(dbs)
         for l in reversed(range(L)):
             # dL/dw[l] = a[l-1]^T dz[l]                             (eqs. 23, 44, 48, 57)
-            dws[l] = dws[l] + _dot(lay, acts[l], dz, (0, 0))
+            dw = _dot(lay, acts[l], dz, (0, 0))
             # dL/db[l] = sum over rows of dz[l]                      (eqs. 24, 45, 49, 58)
-            dbs[l] = dbs[l] + jnp.sum(dz, axis=0, keepdims=True)
+            db = jnp.sum(dz, axis=0, keepdims=True)
+            if in_memory:
+                dw_refs[l][...] += dw
+                db_refs[l][...] += db
+            else:
+                dws[l], dbs[l] = dws[l] + dw, dbs[l] + db
             if l == 0 and not need_dx:
                 break
             # dL/da[l-1] = dz[l] w[l]^T                              (eqs. 32, 48)
@@ -257,15 +266,20 @@ def _backward_kernel(lay: Layout, head: str, need_dx: bool, x_ref, t_ref, *refs)
         return loss_acc, tuple(dws), tuple(dbs)
 
     p = lay.padded
-    init = (
-        jnp.zeros((), jnp.float32),
-        tuple(jnp.zeros((p[l], p[l + 1]), jnp.float32) for l in range(L)),
-        tuple(jnp.zeros((1, p[l + 1]), jnp.float32) for l in range(L)),
-    )
+    in_memory = lay.accumulate == "memory"
+    if in_memory:
+        for l in range(L):
+            dw_refs[l][...] = jnp.zeros((p[l], p[l + 1]), jnp.float32)
+            db_refs[l][...] = jnp.zeros((1, p[l + 1]), jnp.float32)
+    zeros = () if in_memory else tuple(
+        (jnp.zeros((p[l], p[l + 1]), jnp.float32), jnp.zeros((1, p[l + 1]), jnp.float32))
+        for l in range(L)
+    )  # fmt: skip
+    init = (jnp.zeros((), jnp.float32), tuple(z[0] for z in zeros), tuple(z[1] for z in zeros))
     loss_acc, dws, dbs = _over_tiles(lay, body, init)
     if loss_ref is not None:
         loss_ref[...] = jnp.broadcast_to(loss_acc, loss_ref.shape)
-    for l in range(L):
+    for l in range(len(dws)):
         dw_refs[l][...] = dws[l]
         db_refs[l][...] = dbs[l]
 
