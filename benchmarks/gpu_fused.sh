@@ -9,8 +9,9 @@
 # Expected run time: about 8 minutes (an estimate: the script has run only in its CPU smoke
 # mode, `python benchmarks/bench_fused.py --quick`). Steps, in order of priority (STEPS picks
 # some; default all):
-#   tests  tests/test_fused.py with the kernels compiled by Triton, against XLA at matmul
-#          precision "highest" (tests/conftest.py sets it off the CPU)             ~2 min
+#   tests  tests/test_fused.py (fast tier) with the kernels compiled by Triton, against XLA
+#          at matmul precision "highest" (tests/conftest.py sets it off the CPU)  ~2 min
+#          (STEPS=slowtests runs the slow tier: long hypothesis run, fit, ensembles, example)
 #   lower  the neural-field step's Triton IR and compiled HLO, for reading         ~10 s
 #   bench  benchmarks/bench_fused.py: peaks, autotune, accuracy, then fused and XLA over
 #          widths 64 and 128, batches 2^14..2^21, bfloat16 and float32, training step and
@@ -29,7 +30,7 @@ mkdir -p "$WORK"
 export PYTHONPATH=".${PYTHONPATH:+:$PYTHONPATH}"
 export TQDM_DISABLE=1 PYTHONUNBUFFERED=1
 PY=${PYTHON:-python}
-STEPS=${STEPS:-tests,lower,bench}
+STEPS=${STEPS:-tests,lower,bench}  # slowtests: not in the default set
 DEADLINE=${DEADLINE:-540}
 
 want() { [[ ",$STEPS," == *",$1,"* ]]; }
@@ -53,7 +54,9 @@ step() {  # step NAME SECONDS COMMAND...: run with a limit, log to $WORK/NAME.lo
   >"$OUT/device.txt" 2>&1
 cat "$OUT/device.txt"
 want tests && step tests 150 env XLA_PYTHON_CLIENT_PREALLOCATE=false "$PY" -m pytest -q \
-  -p no:cacheprovider --maxfail=10 -x tests/test_fused.py
+  -p no:cacheprovider --maxfail=10 -m "not slow" tests/test_fused.py
+want slowtests && step slowtests 200 env XLA_PYTHON_CLIENT_PREALLOCATE=false "$PY" -m pytest -q \
+  -p no:cacheprovider --maxfail=10 -m slow tests/test_fused.py
 if want lower; then  # what Triton was given and what XLA made of it: one training step
   step lower 60 env XLA_FLAGS="--xla_dump_to=$WORK/xla --xla_dump_hlo_as_text" "$PY" -c "
 import jax, jax.numpy as jnp, jaxmlp
