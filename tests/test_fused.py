@@ -278,17 +278,29 @@ def test_bad_config_and_a_non_gpu_backend_are_refused(monkeypatch):
     fused.check(MLP((3, 16, 1)), config=fused.FusedConfig(interpret=True))
 
 
-@pytest.mark.parametrize("dtype", [("float32", None), ("float32", "bfloat16"), ("float16", None)])
-def test_kernels_lower_for_cuda_through_triton(dtype):
+# (param dtype, compute dtype, loss, hidden activations, kernels per step, accumulation)
+LOWERINGS = {
+    "f32_mse": ("float32", None, "mse", "relu", 1, "registers"),
+    "bf16_compute_softmax_ce": ("float32", "bfloat16", "softmax_cross_entropy", "tanh", 1, "memory"),
+    "f16_bce": ("float16", None, "sigmoid_binary_cross_entropy", "sigmoid", 1, "registers"),
+    "bf16_huber_two_kernels": ("bfloat16", None, "huber", "sin", 2, "registers"),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("case", LOWERINGS, ids=list(LOWERINGS))
+def test_kernels_lower_for_cuda_through_triton(case):
     # No GPU needed: the kernels are lowered (Pallas -> Triton IR) for a CUDA target ahead of time.
-    model = MLP((32, 64, 64, 64, 64, 3), "relu", param_dtype=dtype[0], compute_dtype=dtype[1])
-    config = fused.FusedConfig(interpret=False)
+    dtype, compute, loss, act, launches, accumulate = LOWERINGS[case]
+    model = MLP((32, 64, 64, 128, 64, 3), act, param_dtype=dtype, compute_dtype=compute)
+    config = fused.FusedConfig(interpret=False, tiles=4, accumulate=accumulate)
     params = jax.eval_shape(model.init, jax.random.key(0))
-    x = jax.ShapeDtypeStruct((1 << 14, 32), jnp.dtype(dtype[0]))
-    y = jax.ShapeDtypeStruct((1 << 14, 3), jnp.dtype(dtype[0]))
-    step = jax.jit(fused.value_and_grad(model, "mse", config=config))
+    x = jax.ShapeDtypeStruct((1 << 14, 32), jnp.dtype(dtype))
+    y = jax.ShapeDtypeStruct((1 << 14,) if loss == "softmax_cross_entropy" else (1 << 14, 3),
+                             jnp.dtype("int32" if loss == "softmax_cross_entropy" else dtype))  # fmt: skip
+    step = jax.jit(fused.value_and_grad(model, loss, config=config))
     text = step.trace(params, x, y).lower(lowering_platforms=("cuda",)).as_text()
-    assert text.count("__gpu$xla.gpu.triton") == 1  # one launch: forward, head and backward
+    # one launch for forward, head and backward (two when the loss runs in XLA between them)
+    assert text.count("__gpu$xla.gpu.triton") == launches
     grad = jax.jit(jax.grad(lambda p, x: jnp.sum(fused.apply(model, p, x, config=config))))
     text = grad.trace(params, x).lower(lowering_platforms=("cuda",)).as_text()
     assert text.count("__gpu$xla.gpu.triton") == 2
