@@ -5,6 +5,7 @@ head and dtype; ragged batches; the custom VJP; training; a planted bug; the low
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import jax
@@ -265,11 +266,23 @@ def test_unsupported_models_are_refused_by_name(case):
         fused.apply(model, model.init(jax.random.key(0)), jnp.ones((2, 3)))
 
 
+def test_float64_is_refused(x64):
+    model = MLP((3, 16, 1), param_dtype="float64")
+    message = (
+        "param_dtype: the fused kernels take ['float32', 'float16', 'bfloat16'], got 'float64'"
+    )
+    assert fused.unsupported(model) == message
+    with pytest.raises(ValueError, match=re.escape(message)):
+        fused.value_and_grad(model, "mse")
+
+
 def test_bad_config_and_a_non_gpu_backend_are_refused(monkeypatch):
     with pytest.raises(ValueError, match=r"^tile_rows: expected a power of two >= 16"):
         fused.FusedConfig(tile_rows=24)
     with pytest.raises(ValueError, match=r"^tiles: expected a power of two"):
         fused.FusedConfig(tiles=0)
+    with pytest.raises(ValueError, match=r"^accumulate: expected 'auto', 'registers' or"):
+        fused.FusedConfig(accumulate="shared")
     monkeypatch.setattr(jax, "default_backend", lambda: "tpu")
     with pytest.raises(ValueError, match=r"^config: the fused kernels compile for GPUs only"):
         fused.check(MLP((3, 16, 1)))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import itertools
 import os
 from typing import Any
 
@@ -46,9 +47,10 @@ class FusedConfig:
             environment variable ``JAXMLP_FUSED_INTERPRET`` (``1``/``0``) says.
         num_warps: Triton's warps per program.
         num_stages: Triton's software-pipelining stages.
-        accumulate: where a program sums its tiles' weight gradients: ``"registers"`` or
-            ``"memory"`` (its output block; for wide layers whose float32 accumulators would
-            not fit in registers).
+        accumulate: where a program sums its tiles' weight gradients: ``"registers"`` (loop
+            carries), ``"memory"`` (its output block, tile by tile) or ``"auto"``: registers
+            while all the float32 accumulators together hold at most 16384 numbers (64 KiB;
+            the width-64 neural field), memory beyond (width 128).
     """
 
     tile_rows: int | None = None
@@ -56,12 +58,12 @@ class FusedConfig:
     interpret: bool | None = None
     num_warps: int = 4
     num_stages: int = 1
-    accumulate: str = "registers"
+    accumulate: str = "auto"
 
     def __post_init__(self):
-        if self.accumulate not in ("registers", "memory"):
+        if self.accumulate not in ("auto", "registers", "memory"):
             raise ValueError(
-                f"accumulate: expected 'registers' or 'memory', got {self.accumulate!r}"
+                f"accumulate: expected 'auto', 'registers' or 'memory', got {self.accumulate!r}"
             )
         for name in ("tile_rows", "tiles"):
             v = getattr(self, name)
@@ -157,8 +159,20 @@ def _layout(model: MLP, rows: int, config: FusedConfig, logits: bool) -> K.Layou
         precision="HIGHEST" if highest else "DEFAULT",
         num_warps=config.num_warps,
         num_stages=config.num_stages,
-        accumulate=config.accumulate,
+        accumulate=_accumulate(config.accumulate, model.sizes),
     )
+
+
+# The most float32 weight-gradient accumulators "auto" keeps in registers (64 KiB).
+_REGISTER_ACCUMULATORS = 16384
+
+
+def _accumulate(choice: str, sizes: tuple[int, ...]) -> str:
+    if choice != "auto":
+        return choice
+    p = [K.padded_width(n) for n in sizes]
+    floats = sum(a * b + b for a, b in itertools.pairwise(p))
+    return "registers" if floats <= _REGISTER_ACCUMULATORS else "memory"
 
 
 def _pad(a: jax.Array, shape: tuple[int, ...], dtype=None) -> jax.Array:
