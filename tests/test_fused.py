@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 
 import jaxmlp
 from jaxmlp import MLP, Dense, fused
-from jaxmlp.fused import _kernels
+from jaxmlp.fused import _calls, _kernels
 
 # Small tiles so that a handful of rows already spans several tiles and programs; interpreted on
 # the CPU, compiled on a GPU (benchmarks/gpu_fused.sh runs this file there).
@@ -200,14 +200,14 @@ def test_planted_bug_is_caught(monkeypatch):
         return 1.0 - a if name == "tanh" else right(name, z, a)
 
     monkeypatch.setattr(_kernels, "_deriv", wrong)
-    _kernels.forward_call.cache_clear()
-    _kernels.backward_call.cache_clear()
+    _calls.forward_call.cache_clear()
+    _calls.backward_call.cache_clear()
     try:
         with pytest.raises(AssertionError):
             check_against_xla(MLP((3, 16, 16, 2), "tanh"), "mse")
     finally:
-        _kernels.forward_call.cache_clear()
-        _kernels.backward_call.cache_clear()
+        _calls.forward_call.cache_clear()
+        _calls.backward_call.cache_clear()
 
 
 def neural_field(n=256, seed=0):

@@ -8,17 +8,16 @@ without a GPU. ``jaxmlp.value_and_grad(model, loss, method="fused")`` (hence ``f
 See the docs page "Fused GPU kernels" for the design, the limits and the benchmark script.
 """
 
-from jaxmlp.fused._api import (
+from jaxmlp.fused._api import apply, value_and_grad
+from jaxmlp.fused._config import (
     DTYPES,
     INTERPRET_ENV,
     MAX_DEPTH,
     MAX_WIDTH,
     FusedConfig,
-    apply,
     check,
     supports,
     unsupported,
-    value_and_grad,
 )
 from jaxmlp.fused._kernels import HEADS, HIDDEN_ACTIVATIONS, OUTPUT_ACTIVATIONS, WIDTHS
 
