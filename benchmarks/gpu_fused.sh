@@ -12,7 +12,7 @@
 #   tests  tests/test_fused.py (fast tier) with the kernels compiled by Triton, against XLA
 #          at matmul precision "highest" (tests/conftest.py sets it off the CPU)  ~2 min
 #          (STEPS=slowtests runs the slow tier: long hypothesis run, fit, ensembles, example)
-#   lower  the neural-field step's Triton IR and compiled HLO, for reading         ~10 s
+#   lower  the neural-field step's HLO (the Triton kernel embedded) as XLA compiles it ~20 s
 #   bench  benchmarks/bench_fused.py: peaks, autotune, accuracy, then fused and XLA over
 #          widths 64 and 128, batches 2^14..2^21, bfloat16 and float32, training step and
 #          inference; then Flax and torch eager; then torch.compile at 2^18      ~5 min
@@ -57,7 +57,7 @@ want tests && step tests 150 env XLA_PYTHON_CLIENT_PREALLOCATE=false "$PY" -m py
   -p no:cacheprovider --maxfail=10 -m "not slow" tests/test_fused.py
 want slowtests && step slowtests 200 env XLA_PYTHON_CLIENT_PREALLOCATE=false "$PY" -m pytest -q \
   -p no:cacheprovider --maxfail=10 -m slow tests/test_fused.py
-if want lower; then  # what Triton was given and what XLA made of it: one training step
+if want lower; then  # one training step as XLA compiles it, around the Triton kernel
   step lower 60 env XLA_FLAGS="--xla_dump_to=$WORK/xla --xla_dump_hlo_as_text" "$PY" -c "
 import jax, jax.numpy as jnp, jaxmlp
 from jaxmlp import fused
