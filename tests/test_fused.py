@@ -353,3 +353,20 @@ def test_weight_gradients_accumulated_in_memory():
     config = fused.FusedConfig(tile_rows=16, tiles=4, accumulate="memory")
     check_against_xla(MLP((5, 32, 32, 3), "tanh", "sigmoid"), "sse", batch=100, weighted=True,
                       config=config, methods=("manual",))  # fmt: skip
+
+
+def test_soft_targets_of_the_cross_entropy_heads():
+    # Probability rows for the softmax head (sum 1, and one row summing to 0.5), soft 0..1 labels
+    # for the sigmoid head.
+    rng = np.random.default_rng(7)
+    model = MLP((4, 16, 5), "tanh")
+    params = odd_params(model, 7)
+    x = jnp.asarray(rng.normal(size=(21, 4)), jnp.float32)
+    probs = rng.dirichlet(np.ones(5), 21)
+    probs[3] *= 0.5
+    for loss, y in (("softmax_cross_entropy", probs), ("sigmoid_binary_cross_entropy",
+                                                       rng.uniform(size=(21, 5)))):  # fmt: skip
+        y = jnp.asarray(y, jnp.float32)
+        got = fused.value_and_grad(model, loss, config=SMALL)(params, x, y)
+        want = jaxmlp.value_and_grad(model, loss, method="manual")(params, x, y)
+        assert rel_err(got, want) < 1e-5, loss
