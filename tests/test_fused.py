@@ -139,7 +139,7 @@ def test_random_networks_match_xla(c):
 
 
 @pytest.mark.slow
-@settings(max_examples=6, phases=(Phase.explicit, Phase.reuse, Phase.generate))
+@settings(max_examples=4, phases=(Phase.explicit, Phase.reuse, Phase.generate))
 @given(networks())
 def test_random_networks_match_xla_long(c):
     model, loss, batch, weighted = c
