@@ -62,6 +62,7 @@ _LONGEST_FIRST = (
     "test_sklearn_peer.py",
     "test_layers.py",
     "test_docs.py",
+    "test_fused.py",
     "test_backprop.py",
     "test_benchmarking.py",
     "test_examples.py",

@@ -334,7 +334,7 @@ def test_tanh_and_softplus_outputs_manual_matches_autodiff(c, dtype):
         x = jnp.asarray(rng.normal(size=(c["batch"], model.sizes[0])) * 1.5, dtype)
         y = jnp.asarray(rng.uniform(0.1, 0.9, (c["batch"], model.sizes[-1])), dtype)
         sw = jnp.asarray(rng.uniform(0.2, 2.0, c["batch"]), dtype) if c["weighted"] else None
-        methods = [jaxmlp.value_and_grad(model, c["loss"], method=m, l2=c["l2"]) for m in jaxmlp.METHODS]  # fmt: skip
+        methods = [jaxmlp.value_and_grad(model, c["loss"], method=m, l2=c["l2"]) for m in ("manual", "autodiff")]  # fmt: skip
         (vm, gm), (va, ga) = jax.jit(lambda *a: [f(*a) for f in methods])(params, x, y, sw)
         vm, va, gm, ga = jax.tree.map(np.asarray, (vm, va, gm, ga))
     rtol, atol = GRAD_TOLERANCES[dtype]

@@ -61,7 +61,8 @@ SKIPPED = {
     "README.md": 1,  # make demo / make test (shell)
     "docs/benchmarks.md": 1,  # the benchmark scripts (shell)
     "docs/cli.md": 1,  # the jaxmlp command (shell; tests/test_cli.py runs it)
-    "docs/data.md": 1,  # a multi-process launch with sharded input (tests/test_streaming.py)
+    "docs/data.md": 1,
+    "docs/fused.md": 1,  # the GPU benchmark run (shell)  # a multi-process launch with sharded input (tests/test_streaming.py)
     "docs/index.md": 1,  # make demo / make test (shell)
     "docs/interop.md": 5,  # pip install (shell); 4 blocks need PyTorch (tests/test_interop.py runs the same calls)
     "docs/scaling.md": 3,  # a 2-host launch (Python and shell), an XLA_FLAGS launch (shell)

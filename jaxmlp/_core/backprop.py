@@ -37,7 +37,7 @@ from jaxmlp._core.mlp import (
 )
 from jaxmlp._core.stack import run_backward, run_forward
 
-METHODS = ("manual", "autodiff")
+METHODS = ("manual", "autodiff", "fused")
 
 
 class Trace(NamedTuple):
@@ -352,8 +352,10 @@ def value_and_grad(
     Args:
         model: the network description.
         loss: a loss name (``jaxmlp.LOSSES``) or a :class:`jaxmlp.Loss`.
-        method: ``"manual"`` (the hand-written backward) or ``"autodiff"``
-            (``jax.value_and_grad`` of the same forward pass and loss).
+        method: ``"manual"`` (the hand-written backward), ``"autodiff"``
+            (``jax.value_and_grad`` of the same forward pass and loss) or ``"fused"`` (the
+            hand-written backward as Pallas GPU kernels, :func:`jaxmlp.fused.value_and_grad`;
+            plain networks only, a ``ValueError`` for others).
         l2: adds ``(l2 / 2) * sum ||w||^2`` over the weights (not the biases).
         l1: adds ``l1 * sum |w|`` over the weights; its derivative ``l1 sign(w)`` is taken
             as 0 at ``w = 0`` by both methods.
@@ -368,6 +370,11 @@ def value_and_grad(
     check_choice(method, "method", METHODS)
     l2 = check_nonnegative(l2, "l2")
     l1 = check_nonnegative(l1, "l1")
+    if method == "fused":
+        # The kernels' room, imported only when asked for (it loads Pallas).
+        from jaxmlp.fused import value_and_grad as fused_value_and_grad
+
+        return fused_value_and_grad(model, loss, l2=l2, l1=l1)
 
     objective = functools.partial(_objective, model, loss, l2, l1)
 

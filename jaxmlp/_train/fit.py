@@ -180,7 +180,7 @@ def fit(
         optimizer: any optax ``GradientTransformation``; default ``optax.sgd(0.01)`` (eq. 17).
         epochs: total epochs.
         batch_size: rows per step (clipped to ``n`` with a warning).
-        method: ``"manual"`` or ``"autodiff"`` gradients.
+        method: ``"manual"``, ``"autodiff"`` or ``"fused"`` (:mod:`jaxmlp.fused`) gradients.
         shuffle: reshuffle every epoch.
         validation_data: ``(x_val, y_val)`` (an objective: its validation rows), evaluated
             after every epoch on the device.

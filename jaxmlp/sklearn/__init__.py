@@ -56,7 +56,8 @@ _PARAMS_DOC = """
         early_stopping: hold out ``validation_fraction`` of the rows, monitor their loss and
             keep the best epoch's weights.
         beta_1, beta_2, epsilon: Adam's constants.
-        gradient_method: ``"manual"`` (jaxmlp's hand-written backward pass) or ``"autodiff"``.
+        gradient_method: ``"manual"`` (jaxmlp's hand-written backward pass), ``"autodiff"`` or
+            ``"fused"`` (the hand-written backward as Pallas GPU kernels, :mod:`jaxmlp.fused`).
         l1: L1 penalty on the weights (not in scikit-learn's MLP; the TensorFlow Playground's
             L1), scaled as ``alpha`` is: ``l1 / (batch weight sum) * sum |W|`` beside the mean
             loss; its derivative at ``W = 0`` is taken as 0.
