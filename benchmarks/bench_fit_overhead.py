@@ -1,0 +1,107 @@
+"""``fit``'s fixed cost per call against the limit XLA sets (issue 16, item 4).
+
+The S config (MLP (20, 64, 64, 1), MSE, SGD 0.01, 1024 rows, batch 128, 40 shuffled epochs: 320
+steps): ``jaxmlp.fit`` against a bare jitted ``lax.scan`` of the same 320 steps (the same manual
+gradient and optimizer update) over minibatches gathered on the device beforehand, outside the
+timing. Both are compiled first, then timed alternately in the same rounds; medians and the
+median of each round's ratio. Target: ``fit`` within 1.08x of the bare scan.
+
+    python benchmarks/bench_fit_overhead.py [--repeats 30] [--epochs 40] [--json PATH]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import jax
+import jax.numpy as jnp
+import optax
+
+import jaxmlp
+from jaxmlp.bench import CONFIGS, environment
+from jaxmlp.bench._suites import _data
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--repeats", type=int, default=30)
+    p.add_argument("--epochs", type=int, default=40)
+    p.add_argument("--rows", type=int, default=1024)
+    p.add_argument("--json", default=None)
+    a = p.parse_args(argv)
+    cfg = CONFIGS["S"]
+    model = jaxmlp.MLP(cfg.sizes, "relu")
+    params = model.init(jax.random.key(0))
+    x, y = (jnp.asarray(v) for v in _data(cfg, a.rows, seed=2))
+    opt = optax.sgd(0.01)
+    steps_per_epoch = a.rows // cfg.batch
+    key = jax.random.key(1)
+
+    def run_fit():
+        r = jaxmlp.fit(model, params, x, y, loss=cfg.loss, key=key, optimizer=opt,
+                       batch_size=cfg.batch, epochs=a.epochs, progress=False)  # fmt: skip
+        return jax.block_until_ready(r.params)
+
+    vg = jaxmlp.value_and_grad(model, cfg.loss, method="manual")
+
+    @jax.jit
+    def bare(params, xs, ys):
+        def step(c, batch):
+            p, s = c
+            value, grads = vg(p, *batch)
+            updates, s = opt.update(grads, s, p)
+            return (optax.apply_updates(p, updates), s), value
+
+        (p, _), values = jax.lax.scan(step, (params, opt.init(params)), (xs, ys))
+        return p, values
+
+    # The same row orders drawn on the device, gathered beforehand: (steps, batch, ...).
+    perms = jnp.stack([jax.random.permutation(jax.random.key(e), a.rows) for e in range(a.epochs)])
+    idx = perms[:, : steps_per_epoch * cfg.batch].reshape(-1, cfg.batch)
+    xs, ys = x[idx], y[idx]
+
+    def run_bare():
+        return jax.block_until_ready(bare(params, xs, ys))
+
+    compile_s = {}
+    for name, fn in (("fit", run_fit), ("bare scan", run_bare)):
+        t = time.perf_counter()
+        fn()
+        compile_s[name] = time.perf_counter() - t
+    times = {"fit": [], "bare scan": []}
+    for _ in range(a.repeats):
+        for name, fn in (("fit", run_fit), ("bare scan", run_bare)):
+            t = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - t)
+    ratios = [f / b for f, b in zip(times["fit"], times["bare scan"], strict=True)]
+    out = {
+        "environment": environment(),
+        "config": "S",
+        "rows": a.rows,
+        "epochs": a.epochs,
+        "steps": a.epochs * steps_per_epoch,
+        "first_call_s": compile_s,
+        "median_ms": {k: 1e3 * statistics.median(v) for k, v in times.items()},
+        "min_ms": {k: 1e3 * min(v) for k, v in times.items()},
+        "ratio_median_of_rounds": statistics.median(ratios),
+        "target": 1.08,
+        "times_s": times,
+    }
+    print(f"S fit, {out['steps']} steps: fit {out['median_ms']['fit']:.2f} ms, bare scan "
+          f"{out['median_ms']['bare scan']:.2f} ms (medians of {a.repeats}); fit / bare scan "
+          f"{out['ratio_median_of_rounds']:.3f} (median of rounds), target <= 1.08")  # fmt: skip
+    if a.json:
+        Path(a.json).write_text(json.dumps(out, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
