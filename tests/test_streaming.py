@@ -233,6 +233,11 @@ def test_deferred_data_are_checked_before_training(monkeypatch):
     bad[150, 2] = np.inf
     with pytest.raises(ValueError, match=r"^x: contains NaN or Inf"):
         _fit(REG, bad, Y)
+    # Checked as staged: a float64 value beyond float32's range would train as Inf.
+    wide = X.astype(np.float64)
+    wide[7, 1] = 1e39
+    with pytest.raises(ValueError, match=r"^x: contains NaN or Inf"):
+        _fit(REG, wide, Y)
     with pytest.raises(
         ValueError, match=r"^y: sigmoid_binary_cross_entropy targets must lie in \[0, 1\]"
     ):

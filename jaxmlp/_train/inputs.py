@@ -109,12 +109,17 @@ def release_free_memory() -> None:
     trim(0)
 
 
-def _host_nonfinite(a: np.ndarray) -> bool:
-    """Whether host rows ``a`` hold a NaN or an Inf, read slice by slice (no copy of ``a``)."""
-    if not np.issubdtype(a.dtype, np.inexact):
+def _host_nonfinite(a: np.ndarray, dtype: Any) -> bool:
+    """Whether host rows ``a``, cast to ``dtype`` as they will be staged, hold a NaN or an Inf
+    (float64 values beyond float32's range become Inf): slice by slice, no copy of ``a``."""
+    if not np.issubdtype(np.dtype(dtype), np.inexact):
         return False
     step = max(1, _STAGE_BYTES // max(1, a[:1].nbytes))
-    return any(not np.isfinite(a[lo : lo + step]).all() for lo in range(0, a.shape[0], step))
+    with np.errstate(over="ignore"):
+        return any(
+            not np.isfinite(np.asarray(a[lo : lo + step], dtype)).all()
+            for lo in range(0, a.shape[0], step)
+        )
 
 
 @setup_jit
@@ -160,7 +165,7 @@ def _outside_unit(y: Any) -> bool:
 
 def _host_probe(a: Deferred) -> np.ndarray:
     # A one-element stand-in for finite_probes: NaN exactly when the host rows hold a NaN or Inf.
-    return np.full((1,), np.nan if _host_nonfinite(a.host) else 0.0, np.float32)
+    return np.full((1,), np.nan if _host_nonfinite(a.host, a.dtype) else 0.0, np.float32)
 
 
 def _stageable(a: Any) -> bool:
