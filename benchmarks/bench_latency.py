@@ -98,6 +98,18 @@ TARGETS = {  # issue 16's targets: ratio to scikit-learn in the same run
 }
 
 
+QUICK_CASES = (  # --quick's cases
+    "sklearn script",
+    "jaxmlp script, cache cold",
+    "jaxmlp script, cache warm",
+    "jaxmlp train with pictures, warm",
+    "import jaxmlp",
+    "jaxmlp --help",
+    "cv sklearn",
+    "cv jaxmlp, cache warm",
+)
+
+
 def _command_line() -> list[str]:
     script = Path(sys.executable).with_name("jaxmlp")
     return [str(script)] if script.exists() else [sys.executable, "-m", "jaxmlp"]
@@ -181,7 +193,8 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeats", type=int, default=3, help="rounds (default 3)")
     ap.add_argument("--epochs", type=int, default=200, help="epochs / max_iter (default 200)")
-    ap.add_argument("--quick", action="store_true", help="a smoke run: one round, 10 epochs")
+    ap.add_argument("--quick", action="store_true",
+                    help="a smoke run: one round, 10 epochs, one case of each kind")  # fmt: skip
     ap.add_argument("--json", type=Path, help="write every time and report here")
     a = ap.parse_args()
     repeats, epochs = (1, 10) if a.quick else (a.repeats, a.epochs)
@@ -189,6 +202,8 @@ def main() -> int:
     data = tmp / "wine.csv"
     _write_wine(data)
     cases = _cases(data, epochs, tmp / "run")
+    if a.quick:  # one case of each kind: every code path of the script, half the processes
+        cases = {name: case for name, case in cases.items() if name in QUICK_CASES}
     warm, unused = tmp / "warm", tmp / "unused"
     for argv, cache in cases.values():  # fill the warm folder (not timed)
         if cache == "warm":
@@ -214,7 +229,7 @@ def main() -> int:
                      "max_s": max(times[name]), "ratio_to_sklearn_script": ratio,
                      "target": TARGETS.get(name), "times_s": times[name], "reports": reports[name]})  # fmt: skip
     cv = {}
-    for name in ("cv jaxmlp, cache cold", "cv jaxmlp, cache warm"):
+    for name in [n for n in ("cv jaxmlp, cache cold", "cv jaxmlp, cache warm") if n in cases]:
         for call in ("first_s", "second_s"):
             ratios = [j[call] / s[call] for j, s in zip(reports[name], reports["cv sklearn"], strict=True)]  # fmt: skip
             cv[f"{name}, {call[:-2]} call"] = {
