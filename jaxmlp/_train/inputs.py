@@ -140,7 +140,12 @@ def finite_probes(arrays: list[Any]) -> list[Any]:
 
 
 def _on_cpu(a: Any) -> bool:
-    return isinstance(a, jax.Array) and all(d.platform == "cpu" for d in a.devices())
+    """A JAX array whose every shard is on this process's CPU (NumPy can then read it in place)."""
+    return (
+        isinstance(a, jax.Array)
+        and a.is_fully_addressable
+        and all(d.platform == "cpu" for d in a.devices())
+    )
 
 
 @setup_jit
