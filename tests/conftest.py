@@ -6,7 +6,9 @@
 - hypothesis runs a bounded number of examples (15; JAXMLP_HYPOTHESIS_EXAMPLES sets more) with no
   deadline (compilation is slow; the suite must fit CI's 15 minutes on two cores);
 - on GPUs and TPUs float32 matmuls run at full precision (``"highest"``): by default they may use
-  TF32 or bfloat16 passes, and the gradient comparisons' float32 tolerances assume true float32.
+  TF32 or bfloat16 passes, and the gradient comparisons' float32 tolerances assume true float32;
+- on a CPU-only machine programs compile with XLA's older code generator (a third faster to
+  compile; ``JAXMLP_TEST_XLA_DEFAULTS=1`` keeps XLA's defaults).
 
 Two tiers. ``make test`` (CI) runs lint and every test. ``make test-fast`` runs
 ``pytest -m "not slow"`` for the inner loop: the core maths, backprop and gradient checks, the
@@ -23,11 +25,29 @@ nothing is ever skipped, the marker only chooses the tier.
 
 from __future__ import annotations
 
+import importlib.metadata
 import os
 
 import jax
 import pytest
 from hypothesis import HealthCheck, settings
+
+
+def _cpu_only() -> bool:
+    """No GPU or TPU plugin installed: JAX will run on the CPU."""
+    names = {(d.metadata["Name"] or "").lower() for d in importlib.metadata.distributions()}
+    return not any(n.startswith(("jax-cuda", "jax_cuda", "jax-rocm", "libtpu")) for n in names)
+
+
+# On a CPU the tests compile with XLA's older code generator, as the library already does for
+# small programs (jaxmlp/_quick.py): it compiles a third faster, and the tests check jaxmlp's
+# maths and engine, not XLA's code generation. XLA reads the flag when JAX's backend starts (at
+# jax.default_backend() below); subprocesses inherit it. JAXMLP_TEST_XLA_DEFAULTS=1 keeps XLA's
+# defaults.
+if os.environ.get("JAXMLP_TEST_XLA_DEFAULTS") != "1" and _cpu_only():
+    flags = os.environ.get("XLA_FLAGS", "")
+    if "xla_cpu_use_fusion_emitters" not in flags:
+        os.environ["XLA_FLAGS"] = f"{flags} --xla_cpu_use_fusion_emitters=false".strip()
 
 # The command line and the estimators turn on JAX's persistent compilation cache in the user's
 # cache folder; tests stay out of it (tests/test_cache.py turns it on in subprocesses only).
