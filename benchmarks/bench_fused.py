@@ -89,16 +89,21 @@ def _block(tree):
 
 def jax_runner(impl: str, model: jaxmlp.MLP, mode: str, x, y, config=None):
     params = model.init(jax.random.key(0))
-    opt = optax.sgd(LR)
     if impl == "fused":
         apply = lambda p, x: fused.apply(model, p, x, config=config)  # noqa: E731
         vg = fused.value_and_grad(model, "mse", config=config)
     else:
         apply = model.apply
         vg = jaxmlp.value_and_grad(model, "mse", method="manual")
+    return _runner(mode, apply, vg, params, x, y)
+
+
+def _runner(mode: str, apply, vg, params, x, y):
+    """One inference (``mode="infer"``) or SGD training step per call, jitted and waited for."""
     if mode == "infer":
         f = jax.jit(apply)
         return lambda: _block(f(params, x))
+    opt = optax.sgd(LR)
 
     @jax.jit
     def step(p, s, x, y):
@@ -129,24 +134,8 @@ def flax_runner(model: jaxmlp.MLP, mode: str, x, y):
 
     net = Net()
     params = net.init(jax.random.key(0), x[:2])
-    opt = optax.sgd(LR)
-    if mode == "infer":
-        f = jax.jit(net.apply)
-        return lambda: _block(f(params, x))
-
-    @jax.jit
-    def step(p, s, x, y):
-        value, grads = jax.value_and_grad(lambda p: jnp.mean((net.apply(p, x) - y) ** 2))(p)
-        updates, s = opt.update(grads, s, p)
-        return optax.apply_updates(p, updates), s, value
-
-    state = [params, opt.init(params)]
-
-    def run():
-        p, s, _ = _block(step(state[0], state[1], x, y))
-        state[0], state[1] = p, s
-
-    return run
+    vg = jax.value_and_grad(lambda p, x, y: jnp.mean((net.apply(p, x) - y) ** 2))
+    return _runner(mode, net.apply, vg, params, x, y)
 
 
 def torch_runner(model: jaxmlp.MLP, mode: str, x, y, compiled: bool):

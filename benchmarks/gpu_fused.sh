@@ -24,35 +24,9 @@
 # >= 1.5x; gradients within 1e-2 of float32 XLA in half precision, 1e-5 in float32).
 set -u
 OUT=${OUT:-fused_out}
-mkdir -p "$OUT"
-WORK=${WORK:-$(mktemp -d)}
-mkdir -p "$WORK"
-export PYTHONPATH=".${PYTHONPATH:+:$PYTHONPATH}"
-export TQDM_DISABLE=1 PYTHONUNBUFFERED=1
-PY=${PYTHON:-python}
 STEPS=${STEPS:-tests,lower,bench}  # slowtests: not in the default set
 DEADLINE=${DEADLINE:-540}
-
-want() { [[ ",$STEPS," == *",$1,"* ]]; }
-
-step() {  # step NAME SECONDS COMMAND...: run with a limit, log to $WORK/NAME.log, note the status
-  local name=$1 limit=$2
-  shift 2
-  if ((SECONDS + 20 > DEADLINE)); then
-    echo "$name: skipped (deadline)" | tee -a "$OUT/steps.txt"
-    return
-  fi
-  ((SECONDS + limit > DEADLINE)) && limit=$((DEADLINE - SECONDS))
-  local t0=$SECONDS
-  # SIGINT first, so pytest and Python print what they have; SIGKILL 10 s later.
-  timeout -k 10 -s INT "$limit" "$@" >"$WORK/$name.log" 2>&1
-  echo "$name: exit $? in $((SECONDS - t0)) s" | tee -a "$OUT/steps.txt"
-  tar -czf "$OUT/results.tgz" -C "$WORK" .
-}
-
-{ date -u; nvidia-smi -L 2>/dev/null; nproc; "$PY" -c "import jax; print(jax.__version__, jax.devices())"; } \
-  >"$OUT/device.txt" 2>&1
-cat "$OUT/device.txt"
+source "$(dirname "$0")/_steps.sh"  # WORK, PY, want, step, device.txt
 want tests && step tests 150 env XLA_PYTHON_CLIENT_PREALLOCATE=false "$PY" -m pytest -q \
   -p no:cacheprovider --maxfail=10 -m "not slow" tests/test_fused.py
 want slowtests && step slowtests 200 env XLA_PYTHON_CLIENT_PREALLOCATE=false "$PY" -m pytest -q \

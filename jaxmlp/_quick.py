@@ -25,6 +25,11 @@ def quick_options() -> dict[str, Any] | None:
     return QUICK_COMPILE if jax.default_backend() == "cpu" else None
 
 
+def options_if(quick: bool) -> dict[str, Any] | None:
+    """:data:`QUICK_COMPILE` for a program chosen to compile quick, else ``None``."""
+    return QUICK_COMPILE if quick else None
+
+
 def setup_jit(fn: Callable) -> Callable:
     """``jax.jit(fn)`` with :func:`quick_options`, jitted at its first call (when the backend is
     known)."""

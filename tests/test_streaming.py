@@ -352,3 +352,15 @@ def test_chunk_steps_come_from_the_argument_or_the_free_memory():
     auto = choose_chunk_steps(None, 1 << 20, 1000)  # 1 MiB a step: at most 16 steps
     assert 1 <= auto <= 16
     assert choose_chunk_steps(None, 1 << 30, 1000) == 1  # a step larger than the budget
+
+
+@pytest.mark.parametrize("members, shuffle, dtype", [(None, True, np.float32), (3, True, np.float64), (None, False, np.float32)])  # fmt: skip
+def test_plan_length_is_make_plans(members, shuffle, dtype):
+    from jaxmlp._engine.program import make_plan, plan_length
+
+    spec = Spec(model=REG, loss=get_loss("mse"), optimizer=DEFAULT_OPTIMIZER, method="manual",
+                l2=0.0, batch_size=16, drop_last=False, shuffle=shuffle, epochs_per_call=4,
+                track_best=False, has_val=False, members=members)  # fmt: skip
+    shape = (4, *(() if members is None else (members,)), 203)
+    perms = np.zeros(shape, np.int32) if shuffle else None
+    assert plan_length(spec, dtype, 203) == make_plan(0, 1, 0, 0.0, dtype, perms).size

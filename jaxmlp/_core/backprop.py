@@ -299,7 +299,9 @@ def _objective(
     return value + penalty_value(model, params, l2, l1) if (l2 or l1) else value
 
 
-def _prepare(model, loss, params, x, y, sample_weight):
+def prepare_batch(model, loss, params, x, y, sample_weight):
+    """The checked arguments of a ``value_and_grad`` function: ``params``, ``x`` as rows (one
+    example becomes a batch of one), ``y`` as the loss reads it, ``sample_weight`` or ``None``."""
     check_params(model, params)
     xb, single = as_batch(model, x, params)
     if single:
@@ -338,7 +340,7 @@ def loss_fn(model: MLP, loss: str | Loss, *, l2: float = 0.0, l1: float = 0.0) -
         *,
         key: jax.Array | None = None,
     ) -> jax.Array:
-        xb, yb, sw = _prepare(model, loss, params, x, y, sample_weight)
+        xb, yb, sw = prepare_batch(model, loss, params, x, y, sample_weight)
         return _objective(model, loss, l2, l1, params, xb, yb, sw, _train_key(model, key))
 
     return f
@@ -386,7 +388,7 @@ def value_and_grad(
         *,
         key: jax.Array | None = None,
     ) -> tuple[jax.Array, Params]:
-        xb, yb, sw = _prepare(model, loss, params, x, y, sample_weight)
+        xb, yb, sw = prepare_batch(model, loss, params, x, y, sample_weight)
         trace = forward(model, params, xb, _train_key(model, key))
         value, dz_out = loss_head(model, loss, trace, yb, sw)
         grads = backward(model, params, trace, dz_out).grads
@@ -403,7 +405,7 @@ def value_and_grad(
         *,
         key: jax.Array | None = None,
     ) -> tuple[jax.Array, Params]:
-        xb, yb, sw = _prepare(model, loss, params, x, y, sample_weight)
+        xb, yb, sw = prepare_batch(model, loss, params, x, y, sample_weight)
         return jax.value_and_grad(objective)(params, xb, yb, sw, _train_key(model, key))
 
     return manual if method == "manual" else autodiff
@@ -434,7 +436,7 @@ def _per_example_setup(model, loss, l2, l1):
 
 def _per_example_deltas(model, loss, params, x, y):
     """Forward trace and every layer's delta for the per-example losses ``l_n`` (no 1/n)."""
-    xb, yb, _ = _prepare(model, loss, params, x, y, None)
+    xb, yb, _ = prepare_batch(model, loss, params, x, y, None)
     trace = forward(model, params, xb)
     z_out, out = trace.z[-1], trace.a[-1]
     if loss.logits:
@@ -452,7 +454,7 @@ def _per_example_vmapped(model, loss, l2, l1):
     vg = value_and_grad(model, loss, method="manual", l2=l2, l1=l1)
 
     def f(params, x, y):
-        xb, yb, _ = _prepare(model, loss, params, x, y, None)
+        xb, yb, _ = prepare_batch(model, loss, params, x, y, None)
         return jax.vmap(lambda xr, yr: vg(params, xr[None], yr[None])[1])(xb, yb)
 
     return f

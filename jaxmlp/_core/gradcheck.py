@@ -29,13 +29,13 @@ from jax import lax
 
 from jaxmlp._checks import check_key
 from jaxmlp._core.backprop import (
-    _prepare,
     apply_manual,
     backward,
     check_model_loss,
     forward,
     loss_fn,
     loss_head,
+    prepare_batch,
     value_and_grad,
 )
 from jaxmlp._core.losses import Loss
@@ -491,7 +491,7 @@ def _input_programs(model: MLP, loss: str | Loss, l2: float, l1: float):
     objective = loss_fn(model, lossf, l2=l2, l1=l1)
 
     def manual(p, x, y, sw, k):
-        xb, yb, swb = _prepare(model, lossf, p, x, y, sw)
+        xb, yb, swb = prepare_batch(model, lossf, p, x, y, sw)
         trace = forward(model, p, xb, k)
         _, dz_out = loss_head(model, lossf, trace, yb, swb)
         dx = backward(model, p, trace, dz_out, need_dx=True).dx
@@ -560,7 +560,7 @@ def _torch_grads(model: MLP, loss, l2: float, l1: float, p64, x64, y64, sw64) ->
     from jaxmlp.interop._torch import from_torch, to_torch
 
     loss = check_model_loss(model, loss)
-    xb, yb, sw = _prepare(model, loss, p64, x64, y64, sw64)
+    xb, yb, sw = prepare_batch(model, loss, p64, x64, y64, sw64)
     module = to_torch(model, p64)
     # cross entropies read the logits: the network without its output activation
     net = module[:-1] if loss.logits else module

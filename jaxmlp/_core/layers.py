@@ -358,8 +358,9 @@ class Dropout(Layer):
 
 
 @dataclasses.dataclass(frozen=True)
-class SkipBegin(Layer):
-    """Marks where a residual connection leaves: the walker keeps this point's value."""
+class _Marker(Layer):
+    """A point in the stack that leaves the values and their derivatives as they are: the walker
+    gives its subclasses their meaning."""
 
     name: ClassVar[str] = "skip"
 
@@ -374,20 +375,14 @@ class SkipBegin(Layer):
 
 
 @dataclasses.dataclass(frozen=True)
-class SkipEnd(Layer):
+class SkipBegin(_Marker):
+    """Marks where a residual connection leaves: the walker keeps this point's value."""
+
+
+@dataclasses.dataclass(frozen=True)
+class SkipEnd(_Marker):
     """Marks where a residual connection returns: the walker adds the kept value,
     ``a[l] = a[l-1] + f(z[l])``; backward, ``dL/da[l-1]`` gains ``dL/da[l]`` directly."""
-
-    name: ClassVar[str] = "skip"
-
-    def forward(self, params, a, key):
-        return a, None
-
-    def backward(self, params, a, out, saved, d_out, need_din):
-        return None, d_out
-
-    def tangent(self, params, a, out, saved, d_params, d_a):
-        return d_a
 
 
 # ---------------------------------------------------------------------------------------------

@@ -20,7 +20,6 @@ from jax import lax
 
 from jaxmlp._distributed import replicated
 from jaxmlp._engine.program import (
-    QUICK_COMPILE,
     Spec,
     _make_step,
     _param_total,
@@ -30,6 +29,7 @@ from jaxmlp._engine.program import (
     epoch_loss,
     finish_epoch,
 )
+from jaxmlp._quick import options_if
 
 
 @functools.lru_cache(maxsize=64)
@@ -52,7 +52,7 @@ def chunk_program(spec: Spec, check_steps: bool = False, quick: bool = False) ->
         return state, bad, bad_step, i, values, wsum
 
     if spec.mesh is None:
-        return jax.jit(run, compiler_options=QUICK_COMPILE if quick else None)
+        return jax.jit(run, compiler_options=options_if(quick))
     return jax.jit(run, out_shardings=replicated(spec.mesh))
 
 
@@ -81,5 +81,5 @@ def epoch_end_program(spec: Spec, quick: bool = False) -> Callable:
     # Nothing donated: the carry's state and the chunks' state share one output, so half of any
     # donation would go unused (a model's state is small next to the chunks).
     if spec.mesh is None:
-        return jax.jit(run, compiler_options=QUICK_COMPILE if quick else None)
+        return jax.jit(run, compiler_options=options_if(quick))
     return jax.jit(run, out_shardings=replicated(spec.mesh))

@@ -37,7 +37,7 @@ from jaxmlp._core.mlp import MLP, Params
 from jaxmlp._core.objective import Objective, objective_evaluate, objective_value_and_grad
 from jaxmlp._distributed import replicated, sharded
 from jaxmlp._engine.step import TRACE_COUNTS, TrainState, apply_update, compiled_init, init_state
-from jaxmlp._quick import QUICK_COMPILE
+from jaxmlp._quick import options_if, quick_options
 
 
 class Spec(NamedTuple):
@@ -302,7 +302,7 @@ def make_epoch(spec: Spec, *, check_steps: bool = True, quick: bool = False) -> 
 def replay_program(spec: Spec, quick: bool = False) -> Callable:
     """The jitted epoch with a check after every step, for ``fit`` to replay a non-finite epoch of
     the fast path (compiled only when a run diverges; ``quick`` as the fast path was)."""
-    return jax.jit(make_epoch(spec, quick=quick), compiler_options=QUICK_COMPILE if quick else None)
+    return jax.jit(make_epoch(spec, quick=quick), compiler_options=options_if(quick))
 
 
 def member_epoch(spec: Spec, quick: bool = False) -> Callable:
@@ -413,6 +413,13 @@ def make_plan(
     return head if perms is None else np.concatenate([head, np.asarray(perms, np.int32).ravel()])
 
 
+def plan_length(spec: Spec, dtype, n: int) -> int:
+    """The length of :func:`make_plan`'s plan for ``n`` rows (the program's input shape)."""
+    words = 4 + _wide(dtype).itemsize // 4
+    members = 1 if spec.members is None else spec.members
+    return words + (spec.epochs_per_call * members * n if spec.shuffle else 0)
+
+
 def _read_plan(plan: jax.Array, dtype, spec: Spec, n: int):
     wide = _wide(dtype)
     k = wide.itemsize // 4
@@ -465,8 +472,8 @@ QUICK_EPOCH_FLOPS = (
 
 def quick_compile(spec: Spec, epoch_flops: float) -> bool:
     """Whether a run whose epoch is ``epoch_flops`` estimated training FLOPs compiles its epoch
-    program with :data:`QUICK_COMPILE` (on a CPU only, without a mesh)."""
-    if spec.mesh is not None or jax.default_backend() != "cpu":
+    program with :data:`jaxmlp._quick.QUICK_COMPILE` (on a CPU only, without a mesh)."""
+    if spec.mesh is not None or quick_options() is None:  # not on a CPU
         return False
     choice = os.environ.get("JAXMLP_QUICK_COMPILE", "auto").strip().lower()
     if choice in ("0", "false", "no", "off"):
@@ -487,7 +494,7 @@ def epochs_program(spec: Spec, quick: bool = False) -> Callable:
     """The jitted multi-epoch program for one static configuration (cached):
     ``(carry, x, y, sw, plan, x_val, y_val) -> (carry, report)`` (see :func:`make_plan`,
     :func:`read_report`). ``sw`` is ``(n,)`` for one model, ``(members, n)`` for an ensemble, or
-    ``None`` when every row weighs 1. ``quick``: compiled with :data:`QUICK_COMPILE` (see
+    ``None`` when every row weighs 1. ``quick``: compiled with :data:`jaxmlp._quick.QUICK_COMPILE` (see
     :func:`quick_compile`)."""
     one_epoch = member_epoch(spec, quick)
     if spec.members is not None:
@@ -528,7 +535,7 @@ def epochs_program(spec: Spec, quick: bool = False) -> Callable:
         return carry, _report(hist, carry, dtype)
 
     if spec.mesh is None:
-        return jax.jit(run, donate_argnums=0, compiler_options=QUICK_COMPILE if quick else None)
+        return jax.jit(run, donate_argnums=0, compiler_options=options_if(quick))
     if spec.members is None:
         return jax.jit(run, donate_argnums=0, out_shardings=replicated(spec.mesh))
     # Members split across the "data" axis: carry leaves (K, ...); the report is replicated.

@@ -22,6 +22,7 @@ from jaxmlp._engine.program import (
     dtype_of,
     epochs_program,
     make_plan,
+    plan_length,
     read_report,
     rows_of,
 )
@@ -166,12 +167,7 @@ def compile_then_stage(spec: Spec, carry: Any, data: Data, quick: bool = False) 
     so that the two do not add up in the peak. The program's first call then finds it compiled."""
     x = abstract(data.x)
     dtype = dtype_of(x, carry.state.params)
-    members = () if spec.members is None else (spec.members,)
-    perms = (
-        np.zeros((spec.epochs_per_call, *members, x.shape[0]), np.int32) if spec.shuffle else None
-    )
-    plan = make_plan(0, 1, 0, 0.0, dtype, perms, -1)
-    plan = jax.ShapeDtypeStruct(plan.shape, plan.dtype)
+    plan = jax.ShapeDtypeStruct((plan_length(spec, dtype, x.shape[0]),), np.int32)
     program: Any = epochs_program(spec, quick)  # jitted: it has .lower
     program.lower(carry, x, abstract(data.y), data.sw, plan, data.x_val, data.y_val).compile()
     release_free_memory()

@@ -37,18 +37,22 @@ from jaxmlp.errors import JaxmlpWarning
 _STAGE_BYTES = 64 << 20
 
 
+def _row_slices(a: np.ndarray, row_bytes: int) -> list[slice]:
+    """``a``'s rows in slices of at most :data:`_STAGE_BYTES` (rows of ``row_bytes`` each)."""
+    n = a.shape[0]
+    step = max(1, _STAGE_BYTES // max(1, row_bytes))
+    return [slice(lo, min(n, lo + step)) for lo in range(0, n, step)]
+
+
 def stage_rows(a: np.ndarray, dtype: Any, total: int) -> jax.Array:
     """Host rows ``a`` as one device array of ``total`` rows in ``dtype``: ``a`` copied (and cast)
     slice by slice into one host buffer, zero rows after it, then placed on the device. On a CPU
     the device array is that very buffer, so the data exist once more, not twice or three times
     (``jnp.asarray`` then a padding copy); on an accelerator the host buffer is the staging copy."""
-    n = a.shape[0]
     out = aligned_empty((total, *a.shape[1:]), dtype)
-    step = max(1, _STAGE_BYTES // max(1, out[:1].nbytes))
-    for lo in range(0, n, step):
-        hi = min(n, lo + step)
-        out[lo:hi] = a[lo:hi]
-    out[n:] = 0
+    for rows in _row_slices(a, out[:1].nbytes):
+        out[rows] = a[rows]
+    out[a.shape[0] :] = 0
     return jax.device_put(out)
 
 
@@ -114,11 +118,10 @@ def _host_nonfinite(a: np.ndarray, dtype: Any) -> bool:
     (float64 values beyond float32's range become Inf): slice by slice, no copy of ``a``."""
     if not np.issubdtype(np.dtype(dtype), np.inexact):
         return False
-    step = max(1, _STAGE_BYTES // max(1, a[:1].nbytes))
     with np.errstate(over="ignore"):
         return any(
-            not np.isfinite(np.asarray(a[lo : lo + step], dtype)).all()
-            for lo in range(0, a.shape[0], step)
+            not np.isfinite(np.asarray(a[rows], dtype)).all()
+            for rows in _row_slices(a, a[:1].nbytes)
         )
 
 
@@ -161,11 +164,8 @@ def _outside_unit(y: Any) -> bool:
         return bool(np.any(y < 0) or np.any(y > 1))
     if not isinstance(y, Deferred):
         return bool(_outside_unit_program(y))
-    step = max(1, _STAGE_BYTES // max(1, y.host[:1].nbytes))
-    return any(
-        bool(np.any(part < 0) or np.any(part > 1))
-        for part in (y.host[lo : lo + step] for lo in range(0, y.host.shape[0], step))
-    )
+    parts = (y.host[rows] for rows in _row_slices(y.host, y.host[:1].nbytes))
+    return any(bool(np.any(part < 0) or np.any(part > 1)) for part in parts)
 
 
 def _host_probe(a: Deferred) -> np.ndarray:

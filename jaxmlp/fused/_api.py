@@ -12,12 +12,12 @@ from jaxmlp._checks import check_key, check_nonnegative
 from jaxmlp._core.backprop import (
     ValueAndGradFn,
     check_model_loss,
-    check_targets,
     penalty_grads,
     penalty_value,
+    prepare_batch,
 )
 from jaxmlp._core.losses import Loss, is_builtin
-from jaxmlp._core.mlp import MLP, Dense, Params, as_array, as_batch, as_rows, check_params, unrows
+from jaxmlp._core.mlp import MLP, Dense, Params, as_rows, check_params, unrows
 from jaxmlp.fused import _calls as C
 from jaxmlp.fused import _kernels as K
 from jaxmlp.fused._config import FusedConfig, check, layout
@@ -151,8 +151,7 @@ def value_and_grad(
     ) -> tuple[jax.Array, Params]:
         if key is not None:
             check_key(key)
-        check_params(model, params)
-        xb, yb, sw = _prepare(model, loss, params, x, y, sample_weight)
+        xb, yb, sw = prepare_batch(model, loss, params, x, y, sample_weight)
         n = xb.shape[0]
         lay = layout(model, n, config, logits=loss.logits)
         if head is None:
@@ -173,18 +172,3 @@ def value_and_grad(
         return value, grads
 
     return f
-
-
-def _prepare(model: MLP, loss: Loss, params: Params, x, y, sample_weight):
-    """``x`` as rows, ``y`` as the loss reads it, ``sample_weight`` checked (as the XLA path)."""
-    xb, single = as_batch(model, x, params)
-    if single:
-        y = jnp.asarray(y)[None]
-        sample_weight = None if sample_weight is None else jnp.asarray(sample_weight)[None]
-    yb = check_targets(model, loss, y, xb.shape[0], xb.dtype)
-    if sample_weight is None:
-        return xb, yb, None
-    sw = as_array(sample_weight, "sample_weight")
-    if sw.shape != (xb.shape[0],):
-        raise ValueError(f"sample_weight: expected shape ({xb.shape[0]},), got {tuple(sw.shape)}")
-    return xb, yb, sw
