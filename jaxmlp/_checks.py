@@ -67,6 +67,46 @@ def check_key(key: Any, argname: str = "key") -> jax.Array:
     )
 
 
+# Rows read at a time by the host's value checks: bounds their temporaries.
+HOST_SLICE_BYTES = 64 << 20
+
+
+def row_slices(n: int, row_bytes: int, limit: int = HOST_SLICE_BYTES) -> list[slice]:
+    """``n`` rows of ``row_bytes`` each in slices of at most ``limit`` bytes."""
+    step = max(1, limit // max(1, row_bytes))
+    return [slice(lo, min(n, lo + step)) for lo in range(0, n, step)]
+
+
+def on_host(a: Any) -> bool:
+    """A NumPy array, or a JAX array held whole by this process on CPU devices: NumPy reads
+    either in place, with no compiled program and no device round trip."""
+    if isinstance(a, np.ndarray):
+        return True
+    return (
+        isinstance(a, jax.Array)
+        and a.is_fully_addressable
+        and len(a.sharding.device_set) == 1
+        and all(d.platform == "cpu" for d in a.sharding.device_set)
+    )
+
+
+def host_nonfinite(a: Any, dtype: Any = None) -> bool:
+    """Whether array ``a`` (:func:`on_host`), cast to ``dtype`` (default: its own) as it will be
+    used, holds a NaN or an Inf (a float64 value beyond float32's range becomes Inf): slice by
+    slice, so the temporaries stay small. Integer and bool arrays never do."""
+    a = np.asarray(a)
+    dtype = a.dtype if dtype is None else np.dtype(dtype)
+    if not jnp.issubdtype(dtype, jnp.inexact):  # NumPy's own test misses bfloat16
+        return False
+    if a.ndim == 0:
+        a = a.reshape(1)
+    with np.errstate(over="ignore"):
+        return any(
+            not np.isfinite(np.asarray(a[rows], dtype)).all()
+            for rows in row_slices(a.shape[0], a[:1].nbytes, HOST_SLICE_BYTES)
+        )
+
+
 def check_path(value: Any, argname: str) -> Path:
     """``value`` (a ``str`` or ``os.PathLike``) as a ``Path``."""
     if not isinstance(value, (str, os.PathLike)):

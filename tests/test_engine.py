@@ -123,7 +123,18 @@ def test_state_creation_copies_and_handles_unhashable_optimizers():
     assert not bool(carry.stopped) and not bool(carry.diverged) and int(carry.bad_step) == -1
 
 
-def test_nonfinite_checks_many_arrays_in_one_call():
+@pytest.fixture(params=["host", "device"])
+def check_path(request, monkeypatch):
+    """The value checks both ways: NumPy in place (arrays on a CPU) and one compiled call (the
+    path arrays on an accelerator take), forced here by making no array count as on the host."""
+    if request.param == "device":
+        import jaxmlp._core.mlp as mlp
+
+        monkeypatch.setattr(mlp, "on_host", lambda a: False)
+    return request.param
+
+
+def test_nonfinite_checks_many_arrays_in_one_call(check_path):
     flags = nonfinite(
         jnp.ones(3),
         jnp.array([1.0, jnp.nan]),
@@ -133,10 +144,15 @@ def test_nonfinite_checks_many_arrays_in_one_call():
     )
     assert flags == [False, True, False, True, False]
     assert nonfinite(jnp.arange(3)) == [False]
+    # bfloat16, which NumPy's own dtype tests do not count as a float
+    half = jnp.ones((4, 3), jnp.bfloat16)
+    assert nonfinite(half, half.at[1, 2].set(jnp.nan), half.at[0, 0].set(-jnp.inf)) == [
+        False, True, True,
+    ]  # fmt: skip
 
 
 @pytest.mark.parametrize("impl", ["threefry2x32", "rbg"], ids=["threefry", "rbg"])
-def test_key_bits_read_with_the_value_checks_give_the_same_seed(impl):
+def test_key_bits_read_with_the_value_checks_give_the_same_seed(impl, check_path):
     def keys():  # fresh key objects each time (reading a key's bits consumes it)
         return jax.random.split(jax.random.key(5, impl=impl), 3)
 
@@ -283,3 +299,28 @@ def test_data_sets_less_than_a_batch_apart_share_one_program():
     sw = jnp.ones((455,)).at[0].set(0.0)  # weights are padded with the rows
     jaxmlp.fit(MODEL, params, x[:455], y[:455], key=jax.random.key(34), loss="mse", epochs=1,
                progress=False, sample_weight=sw)  # fmt: skip
+
+
+def test_host_value_checks_read_in_place_and_cast_as_staged():
+    from jaxmlp._checks import host_nonfinite, on_host, row_slices
+
+    x = jnp.ones((6, 2))
+    assert on_host(x) and on_host(np.ones(2)) and not on_host([1.0])
+    # float64 values beyond float32's range become Inf when cast for training
+    assert host_nonfinite(np.array([[1e39, 0.0]]), np.float32)
+    assert not host_nonfinite(np.array([[1e39, 0.0]]))
+    assert not host_nonfinite(np.arange(5)) and not host_nonfinite(jnp.float32(2.0))
+    assert host_nonfinite(jnp.float32(jnp.nan))
+    # Read slice by slice: a NaN in the last slice is found.
+    assert row_slices(10, 8, limit=24) == [slice(0, 3), slice(3, 6), slice(6, 9), slice(9, 10)]
+    big = np.zeros((10, 2))
+    big[9, 1] = np.nan
+    import jaxmlp._checks as checks
+
+    assert host_nonfinite(big)
+    old = checks.HOST_SLICE_BYTES
+    try:
+        checks.HOST_SLICE_BYTES = 16
+        assert host_nonfinite(big)
+    finally:
+        checks.HOST_SLICE_BYTES = old

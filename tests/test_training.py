@@ -408,3 +408,116 @@ def test_fit_without_a_progress_bar_does_not_import_tqdm():
         "assert 'tqdm' not in sys.modules, 'tqdm imported'\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=240)
+
+
+class _ReadsCarry(jaxmlp.Callback):
+    """Reads the carry after every call: the driver must then wait for each call's report."""
+
+    def __init__(self):
+        self.states = []
+
+    def on_call_end(self, state):
+        self.states.append((state.epoch, np.asarray(state.carry.state.step).tolist()))
+
+
+class _CountsCalls(jaxmlp.Callback):
+    carry_free = True
+
+    def __init__(self):
+        self.states = []
+
+    def on_call_end(self, state):
+        self.states.append((state.epoch, state.carry))
+
+
+def test_calls_start_with_a_short_head_and_queued_pass_no_carry(reg, monkeypatch):
+    x, y, params = reg
+    import jaxmlp._train.fit as training
+
+    # epochs_per_call left to the library (here 16): the first call's first eighth runs alone,
+    # then the rest of that call, then whole calls.
+    real = training.choose_epochs_per_call
+    monkeypatch.setattr(training, "choose_epochs_per_call", lambda e, *a, **k: real(16, *a, **k))
+    kwargs = dict(loss="mse", epochs=40, batch_size=10, progress=False)
+    counted, read = _CountsCalls(), _ReadsCarry()
+    queued = jaxmlp.fit(REG, params, x, y, key=jax.random.key(40), callbacks=counted, **kwargs)
+    waited = jaxmlp.fit(REG, params, x, y, key=jax.random.key(40), callbacks=read, **kwargs)
+    # Queued, the callbacks see no carry (the next call already holds it) ...
+    assert counted.states == [(2, None), (16, None), (32, None), (40, None)]
+    # ... and a callback that reads the carry gets it after each of the same calls.
+    assert read.states == [(2, 10), (16, 80), (32, 160), (40, 200)]
+    assert trees_equal(queued.params, waited.params)
+    assert queued.history == waited.history and queued.step == waited.step == 200
+    # epochs_per_call given: every call runs that many epochs.
+    given = _CountsCalls()
+    jaxmlp.fit(REG, params, x, y, key=jax.random.key(40), callbacks=given, epochs_per_call=16,
+               **kwargs)  # fmt: skip
+    assert [e for e, _ in given.states] == [16, 32, 40]
+
+
+@pytest.mark.parametrize(
+    "case", ["plain", "stops in the head", "stops later", "divergence", "continued"]
+)
+def test_queued_calls_give_what_waiting_for_every_report_gives(reg, case):
+    x, y, params = reg
+    xv, yv = regression_data(18, n=20)
+    kwargs = dict(loss="mse", batch_size=10, progress=False)  # calls of 64: the first split at 8
+    if case.startswith("stops"):  # the call queued behind the one that stops runs no epoch
+        patience = 3 if case == "stops in the head" else 12
+        kwargs.update(optimizer=optax.adam(0.3), epochs=200, validation_data=(xv, yv),
+                      early_stopping=jaxmlp.EarlyStopping(patience=patience))  # fmt: skip
+    elif case == "divergence":  # turns non-finite in epoch 11, in the call queued after the head
+        kwargs.update(optimizer=optax.sgd(optax.piecewise_constant_schedule(0.01, {52: 1e22})),
+                      epochs=20)  # fmt: skip
+    else:
+        kwargs.update(optimizer=optax.adam(0.01), epochs=20)
+
+    def run(callbacks):
+        if case == "divergence":
+            with pytest.raises(jaxmlp.DivergenceError) as info:
+                jaxmlp.fit(REG, params, x, y, key=jax.random.key(41), callbacks=callbacks, **kwargs)
+            return info.value
+        if case == "continued":
+            first = jaxmlp.fit(REG, params, x, y, key=jax.random.key(41), callbacks=callbacks,
+                               **{**kwargs, "epochs": 7})  # fmt: skip
+            return jaxmlp.fit(REG, first, x, y, key=jax.random.key(41), callbacks=callbacks,
+                              **kwargs)  # fmt: skip
+        return jaxmlp.fit(REG, params, x, y, key=jax.random.key(41), callbacks=callbacks, **kwargs)
+
+    queued, waited = run(_CountsCalls()), run(_ReadsCarry())
+    assert trees_equal(queued.params, waited.params)
+    assert queued.history == waited.history
+    if case == "divergence":
+        assert (queued.epoch, queued.step) == (waited.epoch, waited.step) and queued.epoch == 11
+        assert trees_equal(queued.opt_state, waited.opt_state)
+        return
+    assert (queued.step, queued.stopped_epoch, queued.best_epoch) == (
+        waited.step, waited.stopped_epoch, waited.best_epoch,
+    )  # fmt: skip
+    if case == "stops in the head":
+        assert queued.stopped_epoch <= 8
+    elif case == "stops later":
+        assert 8 < queued.stopped_epoch < 200
+
+
+def test_queued_ensemble_calls_give_what_waiting_gives(reg):
+    # Members stop and diverge on their own: the queued calls carry on for the others.
+    x, y, _ = reg
+    xv, yv = regression_data(18, n=20)
+    kwargs = dict(num_models=3, loss="mse", learning_rates=[0.05, 0.5, 1e4], optimizer_fn=optax.sgd,
+                  epochs=60, batch_size=10, validation_data=(xv, yv), progress=False,
+                  early_stopping=jaxmlp.EarlyStopping(patience=4))  # fmt: skip
+
+    def run(callbacks):
+        with pytest.warns(jaxmlp.JaxmlpWarning, match="diverged"):
+            return jaxmlp.fit_ensemble(REG, x, y, key=jax.random.key(42), callbacks=callbacks,
+                                       **kwargs)  # fmt: skip
+
+    counted, read = _CountsCalls(), _ReadsCarry()
+    queued, waited = run(counted), run(read)
+    assert trees_equal(queued.params, waited.params)
+    for k in waited.history:
+        np.testing.assert_array_equal(queued.history[k], waited.history[k])
+    np.testing.assert_array_equal(queued.stopped_epoch, waited.stopped_epoch)
+    assert [e for e, _ in counted.states] == [e for e, _ in read.states]
+    assert all(c is None for _, c in counted.states)

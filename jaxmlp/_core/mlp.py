@@ -18,7 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from jaxmlp._checks import check_key
+from jaxmlp._checks import check_key, host_nonfinite, on_host
 from jaxmlp._core.activations import get_activation
 from jaxmlp._core.initializers import Initializer, get_initializer
 from jaxmlp._core.layers import (
@@ -635,19 +635,29 @@ def _nonfinite(arrays: list[jax.Array], key: jax.Array | None) -> jax.Array:
 
 def nonfinite_and_key(arrays: Any, key: jax.Array | None) -> tuple[list[bool], np.ndarray | None]:
     """:func:`nonfinite` of ``arrays``, plus ``key``'s raw bits (uint32 words shaped
-    ``key.shape + (words,)``; ``None`` without a key) from the same compiled call and the same
-    read: ``fit`` needs both before it starts, and on a GPU every separate device-to-host read
-    costs about 0.1-0.2 ms."""
+    ``key.shape + (words,)``; ``None`` without a key).
+
+    Arrays NumPy reads in place (NumPy's, and JAX's on a CPU) are checked on the host: a compiled
+    call and its read cost more there than the check. The others go to one compiled call whose
+    one read also brings ``key``'s bits: ``fit`` needs both before it starts, and on a GPU every
+    separate device-to-host read costs about 0.1-0.2 ms."""
     floats = [i for i, a in enumerate(arrays) if jnp.issubdtype(a.dtype, jnp.inexact)]
     out = [False] * len(arrays)
-    if not floats and key is None:
+    device = [i for i in floats if not on_host(arrays[i])]
+    for i in floats:
+        if i not in device:
+            out[i] = host_nonfinite(arrays[i])
+    if key is None and not device:
         return out, None
-    words = np.asarray(jax.device_get(_nonfinite([arrays[i] for i in floats], key)))
-    for i, flag in zip(floats, words[: len(floats)], strict=True):
+    if key is not None and not device and on_host(key):
+        words = np.asarray(jax.random.key_data(key), np.uint32)
+        return out, words.reshape(*jnp.shape(key), -1)
+    words = np.asarray(jax.device_get(_nonfinite([arrays[i] for i in device], key)))
+    for i, flag in zip(device, words[: len(device)], strict=True):
         out[i] = bool(flag)
     if key is None:
         return out, None
-    return out, words[len(floats) :].reshape(*jnp.shape(key), -1)
+    return out, words[len(device) :].reshape(*jnp.shape(key), -1)
 
 
 def nonfinite(*arrays: Any) -> list[bool]:

@@ -41,7 +41,9 @@ class CallState(NamedTuple):
         epochs: the run's total.
         carry: the engine's state on the device: ``carry.state`` is the ``TrainState``
             (``params``, ``opt_state``, ``step``); every leaf has a leading member axis in an
-            ensemble. Read it, never keep it across calls (the next call donates it).
+            ensemble. Read it, never keep it across calls (the next call donates it). ``None``
+            when no callback asks for it (see :class:`Callback`): the driver then queues each
+            call on the device before the previous one's report is read.
         key: the run's PRNG key.
         history: the history so far (``History.history``).
         best_epoch: the best monitored epoch so far (``None``/0 where none), per member in an
@@ -65,7 +67,14 @@ class Callback:
     ``val_metric``, and ``improved`` (the monitored loss beat its best by more than
     ``min_delta``): floats and bools for ``fit``, ``(K,)`` NumPy arrays for ``fit_ensemble``
     (NaN for a member that has stopped or diverged).
+
+    A callback that overrides ``on_call_end`` gets the carry in its :class:`CallState`, and the
+    driver then waits for every call's report before it starts the next; set the class attribute
+    ``carry_free = True`` on one that never reads ``state.carry`` to leave the calls queued back
+    to back on the device.
     """
+
+    carry_free: bool = False
 
     def on_epoch_end(self, epoch: int, metrics: Mapping[str, Any]) -> None:
         """After every epoch; ``epoch`` is 1-based."""
@@ -165,6 +174,8 @@ class ProgressBar(Callback):
     The first call's time is mostly compilation, so the bar's clock restarts after it: the rate
     and the time left are the steady state's (the elapsed time counts from there too).
     """
+
+    carry_free = True
 
     def __init__(self, epochs: int, done: int, desc: str, enabled: bool):
         self.bar: Any = None

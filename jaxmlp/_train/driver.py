@@ -1,8 +1,9 @@
 """The host driver: runs the compiled multi-epoch program call after call, for fit and ensembles.
 
 The loop is the same for one model and for K members: draw the next call's row orders while the
-device runs the current call, read the call's report (one device-to-host copy), hand every epoch's
-metrics to the callbacks, stop when every member has finished. What differs (``fit`` replays and
+device runs the current call, queue the next call behind it (unless a callback reads the carry
+between calls), read the call's report (one device-to-host copy), hand every epoch's metrics to
+the callbacks, stop when every member has finished. What differs (``fit`` replays and
 raises on divergence; an ensemble lets a diverged member rest) is the ``on_report`` hook.
 """
 
@@ -52,6 +53,9 @@ class Run(NamedTuple):
     seed: np.ndarray  # the row orders' seed(s): (2,), or (members, 2)
     rows: int  # the real rows (the data may be padded to whole batches beyond them)
     quick: bool = False  # the epoch program compiled quick (see program.quick_compile)
+    # epochs_per_call chosen by the library: a shuffled run's first call may then be split, its
+    # first epochs run alone while the host draws the rest's row orders (see _head_epochs)
+    split_first: bool = False
 
 
 def host(tree: Any) -> Any:
@@ -86,79 +90,136 @@ def drive(
     n = rows_of(data.x) if call is None else run.rows
     dtype = dtype_of(data.x, carry.state.params)
     mesh = spec.mesh
+    everyone = [history, *callbacks]
+    # Queue each call behind the one running, before reading that one's report, when nothing on
+    # the host needs the carry between them: the device never waits on the host's reads,
+    # callbacks and next row orders. A call queued behind one that stopped early or diverged runs
+    # no epoch and hands the carry on unchanged.
+    queue = call is None and not any(_reads_carry(cb) for cb in everyone)
 
-    def orders(start: int):
-        """``(start, plan, row orders)`` of the call that begins at epoch ``start``."""
+    def orders(start: int, end: int | None = None) -> _Call:
+        """The call that begins at epoch ``start`` (and ends by ``end``): its orders and plan."""
         # With checkpoints, a call never runs past the next multiple of checkpoint_every.
-        limit = run.epochs
+        limit = min(run.epochs, start + spec.epochs_per_call if end is None else end)
         if run.checkpoint_every is not None:
-            limit = min(run.epochs, (start // run.checkpoint_every + 1) * run.checkpoint_every)
+            limit = min(limit, (start // run.checkpoint_every + 1) * run.checkpoint_every)
         perms = call_permutations(spec, run.seed, start, limit, run.rows)
         if perms is not None and n > run.rows:  # padding rows read row 0 (and weigh 0)
             perms = np.pad(perms, [(0, 0)] * (perms.ndim - 1) + [(0, n - run.rows)])
         if call is not None:
-            return start, None, perms
+            return _Call(start, limit, None, perms)
         rows = run.rows if spec.padded else -1
         plan = make_plan(start, limit, run.patience, run.min_delta, dtype, perms, rows)
         if mesh is not None:
             plan = put(plan, replicated(mesh))
-        return start, plan, perms
+        return _Call(start, limit, plan, perms)
 
-    everyone = [history, *callbacks]
-    report = None
-    finished = stopped or done >= run.epochs
-    upcoming = orders(done)
-    while not finished:
-        if upcoming[0] != done:  # the last call ended early (a checkpoint boundary)
-            upcoming = orders(done)
-        _, plan, perms = upcoming
+    def launch(carry: Any, c: _Call) -> tuple[Any, Any]:
         if program is not None:
-            carry, packed = program(carry, data.x, data.y, data.sw, plan, data.x_val, data.y_val)
-        else:
-            assert call is not None
-            carry, packed = call(carry, done, perms)
-        # The call runs asynchronously: draw the next call's row orders meanwhile.
-        nxt = done + spec.epochs_per_call
-        upcoming = orders(nxt) if nxt < run.epochs else upcoming
+            return program(carry, data.x, data.y, data.sw, c.plan, data.x_val, data.y_val)
+        assert call is not None
+        return call(carry, c.start, c.perms)
+
+    report = None
+    if stopped or done >= run.epochs:
+        return carry, done, report
+    # The first call's first few epochs run alone, so that the device starts on them while the
+    # host draws the rest of that call's row orders (40 orders of 1024 rows: 0.5-0.7 ms on a CPU);
+    # the calls after it keep their epochs. The calls never depend on the callbacks: in a
+    # multi-process run every process must launch the same calls.
+    split = run.split_first and spec.shuffle and call is None and spec.epochs_per_call >= 8
+    rest = done + spec.epochs_per_call if split else None  # where the split call ends
+    current = orders(done, done + _head_epochs(spec.epochs_per_call) if split else None)
+    carry, packed = launch(carry, current)
+    queued = None
+    while True:
+        following = orders(current.end, rest) if current.end < run.epochs else None
+        rest = None
+        if queue and following is not None:
+            carry, queued = launch(carry, following)
         # One read per call: the epochs' outputs and the counters the loop needs.
         report = read_report(host(packed), spec.epochs_per_call, dtype, spec.members)
         if on_report is not None:
-            carry = on_report(report, carry, perms, done)
+            carry = on_report(report, carry, current.perms, done)
         slots = report.ran if spec.members is None else report.ran.any(axis=1)
         n_ran = int(np.sum(slots))
         if n_ran == 0:
             break
+        metrics_of = _metrics(report, spec, history.records_lr)
         for i in np.flatnonzero(slots):
-            metrics = _metrics(report, int(i), spec, history.records_lr)
+            metrics = metrics_of(int(i))
             for cb in everyone:
                 cb.on_epoch_end(done + int(i) + 1, metrics)
         done += n_ran
         finished = done >= run.epochs or bool(np.all(report.stopped | report.diverged))
+        # Queued, the carry is already the next call's (a callback reading it would wait on it).
         state = CallState(
-            done, run.epochs, carry, key, history.history, history.best_epoch, finished
-        )
+            done, run.epochs, None if queue else carry, key, history.history,
+            history.best_epoch, finished,
+        )  # fmt: skip
         for cb in everyone:
             cb.on_call_end(state)
+        if finished:
+            break
+        if not queue:
+            if following is None or following.start != done:  # a call that ended early
+                following = orders(done)
+            carry, queued = launch(carry, following)
+        assert following is not None
+        current, packed = following, queued
     return carry, done, report
 
 
-def _metrics(r: Report, i: int, spec: Spec, records_lr: bool) -> dict[str, Any]:
-    """Epoch slot ``i``'s metrics: floats for one model; ``(K,)`` arrays for an ensemble, NaN for
-    the members that sat the epoch out."""
-    pairs = [("loss", r.train_loss[i])]
+class _Call(NamedTuple):
+    """One compiled call's epochs ``start .. end-1``, its plan and its row orders."""
+
+    start: int
+    end: int
+    plan: Any
+    perms: np.ndarray | None
+
+
+def _head_epochs(epochs_per_call: int) -> int:
+    """Epochs run alone at the start of a split first call: an eighth of it, whose device time
+    covers drawing the other seven eighths' row orders on the host (about 12 ns per row and
+    epoch on a CPU, against as much or more per row and epoch on the device)."""
+    return max(1, epochs_per_call // 8)
+
+
+def _reads_carry(cb: Callback) -> bool:
+    """Whether ``cb``'s ``on_call_end`` may read the carry (it overrides the base class's and
+    does not say otherwise with a true ``carry_free`` attribute)."""
+    overrides = type(cb).on_call_end is not Callback.on_call_end
+    return overrides and not cb.carry_free
+
+
+def _metrics(r: Report, spec: Spec, records_lr: bool) -> Callable[[int], dict[str, Any]]:
+    """Epoch slot ``i``'s metrics, as a function of ``i``: floats for one model; ``(K,)`` arrays
+    for an ensemble, NaN for the members that sat the epoch out. The report's columns are
+    converted once per call, not once per epoch."""
+    pairs = [("loss", r.train_loss)]
     if spec.has_val:
-        pairs += [("val_loss", r.val_loss[i]), ("val_metric", r.val_metric[i])]
+        pairs += [("val_loss", r.val_loss), ("val_metric", r.val_metric)]
     if records_lr:
-        pairs.append(("learning_rate", r.learning_rate[i]))
-    out: dict[str, Any]
+        pairs.append(("learning_rate", r.learning_rate))
     if spec.members is None:
-        out = {k: float(v) for k, v in pairs}
-        out["improved"] = bool(r.improved[i])
+        columns = [(k, v.tolist()) for k, v in pairs]  # Python floats, in one pass each
+        improved = r.improved.tolist()
+
+        def one(i: int) -> dict[str, Any]:
+            out: dict[str, Any] = {k: v[i] for k, v in columns}
+            out["improved"] = improved[i]
+            return out
+
+        return one
+
+    def member(i: int) -> dict[str, Any]:
+        ran = r.ran[i]
+        out: dict[str, Any] = {k: np.where(ran, v[i].astype(np.float64), np.nan) for k, v in pairs}
+        out["improved"] = r.improved[i].copy()
         return out
-    ran = r.ran[i]
-    out = {k: np.where(ran, v.astype(np.float64), np.nan) for k, v in pairs}
-    out["improved"] = r.improved[i].copy()
-    return out
+
+    return member
 
 
 def compile_then_stage(spec: Spec, carry: Any, data: Data, quick: bool = False) -> Data:

@@ -249,6 +249,7 @@ def fit_ensemble(
     has_val = validation_data is not None
     n_batches = n // batch_size if drop_last else -(-n // batch_size)
     every = None if ckpt.directory is None else ckpt.every
+    auto_calls = epochs_per_call is None
     epochs_per_call = choose_epochs_per_call(
         epochs_per_call, model, n_batches, batch_size, K, checkpoint_every=every
     )
@@ -307,7 +308,8 @@ def fit_ensemble(
     if mesh is not None:
         carry, sw = put((carry, sw), sharded(mesh, 0))
         data = put(data._replace(sw=None), replicated(mesh))._replace(sw=sw)
-    run = Run(spec, epochs, stopping.patience, stopping.min_delta, every, seeds, n, quick)
+    run = Run(spec, epochs, stopping.patience, stopping.min_delta, every, seeds, n, quick,
+              split_first=auto_calls)  # fmt: skip
 
     def save(path: Path, state: CallState) -> None:
         _resume.save(path, model, state.carry, key, state.epoch, state.history,

@@ -273,6 +273,7 @@ def fit(
         xb, yb, sw = pad_rows((xb, yb, sw), total)
     n_batches = n // batch_size if drop_last else math.ceil(n / batch_size)
     every = None if ckpt.directory is None else ckpt.every
+    auto_calls = epochs_per_call is None
     epochs_per_call = choose_epochs_per_call(
         epochs_per_call, model, n_batches, batch_size, checkpoint_every=every
     )
@@ -323,7 +324,8 @@ def fit(
     if mesh is not None:
         # Global, replicated inputs: every process holds the same data and key.
         carry, data, key = put((carry, data, key), replicated(mesh))
-    run = Run(spec, epochs, stopping.patience, stopping.min_delta, every, seed, n, quick)
+    run = Run(spec, epochs, stopping.patience, stopping.min_delta, every, seed, n, quick,
+              split_first=auto_calls)  # fmt: skip
     feed = call = None
     if streamed is not None:
         fmt = row_format(model, cast(Loss, lossf), dtype)

@@ -15,7 +15,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxmlp._checks import check_int, check_nonnegative, check_path
+from jaxmlp._checks import (
+    check_int,
+    check_nonnegative,
+    check_path,
+    host_nonfinite,
+    on_host,
+    row_slices,
+)
 from jaxmlp._core.backprop import check_targets, forward
 from jaxmlp._core.losses import Loss, check_loss_grad, is_builtin
 from jaxmlp._core.mlp import (
@@ -39,9 +46,7 @@ _STAGE_BYTES = 64 << 20
 
 def _row_slices(a: np.ndarray, row_bytes: int) -> list[slice]:
     """``a``'s rows in slices of at most :data:`_STAGE_BYTES` (rows of ``row_bytes`` each)."""
-    n = a.shape[0]
-    step = max(1, _STAGE_BYTES // max(1, row_bytes))
-    return [slice(lo, min(n, lo + step)) for lo in range(0, n, step)]
+    return row_slices(a.shape[0], row_bytes, _STAGE_BYTES)
 
 
 def stage_rows(a: np.ndarray, dtype: Any, total: int) -> jax.Array:
@@ -113,18 +118,6 @@ def release_free_memory() -> None:
     trim(0)
 
 
-def _host_nonfinite(a: np.ndarray, dtype: Any) -> bool:
-    """Whether host rows ``a``, cast to ``dtype`` as they will be staged, hold a NaN or an Inf
-    (float64 values beyond float32's range become Inf): slice by slice, no copy of ``a``."""
-    if not np.issubdtype(np.dtype(dtype), np.inexact):
-        return False
-    with np.errstate(over="ignore"):
-        return any(
-            not np.isfinite(np.asarray(a[rows], dtype)).all()
-            for rows in _row_slices(a, a[:1].nbytes)
-        )
-
-
 @setup_jit
 def _probe(arrays: list[Any]) -> list[Any]:
     # sum(a * 0) is NaN exactly when ``a`` holds a NaN or an Inf, and XLA fuses it into one pass;
@@ -133,22 +126,18 @@ def _probe(arrays: list[Any]) -> list[Any]:
 
 
 def finite_probes(arrays: list[Any]) -> list[Any]:
-    """Each floating array replaced by a one-element array that is finite exactly when the whole
-    array is (other arrays kept), for the NaN/Inf checks: no temporary the size of the data."""
-    floats = [i for i, a in enumerate(arrays) if jnp.issubdtype(a.dtype, jnp.inexact)]
+    """Each floating device array replaced by a one-element array that is finite exactly when the
+    whole array is (other arrays, and those NumPy reads in place, kept), for the NaN/Inf checks:
+    no temporary the size of the data."""
+    floats = [
+        i for i, a in enumerate(arrays) if jnp.issubdtype(a.dtype, jnp.inexact) and not on_host(a)
+    ]
+    if not floats:
+        return list(arrays)
     out = list(arrays)
     for i, p in zip(floats, _probe([arrays[i] for i in floats]), strict=True):
         out[i] = p
     return out
-
-
-def _on_cpu(a: Any) -> bool:
-    """A JAX array whose every shard is on this process's CPU (NumPy can then read it in place)."""
-    return (
-        isinstance(a, jax.Array)
-        and a.is_fully_addressable
-        and all(d.platform == "cpu" for d in a.devices())
-    )
 
 
 @setup_jit
@@ -159,7 +148,7 @@ def _outside_unit_program(y: jax.Array) -> jax.Array:
 
 def _outside_unit(y: Any) -> bool:
     """Whether any target lies outside [0, 1] (host rows read slice by slice)."""
-    if isinstance(y, np.ndarray) or _on_cpu(y):  # on a CPU, NumPy reads the buffer in place
+    if on_host(y):  # on a CPU, NumPy reads the buffer in place
         y = np.asarray(y)
         return bool(np.any(y < 0) or np.any(y > 1))
     if not isinstance(y, Deferred):
@@ -170,7 +159,7 @@ def _outside_unit(y: Any) -> bool:
 
 def _host_probe(a: Deferred) -> np.ndarray:
     # A one-element stand-in for finite_probes: NaN exactly when the host rows hold a NaN or Inf.
-    return np.full((1,), np.nan if _host_nonfinite(a.host, a.dtype) else 0.0, np.float32)
+    return np.full((1,), np.nan if host_nonfinite(a.host, a.dtype) else 0.0, np.float32)
 
 
 def _stageable(a: Any) -> bool:
