@@ -9,6 +9,7 @@ rules. Nothing here imports the rest of jaxmlp, so every room may use it.
 
 from __future__ import annotations
 
+import functools
 import math
 import operator
 import os
@@ -78,15 +79,20 @@ def row_slices(n: int, row_bytes: int, limit: int = HOST_SLICE_BYTES) -> list[sl
 
 
 def on_host(a: Any) -> bool:
-    """A NumPy array, or a JAX array held whole by this process on CPU devices: NumPy reads
+    """A NumPy array, or a JAX array held whole by this process on one CPU device: NumPy reads
     either in place, with no compiled program and no device round trip."""
     if isinstance(a, np.ndarray):
         return True
+    return isinstance(a, jax.Array) and _one_cpu(a.sharding)
+
+
+@functools.lru_cache(maxsize=256)
+def _one_cpu(sharding: Any) -> bool:
+    devices = sharding.device_set
     return (
-        isinstance(a, jax.Array)
-        and a.is_fully_addressable
-        and len(a.sharding.device_set) == 1
-        and all(d.platform == "cpu" for d in a.sharding.device_set)
+        sharding.is_fully_addressable
+        and len(devices) == 1
+        and next(iter(devices)).platform == "cpu"
     )
 
 
@@ -96,8 +102,10 @@ def host_nonfinite(a: Any, dtype: Any = None) -> bool:
     slice, so the temporaries stay small. Integer and bool arrays never do."""
     a = np.asarray(a)
     dtype = a.dtype if dtype is None else np.dtype(dtype)
-    if not jnp.issubdtype(dtype, jnp.inexact):  # NumPy's own test misses bfloat16
+    if dtype.kind in "biu" or not jnp.issubdtype(dtype, jnp.inexact):  # NumPy's test misses bfloat16
         return False
+    if dtype == a.dtype and a.nbytes <= HOST_SLICE_BYTES:  # one pass, no cast
+        return not np.isfinite(a).all()
     if a.ndim == 0:
         a = a.reshape(1)
     with np.errstate(over="ignore"):
