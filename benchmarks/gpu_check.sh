@@ -7,7 +7,8 @@
 #
 # Steps, in order of priority (STEPS picks some; default all): tests, step (S, M, L in float32
 # and bfloat16 with $PEERS), train (fused fit and ensembles vs loops), probe (fit's fixed and
-# per-epoch cost), profile (per-kernel device time of the L step and the S fit), highest (M, L
+# per-epoch cost), overhead (fit against a bare scan, with and without queued calls and the
+# split first call), profile (per-kernel device time of the L step and the S fit), highest (M, L
 # float32 at matmul precision "highest"), extra ($EXTRA_PEERS), xla (the fit program's HLO),
 # memory (issue 21: peak host and device memory of in-memory and streamed fit, 1M and 4M rows),
 # mixed (the L bfloat16 step against other mixed-precision layouts; not in the default set).
@@ -22,7 +23,7 @@ set -u
 OUT=${OUT:-accel_out}
 PEERS=${PEERS:-torch,flax}
 EXTRA_PEERS=${EXTRA_PEERS:-equinox,torch.compile}
-STEPS=${STEPS:-tests,step,train,probe,profile,highest,extra,xla,memory}
+STEPS=${STEPS:-tests,step,train,probe,overhead,profile,highest,extra,xla,memory}
 DEADLINE=${DEADLINE:-420}
 source "$(dirname "$0")/_steps.sh"  # WORK, PY, want, step, device.txt
 # Gradient and training tests (tests/conftest.py sets float32 matmuls to "highest" off the CPU).
@@ -38,6 +39,9 @@ if want step; then
 fi
 want train && step train 70 "$PY" benchmarks/bench_train.py --peers torch --json "$WORK/train.json"
 want probe && step probe_fit 50 "$PY" benchmarks/probe_fit.py --json "$WORK/probe_fit.json"
+# fit against a bare scan of the same steps, with and without queued calls and the split first call
+want overhead && step overhead 40 "$PY" benchmarks/bench_fit_overhead.py --repeats 30 --variants \
+  --json "$WORK/overhead.json"
 if want profile; then
   step profile_L 60 "$PY" benchmarks/profile_step.py --config L --dtype bfloat16
   step profile_fit 40 "$PY" benchmarks/profile_step.py --fit
@@ -61,7 +65,8 @@ loss='mse', key=jax.random.key(1), epochs=2, batch_size=128, progress=False)"
 fi
 echo "total: $SECONDS s" | tee -a "$OUT/steps.txt"
 [ -f "$WORK/tests.log" ] && tail -n 4 "$WORK/tests.log"
-for f in "$WORK"/step_*.log "$WORK/train.log" "$WORK/probe_fit.log" "$WORK"/profile_*.log \
+for f in "$WORK"/step_*.log "$WORK/train.log" "$WORK/probe_fit.log" "$WORK/overhead.log" \
+  "$WORK"/profile_*.log \
   "$WORK/probe_mixed.log"; do
   [ -f "$f" ] && { echo "== $(basename "$f")"; grep -E '^(\||fit|[SML] |  )' "$f" | head -n 70; }
 done

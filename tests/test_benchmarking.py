@@ -392,3 +392,23 @@ def test_layer_steps_record_both_methods_and_memory_ratios():
             skipped = [r for r in recs if r["impl"] == "equinox"]
             assert grad or (skipped and skipped[0]["status"] == "skipped")
     assert f"| {cfg.name} | relu | jaxmlp | dropout=0.1 | manual |" in benchmarking.markdown(recs)
+
+
+def test_fit_overhead_script_times_fit_and_its_variants(tmp_path):
+    """``bench_fit_overhead.py --variants``: fit, fit with every report waited for, fit with a whole
+    first call and the bare scan, timed in the same rounds, with their ratios to the bare scan."""
+    spec = importlib.util.spec_from_file_location(
+        "bench_fit_overhead", ROOT / "benchmarks" / "bench_fit_overhead.py"
+    )
+    assert spec is not None and spec.loader is not None
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    out = tmp_path / "overhead.json"
+    assert script.main(["--repeats", "2", "--epochs", "2", "--rows", "256", "--variants",
+                        "--json", str(out)]) == 0  # fmt: skip
+    record = json.loads(out.read_text())
+    names = {"fit", "fit, waited", "fit, whole first call", "bare scan"}
+    assert set(record["times_s"]) == names and all(len(v) == 2 for v in record["times_s"].values())
+    assert set(record["ratios_to_bare_scan"]) == names
+    assert record["ratios_to_bare_scan"]["bare scan"] == 1.0
+    assert record["steps"] == 2 * 256 // 128 and record["target"] == 1.08

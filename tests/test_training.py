@@ -410,6 +410,14 @@ def test_fit_without_a_progress_bar_does_not_import_tqdm():
     subprocess.run([sys.executable, "-c", code], check=True, timeout=240)
 
 
+@pytest.fixture
+def split_first(monkeypatch):
+    """The first call split as on an accelerator (on a CPU it is not: it does not pay there)."""
+    import jaxmlp._train.driver as driver
+
+    monkeypatch.setattr(driver, "_split_pays", lambda: True)
+
+
 class _ReadsCarry(jaxmlp.Callback):
     """Reads the carry after every call: the driver must then wait for each call's report."""
 
@@ -432,13 +440,21 @@ class _CountsCalls(jaxmlp.Callback):
 
 def test_calls_start_with_a_short_head_and_queued_pass_no_carry(reg, monkeypatch):
     x, y, params = reg
+    import jaxmlp._train.driver as driver
     import jaxmlp._train.fit as training
+
+    kwargs = dict(loss="mse", epochs=40, batch_size=10, progress=False)
+    # On a CPU the first call is not split (it does not pay there) ...
+    whole = _CountsCalls()
+    jaxmlp.fit(REG, params, x, y, key=jax.random.key(40), callbacks=whole, **kwargs)
+    if jax.default_backend() == "cpu":
+        assert [e for e, _ in whole.states] == [40]
+    monkeypatch.setattr(driver, "_split_pays", lambda: True)  # ... as on an accelerator:
 
     # epochs_per_call left to the library (here 16): the first call's first eighth runs alone,
     # then the rest of that call, then whole calls.
     real = training.choose_epochs_per_call
     monkeypatch.setattr(training, "choose_epochs_per_call", lambda e, *a, **k: real(16, *a, **k))
-    kwargs = dict(loss="mse", epochs=40, batch_size=10, progress=False)
     counted, read = _CountsCalls(), _ReadsCarry()
     queued = jaxmlp.fit(REG, params, x, y, key=jax.random.key(40), callbacks=counted, **kwargs)
     waited = jaxmlp.fit(REG, params, x, y, key=jax.random.key(40), callbacks=read, **kwargs)
@@ -458,7 +474,7 @@ def test_calls_start_with_a_short_head_and_queued_pass_no_carry(reg, monkeypatch
 @pytest.mark.parametrize(
     "case", ["plain", "stops in the head", "stops later", "divergence", "continued"]
 )
-def test_queued_calls_give_what_waiting_for_every_report_gives(reg, case):
+def test_queued_calls_give_what_waiting_for_every_report_gives(reg, case, split_first):
     x, y, params = reg
     xv, yv = regression_data(18, n=20)
     kwargs = dict(loss="mse", batch_size=10, progress=False)  # calls of 64: the first split at 8
@@ -500,7 +516,7 @@ def test_queued_calls_give_what_waiting_for_every_report_gives(reg, case):
         assert 8 < queued.stopped_epoch < 200
 
 
-def test_queued_ensemble_calls_give_what_waiting_gives(reg):
+def test_queued_ensemble_calls_give_what_waiting_gives(reg, split_first):
     # Members stop and diverge on their own: the queued calls carry on for the others.
     x, y, _ = reg
     xv, yv = regression_data(18, n=20)

@@ -127,7 +127,10 @@ def drive(
     # host draws the rest of that call's row orders (40 orders of 1024 rows: 0.5-0.7 ms on a CPU);
     # the calls after it keep their epochs. The calls never depend on the callbacks: in a
     # multi-process run every process must launch the same calls.
-    split = run.split_first and spec.shuffle and call is None and spec.epochs_per_call >= 8
+    split = (
+        run.split_first and spec.shuffle and call is None and spec.epochs_per_call >= 8
+        and _split_pays()
+    )  # fmt: skip
     rest = done + spec.epochs_per_call if split else None  # where the split call ends
     current = orders(done, done + _head_epochs(spec.epochs_per_call) if split else None)
     carry, packed = launch(carry, current)
@@ -177,6 +180,14 @@ class _Call(NamedTuple):
     end: int
     plan: Any
     perms: np.ndarray | None
+
+
+def _split_pays() -> bool:
+    """Whether splitting the first call pays: on an accelerator, where the device would otherwise
+    idle while the host draws the call's row orders. On a CPU the host and the device share the
+    cores, and the extra call cost more than it hid (S: 1.17-1.22x the bare scan split, 1.15-1.18x
+    whole; ``benchmarks/bench_fit_overhead.py --variants``)."""
+    return jax.default_backend() != "cpu"
 
 
 def _head_epochs(epochs_per_call: int) -> int:
