@@ -168,7 +168,8 @@ def drive(
             if following is None or following.start != done:  # a call that ended early
                 following = orders(done)
             carry, queued = launch(carry, following)
-        assert following is not None
+        # Queued calls rely on it: a call that has not finished the run ran all its epochs.
+        assert following is not None and following.start == done
         current, packed = following, queued
     return carry, done, report
 
