@@ -83,7 +83,12 @@ def on_host(a: Any) -> bool:
     either in place, with no compiled program and no device round trip."""
     if isinstance(a, np.ndarray):
         return True
-    return isinstance(a, jax.Array) and _one_cpu(a.sharding)
+    if not isinstance(a, jax.Array):
+        return False
+    try:
+        return _one_cpu(a.sharding)
+    except TypeError:  # a sharding that cannot be hashed: asked afresh
+        return _one_cpu.__wrapped__(a.sharding)
 
 
 @functools.lru_cache(maxsize=256)
