@@ -10,7 +10,7 @@ large copy (bytes/s). Each record holds the median time per call, the achieved F
 bandwidth the ideal fused kernel needs (the input, the targets and the output read or written
 once) as fractions of those peaks, so a figure says which bound it meets.
 
-    python benchmarks/bench_fused.py --out results/fused          # a GPU: a few minutes
+    python benchmarks/bench_fused.py --out fused_out/bench        # a GPU: a few minutes
     python benchmarks/bench_fused.py --quick --out /tmp/fused     # CPU smoke run (interpreted)
 
 Writes ``records.jsonl`` (one JSON object per measurement, appended as they come, so a run cut
@@ -332,7 +332,7 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(
         prog="benchmarks/bench_fused.py", description=(__doc__ or "").split("\n")[0]
     )
-    p.add_argument("--out", default="results/fused")
+    p.add_argument("--out", default="fused_out/bench")
     p.add_argument("--quick", action="store_true", help="CPU smoke run: tiny sizes, interpreted")
     p.add_argument("--widths", default=None, help="comma list (default 64,128; quick: 16)")
     p.add_argument("--dtypes", default=None, help="default bfloat16,float32; quick: float32")
