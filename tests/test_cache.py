@@ -234,10 +234,10 @@ def test_small_epochs_compile_quick_unless_told_otherwise(monkeypatch, setting, 
     params = model.init(jax.random.key(0))
     assert epoch_flops(params, 455) == 6 * (30 * 32 + 32 + 32 * 2 + 2) * 455
     spec = _spec(model)
-    assert quick_compile(spec, epoch_flops(params, 455)) is small
-    assert quick_compile(spec, QUICK_EPOCH_FLOPS) is large
+    assert quick_compile(spec.mesh, epoch_flops(params, 455)) is small
+    assert quick_compile(spec.mesh, QUICK_EPOCH_FLOPS) is large
     # With a mesh (data parallelism) the default options stay.
-    assert not quick_compile(_spec(model, mesh=jaxmlp.data_parallel_mesh()), 1.0)
+    assert not quick_compile(_spec(model, mesh=jaxmlp.data_parallel_mesh()).mesh, 1.0)
 
 
 def test_fit_and_its_continuation_run_the_program_the_whole_run_would(monkeypatch):
@@ -249,7 +249,7 @@ def test_fit_and_its_continuation_run_the_program_the_whole_run_would(monkeypatc
     monkeypatch.delenv("JAXMLP_QUICK_COMPILE", raising=False)
     seen = []
     real = driver.epochs_program
-    monkeypatch.setattr(driver, "epochs_program", lambda spec, quick: seen.append(quick) or real(spec, quick))  # fmt: skip
+    monkeypatch.setattr(driver, "epochs_program", lambda spec: seen.append(spec.quick) or real(spec))  # fmt: skip
     x = np.random.default_rng(0).normal(size=(64, 3)).astype(np.float32)
     model = jaxmlp.MLP((3, 8, 1), activation="tanh")
     kw = {"loss": "mse", "key": jax.random.key(1), "batch_size": 16, "progress": False}

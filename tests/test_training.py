@@ -273,7 +273,7 @@ def test_divergence_whose_replay_stays_finite_reports_no_step(reg, monkeypatch):
     x, y, params = reg
     import jaxmlp._train.fit as training
 
-    def finite_replay(spec, quick=False):
+    def finite_replay(spec):
         return lambda state, bad, bad_step, *rest: (state, jnp.asarray(False), bad_step, 0.0)
 
     monkeypatch.setattr(training, "replay_program", finite_replay)

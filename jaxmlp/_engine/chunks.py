@@ -33,31 +33,31 @@ from jaxmlp._quick import options_if
 
 
 @functools.lru_cache(maxsize=64)
-def chunk_program(spec: Spec, check_steps: bool = False, quick: bool = False) -> Callable:
+def chunk_program(spec: Spec, check_steps: bool = False) -> Callable:
     """``(state, bad, bad_step, i, xs, ys, ws, key=None) -> (state, bad, bad_step, i, values,
     wsum)``, jitted (``key``: the run's training-mode root key, as in the in-memory epoch): the steps of one chunk, ``xs`` ``(steps, batch, in)``, ``ys`` ``(steps, batch, ...)``
     and ``ws`` ``(steps, batch)`` weights (``None``: every row weighs 1). ``i`` is the 1-based
     index of the chunk's first step in its epoch; ``values`` are the steps' losses and ``wsum``
     their total weights (``None`` without weights). With ``check_steps`` a non-finite step stops
-    the updates and ``bad_step`` records it (the replay of a diverged epoch). ``quick``: compiled
-    as the in-memory program would be (:func:`jaxmlp._engine.program.quick_compile`)."""
+    the updates and ``bad_step`` records it (the replay of a diverged epoch). Compiled quick as
+    the in-memory program would be (:attr:`jaxmlp._engine.program.Spec.quick`)."""
     step = _make_step(spec, check_steps)
 
     def run(state, bad, bad_step, i, xs, ys, ws, key=None):
         steps = jax.tree.leaves(xs)[0].shape[0]
         (state, bad, bad_step, i), (values, wsum) = lax.scan(
             lambda c, b: step(c, b, key), (state, bad, bad_step, i), (xs, ys, ws),
-            unroll=_step_unroll(steps, quick),
+            unroll=_step_unroll(steps, spec.quick),
         )  # fmt: skip
         return state, bad, bad_step, i, values, wsum
 
     if spec.mesh is None:
-        return jax.jit(run, compiler_options=options_if(quick))
+        return jax.jit(run, compiler_options=options_if(spec.quick))
     return jax.jit(run, out_shardings=replicated(spec.mesh))
 
 
 @functools.lru_cache(maxsize=64)
-def epoch_end_program(spec: Spec, quick: bool = False) -> Callable:
+def epoch_end_program(spec: Spec) -> Callable:
     """``(carry, e, state, values, wsum, x_val, y_val, patience, min_delta) -> (carry, report)``,
     jitted: epoch ``e``'s end once its chunks have run ``carry.state`` to ``state``. ``values``
     and ``wsum`` are every step's loss and total weight; the report is
@@ -81,5 +81,5 @@ def epoch_end_program(spec: Spec, quick: bool = False) -> Callable:
     # Nothing donated: the carry's state and the chunks' state share one output, so half of any
     # donation would go unused (a model's state is small next to the chunks).
     if spec.mesh is None:
-        return jax.jit(run, compiler_options=options_if(quick))
+        return jax.jit(run, compiler_options=options_if(spec.quick))
     return jax.jit(run, out_shardings=replicated(spec.mesh))

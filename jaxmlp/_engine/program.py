@@ -58,6 +58,7 @@ class Spec(NamedTuple):
     mesh: Mesh | None = None
     padded: bool = False
     l1: float = 0.0
+    quick: bool = False  # compiled with jaxmlp._quick.QUICK_COMPILE (see quick_compile)
 
 
 class Carry(NamedTuple):
@@ -234,7 +235,7 @@ def epoch_loss(spec: Spec, values: jax.Array, wsum: jax.Array | None) -> jax.Arr
     return _ordered_sum(values * wsum) / _ordered_sum(wsum)
 
 
-def make_epoch(spec: Spec, *, check_steps: bool = True, quick: bool = False) -> Callable:
+def make_epoch(spec: Spec, *, check_steps: bool = True) -> Callable:
     """One training epoch for one model, pure: ``(state, bad, bad_step, x, y, sw, perm, rows,
     key) -> (state, bad, bad_step, train_loss)``; ``key`` is the training-mode root key
     (dropout; step ``t`` uses ``fold_in(key, t)``) or ``None``.
@@ -285,7 +286,7 @@ def make_epoch(spec: Spec, *, check_steps: bool = True, quick: bool = False) -> 
         init = (state, bad, bad_step, jnp.ones((), jnp.int32))
         batches = (idx.reshape(nb, B), w)
         (new, bad_new, bad_step, _), (values, wsum) = lax.scan(
-            gather_step, init, batches, unroll=_step_unroll(nb, quick)
+            gather_step, init, batches, unroll=_step_unroll(nb, spec.quick)
         )
         if check_steps:
             state, bad = new, bad_new
@@ -299,13 +300,13 @@ def make_epoch(spec: Spec, *, check_steps: bool = True, quick: bool = False) -> 
 
 
 @functools.lru_cache(maxsize=64)
-def replay_program(spec: Spec, quick: bool = False) -> Callable:
+def replay_program(spec: Spec) -> Callable:
     """The jitted epoch with a check after every step, for ``fit`` to replay a non-finite epoch of
-    the fast path (compiled only when a run diverges; ``quick`` as the fast path was)."""
-    return jax.jit(make_epoch(spec, quick=quick), compiler_options=options_if(quick))
+    the fast path (compiled only when a run diverges, quick as the fast path was)."""
+    return jax.jit(make_epoch(spec), compiler_options=options_if(spec.quick))
 
 
-def member_epoch(spec: Spec, quick: bool = False) -> Callable:
+def member_epoch(spec: Spec) -> Callable:
     """One epoch of one member with its bookkeeping, pure: ``(carry, e, perm, x, y, sw, x_val,
     y_val, patience, min_delta) -> (carry, (ran, train_loss, val_loss, val_metric, lr, improved))``;
     ``lr`` is the learning rate the optimizer exposes after the epoch (NaN when it exposes none).
@@ -316,7 +317,7 @@ def member_epoch(spec: Spec, quick: bool = False) -> Callable:
     member that has stopped or diverged sits the epoch out (its carry is kept; ``ran`` is False):
     one model's program never needs that, since its loop ends at once.
     """
-    train_epoch = make_epoch(spec, check_steps=False, quick=quick)
+    train_epoch = make_epoch(spec, check_steps=False)
     finish = finish_epoch(spec)
 
     def run(carry: Carry, e, perm, x, y, sw, x_val, y_val, patience, min_delta, rows):
@@ -470,10 +471,10 @@ QUICK_EPOCH_FLOPS = (
 )
 
 
-def quick_compile(spec: Spec, epoch_flops: float) -> bool:
-    """Whether a run whose epoch is ``epoch_flops`` estimated training FLOPs compiles its epoch
-    program with :data:`jaxmlp._quick.QUICK_COMPILE` (on a CPU only, without a mesh)."""
-    if spec.mesh is not None or quick_options() is None:  # not on a CPU
+def quick_compile(mesh: Mesh | None, epoch_flops: float) -> bool:
+    """Whether a run whose epoch is ``epoch_flops`` estimated training FLOPs compiles its programs
+    with :data:`jaxmlp._quick.QUICK_COMPILE` (:attr:`Spec.quick`; on a CPU only, without a mesh)."""
+    if mesh is not None or quick_options() is None:  # not on a CPU
         return False
     choice = os.environ.get("JAXMLP_QUICK_COMPILE", "auto").strip().lower()
     if choice in ("0", "false", "no", "off"):
@@ -490,13 +491,13 @@ def epoch_flops(params: Params, rows: int) -> float:
 
 
 @functools.lru_cache(maxsize=64)
-def epochs_program(spec: Spec, quick: bool = False) -> Callable:
+def epochs_program(spec: Spec) -> Callable:
     """The jitted multi-epoch program for one static configuration (cached):
     ``(carry, x, y, sw, plan, x_val, y_val) -> (carry, report)`` (see :func:`make_plan`,
     :func:`read_report`). ``sw`` is ``(n,)`` for one model, ``(members, n)`` for an ensemble, or
-    ``None`` when every row weighs 1. ``quick``: compiled with :data:`jaxmlp._quick.QUICK_COMPILE` (see
-    :func:`quick_compile`)."""
-    one_epoch = member_epoch(spec, quick)
+    ``None`` when every row weighs 1. ``spec.quick``: compiled with
+    :data:`jaxmlp._quick.QUICK_COMPILE` (see :func:`quick_compile`)."""
+    one_epoch = member_epoch(spec)
     if spec.members is not None:
         # perm: (K, n) per epoch slot; the data and the run's settings are shared.
         one_epoch = jax.vmap(
@@ -535,7 +536,7 @@ def epochs_program(spec: Spec, quick: bool = False) -> Callable:
         return carry, _report(hist, carry, dtype)
 
     if spec.mesh is None:
-        return jax.jit(run, donate_argnums=0, compiler_options=options_if(quick))
+        return jax.jit(run, donate_argnums=0, compiler_options=options_if(spec.quick))
     if spec.members is None:
         return jax.jit(run, donate_argnums=0, out_shardings=replicated(spec.mesh))
     # Members split across the "data" axis: carry leaves (K, ...); the report is replicated.

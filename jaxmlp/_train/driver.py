@@ -52,7 +52,6 @@ class Run(NamedTuple):
     checkpoint_every: int | None
     seed: np.ndarray  # the row orders' seed(s): (2,), or (members, 2)
     rows: int  # the real rows (the data may be padded to whole batches beyond them)
-    quick: bool = False  # the epoch program compiled quick (see program.quick_compile)
     # epochs_per_call chosen by the library: a shuffled run's first call may then be split, its
     # first epochs run alone while the host draws the rest's row orders (see _head_epochs)
     split_first: bool = False
@@ -86,7 +85,7 @@ def drive(
     program (streaming: ``data`` then holds no training rows and the orders cover ``run.rows``).
     """
     spec = run.spec
-    program = epochs_program(spec, run.quick) if call is None else None
+    program = epochs_program(spec) if call is None else None
     n = rows_of(data.x) if call is None else run.rows
     dtype = dtype_of(data.x, carry.state.params)
     mesh = spec.mesh
@@ -234,14 +233,14 @@ def _metrics(r: Report, spec: Spec, records_lr: bool) -> Callable[[int], dict[st
     return member
 
 
-def compile_then_stage(spec: Spec, carry: Any, data: Data, quick: bool = False) -> Data:
+def compile_then_stage(spec: Spec, carry: Any, data: Data) -> Data:
     """Large NumPy data (:class:`jaxmlp._train.inputs.Deferred`) staged after the epoch program
     is compiled for their shapes, and the compiler's freed working memory handed back in between,
     so that the two do not add up in the peak. The program's first call then finds it compiled."""
     x = abstract(data.x)
     dtype = dtype_of(x, carry.state.params)
     plan = jax.ShapeDtypeStruct((plan_length(spec, dtype, x.shape[0]),), np.int32)
-    program: Any = epochs_program(spec, quick)  # jitted: it has .lower
+    program: Any = epochs_program(spec)  # jitted: it has .lower
     program.lower(carry, x, abstract(data.y), data.sw, plan, data.x_val, data.y_val).compile()
     release_free_memory()
     return staged(data)

@@ -275,6 +275,7 @@ def fit_ensemble(
         mesh=mesh,
         padded=whole_batches(n, batch_size, bool(drop_last)) > n,
         l1=l1,
+        quick=quick_compile(mesh, epoch_flops(carry.state.params, n)),
     )
     lr = learning_rate(carry.state.opt_state) is not None  # the history records it
     done, history = 0, History(has_val, members=K, records_lr=lr)
@@ -301,15 +302,13 @@ def fit_ensemble(
         sw = None if sw_t is None else sw_t.T
     # Each member's dropout masks: its own stream from the run's key (member k, step t).
     carry = carry._replace(dropout_key=dropout_root(model, key, members=K))
-    quick = quick_compile(spec, epoch_flops(carry.state.params, n))
     data = Data(xb, yb, sw, xv, yv)
     if any_deferred(data):
-        data = compile_then_stage(spec, carry, data, quick)
+        data = compile_then_stage(spec, carry, data)
     if mesh is not None:
         carry, sw = put((carry, sw), sharded(mesh, 0))
         data = put(data._replace(sw=None), replicated(mesh))._replace(sw=sw)
-    run = Run(spec, epochs, stopping.patience, stopping.min_delta, every, seeds, n, quick,
-              split_first=auto_calls)  # fmt: skip
+    run = Run(spec, epochs, stopping.patience, stopping.min_delta, every, seeds, n, auto_calls)
 
     def save(path: Path, state: CallState) -> None:
         _resume.save(path, model, state.carry, key, state.epoch, state.history,

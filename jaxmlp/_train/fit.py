@@ -297,6 +297,7 @@ def fit(
         mesh=mesh,
         padded=total > n,
         l1=l1,
+        quick=quick_compile(mesh, epoch_flops(params, n)),
     )
 
     # The row orders' seed, from the bits read before the initialisation below was dispatched (a
@@ -317,22 +318,20 @@ def fit(
             stopped = bool(carry.stopped)
             seed = order_seed(key)  # the stored key's
     carry = carry._replace(dropout_key=dropout_root(model, key))
-    quick = quick_compile(spec, epoch_flops(carry.state.params, n))
     data = Data(None, None, None, xv, yv) if streaming else Data(xb, yb, sw, xv, yv)
     if any_deferred(data):
-        data = compile_then_stage(spec, carry, data, quick)
+        data = compile_then_stage(spec, carry, data)
     if mesh is not None:
         # Global, replicated inputs: every process holds the same data and key.
         carry, data, key = put((carry, data, key), replicated(mesh))
-    run = Run(spec, epochs, stopping.patience, stopping.min_delta, every, seed, n, quick,
-              split_first=auto_calls)  # fmt: skip
+    run = Run(spec, epochs, stopping.patience, stopping.min_delta, every, seed, n, auto_calls)
     feed = call = None
     if streamed is not None:
         fmt = row_format(model, cast(Loss, lossf), dtype)
         step_bytes = batch_size * (xb[:1].nbytes + yb[:1].nbytes + np.dtype(dtype).itemsize)
         steps = choose_chunk_steps(chunk_steps, step_bytes, n_batches)
         host_sw = None if sw is None else np.asarray(sw)
-        feed = Feed(spec, streamed.source, fmt, n, host_sw, steps, streamed.shard, quick)
+        feed = Feed(spec, streamed.source, fmt, n, host_sw, steps, streamed.shard)
         call = feed.call(stopping.patience, stopping.min_delta, data.x_val, data.y_val)
 
     def save(path: Path, state: CallState, info: dict[str, Any] | None = None) -> None:
@@ -342,7 +341,7 @@ def fit(
     def on_report(r: Report, carry: Carry, perms, start: int) -> Carry:
         if not r.diverged:
             return carry
-        carry, bad_step = _locate_divergence(spec, carry, r, start, perms, data, n, feed, quick)
+        carry, bad_step = _locate_divergence(spec, carry, r, start, perms, data, n, feed)
         bad_epoch = int(r.bad_epoch) + 1
         past = history.upto(len(history.history["loss"]))
         for i in range(bad_epoch - 1 - start):  # the finite epochs of this call
@@ -400,15 +399,7 @@ def fit(
 
 
 def _locate_divergence(
-    spec: Spec,
-    carry: Carry,
-    r: Report,
-    done: int,
-    perms,
-    data: Data,
-    rows: int,
-    feed=None,
-    quick: bool = False,
+    spec: Spec, carry: Carry, r: Report, done: int, perms, data: Data, rows: int, feed=None
 ):
     """The fast path found the non-finite epoch and kept the state it started from: replay that
     epoch with a check after every step (:func:`jaxmlp._engine.program.replay_program`) for the
@@ -424,7 +415,7 @@ def _locate_divergence(
         return (carry._replace(state=state), int(bad_step)) if bad else (carry, None)
     if spec.mesh is not None and perm is not None:
         perm = put(perm, replicated(spec.mesh))
-    replay = replay_program(spec, quick)
+    replay = replay_program(spec)
     state, bad, bad_step, _ = replay(
         carry.state, False, np.int32(-1), data.x, data.y, data.sw, perm, np.int32(rows),
         carry.dropout_key,

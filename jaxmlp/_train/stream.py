@@ -181,10 +181,9 @@ class Feed:
         sw: np.ndarray | None,
         chunk_steps: int,
         shard: Any = None,
-        quick: bool = False,
     ):
         self.spec, self.source, self.fmt, self.rows, self.sw = spec, source, fmt, rows, sw
-        self.chunk_steps, self.shard, self.quick = chunk_steps, shard, quick
+        self.chunk_steps, self.shard = chunk_steps, shard
         self.pool = ThreadPoolExecutor(1, thread_name_prefix="jaxmlp-stream")
 
     def close(self) -> None:
@@ -230,7 +229,7 @@ class Feed:
         nb = idx.size // width
         S = self.chunk_steps
         bounds = [(lo, min(nb, lo + S)) for lo in range(0, nb, S)]
-        program = chunk_program(self.spec, check_steps, self.quick)
+        program = chunk_program(self.spec, check_steps)
         pending = collections.deque()
 
         def submit(c: int) -> None:
@@ -259,7 +258,7 @@ class Feed:
     def call(self, patience: int, min_delta: float, x_val, y_val) -> Callable:
         """The driver's call for streamed epochs: ``(carry, start, perms) -> (carry, report)``,
         one epoch per call."""
-        end = epoch_end_program(self.spec, self.quick)
+        end = epoch_end_program(self.spec)
         dtype = self.fmt.dtype
         delta = np.asarray(min_delta, _wide(dtype)).astype(dtype)
 
