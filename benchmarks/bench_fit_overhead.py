@@ -12,7 +12,15 @@ one further along the list; medians and the median of each round's ratio. Target
 is launched) and ``whole first call`` (``epochs_per_call`` given, so the first call is not split
 and all its row orders are drawn before it starts).
 
-    python benchmarks/bench_fit_overhead.py [--repeats 30] [--epochs 40] [--variants] [--json PATH]
+``--floors`` adds what ``fit`` cannot go below with the engine as it is, timed in the same rounds:
+``least fit`` (the key's bits read, the initial state made, the row orders drawn and packed into
+the plan, the compiled program called, its report read: none of ``fit``'s checks, history or
+result), ``least fit, orders ready`` (the same with the plan packed beforehand) and ``program
+alone`` (the compiled call with every argument ready, its initial state made beforehand, and its
+report read).
+
+    python benchmarks/bench_fit_overhead.py [--repeats 30] [--epochs 40] [--variants] [--floors]
+                                            [--json PATH]
 """
 
 from __future__ import annotations
@@ -22,7 +30,9 @@ import json
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -31,6 +41,17 @@ import jax.numpy as jnp
 import optax
 
 import jaxmlp
+from jaxmlp._engine.orders import call_permutations, order_seed
+from jaxmlp._engine.program import (
+    dtype_of,
+    epochs_program,
+    fresh_carry,
+    make_plan,
+    read_report,
+    rows_of,
+)
+from jaxmlp._train import fit as fit_module
+from jaxmlp._train.driver import host
 from jaxmlp._train.inputs import choose_epochs_per_call
 from jaxmlp.bench import CONFIGS, environment
 from jaxmlp.bench._suites import _data
@@ -42,6 +63,7 @@ def main(argv=None) -> int:
     p.add_argument("--epochs", type=int, default=40)
     p.add_argument("--rows", type=int, default=1024)
     p.add_argument("--variants", action="store_true", help="also fit without its overlaps")
+    p.add_argument("--floors", action="store_true", help="also the least a fit does")
     p.add_argument("--json", default=None)
     a = p.parse_args(argv)
     cfg = CONFIGS["S"]
@@ -70,6 +92,9 @@ def main(argv=None) -> int:
         whole = choose_epochs_per_call(None, model, steps_per_epoch, cfg.batch)
         runs["fit, waited"] = fitter(callbacks=[ReadsCarry()])
         runs["fit, whole first call"] = fitter(epochs_per_call=whole)
+
+    if a.floors:
+        runs.update(_floors(runs["fit"], params, key, a.repeats * len(runs) + 4))
 
     vg = jaxmlp.value_and_grad(model, cfg.loss, method="manual")
 
@@ -136,6 +161,57 @@ def main(argv=None) -> int:
     if a.json:
         Path(a.json).write_text(json.dumps(out, indent=1))
     return 0
+
+
+def _floors(run_fit, params, key, calls: int) -> dict[str, Callable[[], Any]]:
+    """The least a ``fit`` does through the engine, as functions to time: the spec, run settings
+    and data are those ``fit`` hands its driver (caught from one ``fit`` of ``params``)."""
+    seen = {}
+
+    def catch(run, carry, data, *args, **kw):
+        seen.update(run=run, data=data)
+        return real(run, carry, data, *args, **kw)
+
+    real = fit_module.drive
+    fit_module.drive = catch
+    try:
+        run_fit()
+    finally:
+        fit_module.drive = real
+    run, data = seen["run"], seen["data"]
+    spec = run.spec
+    program = epochs_program(spec)
+    dtype = dtype_of(data.x, params)
+    n = rows_of(data.x)
+    limit = min(run.epochs, spec.epochs_per_call)
+    rows = run.rows if spec.padded else -1
+
+    def packed(seed):
+        perms = call_permutations(spec, seed, 0, limit, n)
+        return make_plan(0, run.epochs, run.patience, run.min_delta, dtype, perms, rows)
+
+    def call(carry, plan):
+        out, report = program(carry, data.x, data.y, data.sw, plan, data.x_val, data.y_val)
+        read_report(host(report), spec.epochs_per_call, dtype)
+        return jax.block_until_ready(out.state.params)
+
+    def fresh():
+        return fresh_carry(params, spec.optimizer, dtype, spec.track_best)
+
+    def least():
+        return call(fresh(), packed(order_seed(key)))
+
+    plan = packed(order_seed(key))
+
+    def least_ready():
+        return call(fresh(), plan)
+
+    carries = [fresh() for _ in range(calls)]  # each call donates its own
+
+    def alone():
+        return call(carries.pop(), plan)
+
+    return {"least fit": least, "least fit, orders ready": least_ready, "program alone": alone}
 
 
 if __name__ == "__main__":

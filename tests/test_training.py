@@ -76,11 +76,13 @@ def test_fit_learns_and_keeps_callers_params(reg):
     before = jax.tree.map(np.asarray, params)
     result = jaxmlp.fit(
         REG, params, x, y, loss="mse", key=jax.random.key(3), optimizer=optax.adam(0.02),
-        epochs=30, batch_size=16, progress=False,
+        epochs=60, batch_size=16, progress=False,
     )  # fmt: skip
-    assert len(result.history["loss"]) == 30
+    assert len(result.history["loss"]) == 60
+    # Over keys 0-19 the loss ends at 0.05-0.18 of the first epoch's (after 30 epochs: 0.33-0.58,
+    # too close to any bound for a test of learning that another shuffle must not break).
     assert result.history["loss"][-1] < 0.5 * result.history["loss"][0]
-    assert result.step == 30 * 4  # ceil(50 / 16) = 4 steps per epoch
+    assert result.step == 60 * 4  # ceil(50 / 16) = 4 steps per epoch
     chex.assert_trees_all_equal(jax.tree.map(np.asarray, params), before)
     assert result.metric == "r2"
 
