@@ -165,10 +165,11 @@ def test_dropout_narrows_the_train_test_gap():
 
 
 def test_playground_features_make_circle_linear_and_spiral_easy():
-    out = load_example("10_feature_crosses.py").main(epochs=40)
+    out = load_example("10_feature_crosses.py").main(epochs=80)
     circle, spiral = out["circle"], out["spiral"]
-    # 40 of 200 epochs: circle 0.59 raw, 0.98 on the features; spiral 0.62 and 0.72 (the full
-    # run: 0.53, 0.995; 0.84, 0.96).
+    # 80 of 200 epochs: circle 0.46 raw, 0.99 on the features; spiral 0.58 and 0.93 (the full
+    # run: 0.53, 0.995; 0.84, 0.96). Seeds 1-3 gain 0.21-0.26 on the spiral by then; after 40
+    # epochs the gain was +0.19 to -0.04, too close to the bound (the compile is most of the time).
     assert circle["playground"]["test"] > 0.9, out
     assert circle["raw"]["test"] < 0.75, out  # no line separates a disc from its ring
     assert spiral["playground"]["test"] > spiral["raw"]["test"] + 0.05, out
