@@ -41,17 +41,10 @@ import jax.numpy as jnp
 import optax
 
 import jaxmlp
-from jaxmlp._engine.orders import call_permutations, order_seed
-from jaxmlp._engine.program import (
-    dtype_of,
-    epochs_program,
-    fresh_carry,
-    make_plan,
-    read_report,
-    rows_of,
-)
+from jaxmlp._engine.orders import order_seed
+from jaxmlp._engine.program import dtype_of, epochs_program, fresh_carry, read_report, rows_of
 from jaxmlp._train import fit as fit_module
-from jaxmlp._train.driver import host
+from jaxmlp._train.driver import host, plan_call
 from jaxmlp._train.inputs import choose_epochs_per_call
 from jaxmlp.bench import CONFIGS, environment
 from jaxmlp.bench._suites import _data
@@ -183,12 +176,9 @@ def _floors(run_fit, params, key, calls: int) -> dict[str, Callable[[], Any]]:
     program = epochs_program(spec)
     dtype = dtype_of(data.x, params)
     n = rows_of(data.x)
-    limit = min(run.epochs, spec.epochs_per_call)
-    rows = run.rows if spec.padded else -1
 
-    def packed(seed):
-        perms = call_permutations(spec, seed, 0, limit, n)
-        return make_plan(0, run.epochs, run.patience, run.min_delta, dtype, perms, rows)
+    def packed(seed):  # the driver's first plan, from the seed just read
+        return plan_call(run._replace(seed=seed), 0, n, dtype).plan
 
     def call(carry, plan):
         out, report = program(carry, data.x, data.y, data.sw, plan, data.x_val, data.y_val)

@@ -88,7 +88,6 @@ def drive(
     program = epochs_program(spec) if call is None else None
     n = rows_of(data.x) if call is None else run.rows
     dtype = dtype_of(data.x, carry.state.params)
-    mesh = spec.mesh
     everyone = [history, *callbacks]
     # Queue each call behind the one running, before reading that one's report, when nothing on
     # the host needs the carry between them: the device never waits on the host's reads,
@@ -97,21 +96,7 @@ def drive(
     queue = call is None and not any(_reads_carry(cb) for cb in everyone)
 
     def orders(start: int, end: int | None = None) -> _Call:
-        """The call that begins at epoch ``start`` (and ends by ``end``): its orders and plan."""
-        # With checkpoints, a call never runs past the next multiple of checkpoint_every.
-        limit = min(run.epochs, start + spec.epochs_per_call if end is None else end)
-        if run.checkpoint_every is not None:
-            limit = min(limit, (start // run.checkpoint_every + 1) * run.checkpoint_every)
-        perms = call_permutations(spec, run.seed, start, limit, run.rows)
-        if perms is not None and n > run.rows:  # padding rows read row 0 (and weigh 0)
-            perms = np.pad(perms, [(0, 0)] * (perms.ndim - 1) + [(0, n - run.rows)])
-        if call is not None:
-            return _Call(start, limit, None, perms)
-        rows = run.rows if spec.padded else -1
-        plan = make_plan(start, limit, run.patience, run.min_delta, dtype, perms, rows)
-        if mesh is not None:
-            plan = put(plan, replicated(mesh))
-        return _Call(start, limit, plan, perms)
+        return plan_call(run, start, n, dtype, end, planned=call is None)
 
     def launch(carry: Any, c: _Call) -> tuple[Any, Any]:
         if program is not None:
@@ -180,6 +165,29 @@ class _Call(NamedTuple):
     end: int
     plan: Any
     perms: np.ndarray | None
+
+
+def plan_call(
+    run: Run, start: int, n: int, dtype: Any, end: int | None = None, planned: bool = True
+) -> _Call:
+    """The call that begins at epoch ``start`` (and ends by ``end``) on ``n`` rows (the real
+    rows, then padding): its row orders and, ``planned``, the in-memory program's plan (a
+    streamed call takes the orders alone)."""
+    spec = run.spec
+    # With checkpoints, a call never runs past the next multiple of checkpoint_every.
+    limit = min(run.epochs, start + spec.epochs_per_call if end is None else end)
+    if run.checkpoint_every is not None:
+        limit = min(limit, (start // run.checkpoint_every + 1) * run.checkpoint_every)
+    perms = call_permutations(spec, run.seed, start, limit, run.rows)
+    if perms is not None and n > run.rows:  # padding rows read row 0 (and weigh 0)
+        perms = np.pad(perms, [(0, 0)] * (perms.ndim - 1) + [(0, n - run.rows)])
+    if not planned:
+        return _Call(start, limit, None, perms)
+    rows = run.rows if spec.padded else -1
+    plan = make_plan(start, limit, run.patience, run.min_delta, dtype, perms, rows)
+    if spec.mesh is not None:
+        plan = put(plan, replicated(spec.mesh))
+    return _Call(start, limit, plan, perms)
 
 
 def _split_pays() -> bool:
